@@ -1,0 +1,57 @@
+# One-command set-up, demo and tests. See README.md.
+SHELL := /bin/bash
+VENV := $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+DATASET ?= churn
+CONF ?= {}
+DEMO_ROWS ?= 100000
+
+export PATH := $(VENV)/bin:$(PATH)
+export AIRFLOW_HOME ?= $(CURDIR)/.airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW_CONN_SPARK_DEFAULT ?= {"conn_type": "spark", "host": "local[*]"}
+export PYSPARK_PYTHON := $(PY)
+
+.PHONY: setup demo demo-data train test lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml scripts/install_horovod.sh
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip==25.3"
+	$(PY) -m pip install --quiet -r requirements.txt
+	bash scripts/install_horovod.sh $(VENV)
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+$(AIRFLOW_HOME)/airflow.db: $(STAMP)
+	mkdir -p $(AIRFLOW_HOME)
+	airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || (cat $(AIRFLOW_HOME)/db-migrate.log; exit 1)
+	touch $@
+
+demo-data: setup
+	$(PY) -m continuous_training.demo_data --rows $(DEMO_ROWS)
+
+demo: demo-data $(AIRFLOW_HOME)/airflow.db
+	airflow dags test training_pipeline --conf '{"dataset": "churn"}'
+	$(PY) -m continuous_training.summary --dataset churn
+
+train: setup $(AIRFLOW_HOME)/airflow.db
+	airflow dags test training_pipeline --conf "$$($(PY) -c 'import json, sys; print(json.dumps({"dataset": sys.argv[1], **json.loads(sys.argv[2])}))' '$(DATASET)' '$(CONF)')"
+	$(PY) -m continuous_training.summary --dataset '$(DATASET)'
+
+test: setup
+	$(PY) -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+bench: setup
+	$(PY) benchmarks/data_stages.py
+
+clean:
+	rm -rf $(AIRFLOW_HOME) .mlflow data

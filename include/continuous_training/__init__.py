@@ -1,0 +1,1 @@
+"""Continuous training on Spark: shared library for the Airflow DAGs and Spark jobs."""

@@ -1,0 +1,59 @@
+"""The one typed settings object, read from environment variables with documented defaults."""
+
+from __future__ import annotations
+
+import sys
+from functools import cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Settings(BaseSettings):
+    """Project settings. Each field is read from the upper-case env var of the same name."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    data_dir: Path = Field(PROJECT_ROOT / "data", description="Root of landing files and stage outputs.")
+    mlflow_tracking_uri: str = Field(
+        f"sqlite:///{PROJECT_ROOT / '.mlflow' / 'mlflow.db'}",
+        description="MLflow tracking and registry store.",
+    )
+    mlflow_artifact_root: Path = Field(
+        PROJECT_ROOT / ".mlflow" / "artifacts",
+        description="Artifact location for experiments created by the project (local MLflow only).",
+    )
+    airflow_home: Path = Field(PROJECT_ROOT / ".airflow", description="Airflow home (metadata DB, logs).")
+    datasets_dir: Path = Field(PROJECT_ROOT / "include" / "datasets", description="Where named specs live.")
+    jobs_dir: Path = Field(PROJECT_ROOT / "jobs", description="Spark job scripts submitted by the DAGs.")
+    pyspark_python: str = Field(sys.executable, description="Python interpreter for Spark driver/executors.")
+    spark_driver_memory: str = Field("2g", description="spark-submit --driver-memory for every job.")
+    quarantine_max_fraction: float = Field(0.05, ge=0, le=1, description="Validate fails above this.")
+    parquet_target_file_mb: int = Field(128, gt=0, description="Target size of compacted Parquet files.")
+    feature_files: int = Field(8, gt=0, description="Minimum files per featurized split (Petastorm shards).")
+    split_fractions: tuple[float, float, float] = Field(
+        (0.7, 0.15, 0.15), description="Train / validation / test fractions of the deterministic split."
+    )
+    task_retries: int = Field(2, ge=0, description="Airflow retries per task.")
+    task_timeout_minutes: int = Field(60, gt=0, description="Airflow execution timeout per task.")
+
+    @field_validator("data_dir", "mlflow_artifact_root", "airflow_home", "datasets_dir", "jobs_dir")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:
+        return path.expanduser().resolve()
+
+    @field_validator("split_fractions")
+    @classmethod
+    def _fractions_sum_to_one(cls, fractions: tuple[float, float, float]) -> tuple[float, float, float]:
+        if abs(sum(fractions) - 1.0) > 1e-9 or min(fractions) <= 0:
+            raise ValueError(f"split_fractions must be three positive numbers summing to 1, got {fractions}")
+        return fractions
+
+
+@cache
+def get_settings() -> Settings:
+    """Settings for this process (read once)."""
+    return Settings()

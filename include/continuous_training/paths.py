@@ -1,0 +1,22 @@
+"""Where each stage of a run reads and writes: $DATA_DIR/<dataset>/<stage>/run_id=<id>/."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from continuous_training.config import Settings, get_settings
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.+=-]")
+
+
+def run_dir_name(run_id: str) -> str:
+    """Folder name for a run id. Hadoop paths reject ':' so unsafe characters become '-'."""
+    if not run_id:
+        raise ValueError("run id must not be empty")
+    return f"run_id={_UNSAFE.sub('-', run_id)}"
+
+
+def stage_dir(dataset: str, stage: str, run_id: str, settings: Settings | None = None) -> Path:
+    """Output folder of one stage for one run."""
+    return (settings or get_settings()).data_dir / dataset / stage / run_dir_name(run_id)

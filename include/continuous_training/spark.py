@@ -1,0 +1,25 @@
+"""Spark session construction from the settings object."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pyspark.sql import SparkSession
+
+from continuous_training.config import Settings, get_settings
+
+
+def build_spark_session(app_name: str, conf: Mapping[str, str] | None = None,
+                        settings: Settings | None = None) -> SparkSession:
+    """A session for one job. The master comes from spark-submit (the Airflow connection `spark_default`)."""
+    settings = settings or get_settings()
+    builder = (
+        SparkSession.builder.appName(app_name)
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.pyspark.python", settings.pyspark_python)
+        .config("spark.sql.parquet.compression.codec", "snappy")
+        .config("spark.ui.showConsoleProgress", "false")
+    )
+    for key, value in (conf or {}).items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()

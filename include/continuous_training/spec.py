@@ -1,0 +1,190 @@
+"""Dataset specs: a YAML file that describes a source, its schema, label, features and rules."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from continuous_training.config import Settings, get_settings
+
+NUMERIC_TYPES = {"tinyint", "byte", "smallint", "short", "int", "integer", "bigint", "long", "float", "double"}
+OTHER_TYPES = {"string", "boolean", "date", "timestamp", "timestamp_ntz"}
+_DECIMAL = re.compile(r"^decimal\(\s*\d+\s*,\s*\d+\s*\)$")
+
+Task = Literal["regression", "binary_classification", "multiclass_classification"]
+
+DEFAULT_PROMOTION_METRIC: dict[str, str] = {
+    "regression": "test_rmse",
+    "binary_classification": "test_auc",
+    "multiclass_classification": "test_accuracy",
+}
+LOWER_IS_BETTER = {"test_rmse", "test_mae", "test_logloss"}
+
+
+class SpecError(ValueError):
+    """A dataset spec that cannot be loaded or is invalid; the message names the field."""
+
+
+def is_numeric_type(spark_type: str) -> bool:
+    """True for Spark SQL numeric type names (integral, floating, decimal)."""
+    spark_type = spark_type.strip().lower()
+    return spark_type in NUMERIC_TYPES or bool(_DECIMAL.match(spark_type))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Source(_Strict):
+    path: str = Field(description="File or glob; relative paths resolve against DATA_DIR.")
+    format: Literal["csv", "parquet", "json"]
+    options: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+
+class ColumnRules(_Strict):
+    min: float | None = None
+    max: float | None = None
+    allowed: list[str | int | float | bool] | None = None
+    not_null: bool = False
+    unique: bool = False
+
+    @model_validator(mode="after")
+    def _min_not_above_max(self) -> ColumnRules:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+
+class Features(_Strict):
+    numeric: list[str] = Field(default_factory=list)
+    categorical: list[str] = Field(default_factory=list)
+
+
+class Promotion(_Strict):
+    metric: str | None = Field(None, description="Metric the gate compares; default depends on the task.")
+    threshold: float | None = Field(None, description="Absolute bar a candidate must pass.")
+
+
+class DatasetSpec(_Strict):
+    """A validated dataset spec."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    source: Source
+    schema_: dict[str, str] = Field(alias="schema", min_length=1)
+    label: str
+    task: Task
+    features: Features
+    id_column: str | None = None
+    timestamp_column: str | None = None
+    rules: dict[str, ColumnRules] = Field(default_factory=dict)
+    model_name: str | None = None
+    promotion: Promotion = Field(default_factory=Promotion)
+
+    @field_validator("schema_")
+    @classmethod
+    def _known_types(cls, schema: dict[str, str]) -> dict[str, str]:
+        for column, spark_type in schema.items():
+            normalized = str(spark_type).strip().lower()
+            if not (normalized in NUMERIC_TYPES or normalized in OTHER_TYPES or _DECIMAL.match(normalized)):
+                raise ValueError(f"column {column!r} has unknown Spark SQL type {spark_type!r}")
+        return {column: str(spark_type).strip().lower() for column, spark_type in schema.items()}
+
+    @model_validator(mode="after")
+    def _columns_exist(self) -> DatasetSpec:
+        def require(field: str, column: str) -> None:
+            if column not in self.schema_:
+                raise ValueError(f"{field}: column {column!r} is not in schema")
+
+        require("label", self.label)
+        for column in self.features.numeric:
+            require("features.numeric", column)
+            if not is_numeric_type(self.schema_[column]):
+                raise ValueError(f"features.numeric: column {column!r} has non-numeric type {self.schema_[column]}")
+        for column in self.features.categorical:
+            require("features.categorical", column)
+        if not self.feature_columns:
+            raise ValueError("features: at least one numeric or categorical feature is required")
+        overlap = set(self.features.numeric) & set(self.features.categorical)
+        if overlap:
+            raise ValueError(f"features: columns listed as both numeric and categorical: {sorted(overlap)}")
+        if self.label in self.feature_columns:
+            raise ValueError(f"features: the label {self.label!r} cannot also be a feature")
+        for field in ("id_column", "timestamp_column"):
+            if getattr(self, field) is not None:
+                require(field, getattr(self, field))
+        for column, rules in self.rules.items():
+            require(f"rules.{column}", column)
+            if (rules.min is not None or rules.max is not None) and not is_numeric_type(self.schema_[column]):
+                raise ValueError(f"rules.{column}: min/max need a numeric column, got {self.schema_[column]}")
+        if self.task == "regression" and not is_numeric_type(self.schema_[self.label]):
+            raise ValueError(f"label: regression needs a numeric label, {self.label!r} is {self.schema_[self.label]}")
+        return self
+
+    @property
+    def feature_columns(self) -> list[str]:
+        return [*self.features.numeric, *self.features.categorical]
+
+    @property
+    def registered_model_name(self) -> str:
+        return self.model_name or f"{self.name}_model"
+
+    @property
+    def promotion_metric(self) -> str:
+        return self.promotion.metric or DEFAULT_PROMOTION_METRIC[self.task]
+
+    @property
+    def ddl_schema(self) -> str:
+        """The schema as a Spark DDL string, with every column name quoted verbatim."""
+        return ", ".join(f"`{column.replace('`', '``')}` {spark_type}" for column, spark_type in self.schema_.items())
+
+    def source_path(self, settings: Settings | None = None) -> str:
+        """The source glob, with a relative path resolved against DATA_DIR."""
+        path = Path(self.source.path).expanduser()
+        if "://" in self.source.path:
+            return self.source.path
+        return str(path if path.is_absolute() else (settings or get_settings()).data_dir / path)
+
+
+def _field_path(location: tuple[Any, ...]) -> str:
+    return ".".join("schema" if part == "schema_" else str(part) for part in location) or "<root>"
+
+
+def parse_spec(document: Any, origin: str = "<spec>") -> DatasetSpec:
+    """Validate a parsed YAML document; errors name each offending field."""
+    if not isinstance(document, dict):
+        raise SpecError(f"dataset spec {origin}: expected a mapping at the top level, got {type(document).__name__}")
+    try:
+        return DatasetSpec.model_validate(document)
+    except ValidationError as error:
+        problems = "; ".join(f"field '{_field_path(e['loc'])}': {e['msg']}" for e in error.errors())
+        raise SpecError(f"dataset spec {origin} is invalid: {problems}") from None
+
+
+def resolve_spec_path(name_or_path: str, settings: Settings | None = None) -> Path:
+    """A spec file from a dataset name (looked up in the datasets dir) or a path."""
+    settings = settings or get_settings()
+    candidate = Path(name_or_path).expanduser()
+    if candidate.suffix in {".yaml", ".yml"} or "/" in name_or_path:
+        if not candidate.is_file():
+            raise SpecError(f"dataset spec file {candidate} does not exist")
+        return candidate.resolve()
+    for suffix in (".yaml", ".yml"):
+        named = settings.datasets_dir / f"{name_or_path}{suffix}"
+        if named.is_file():
+            return named
+    known = sorted(p.stem for p in settings.datasets_dir.glob("*.y*ml"))
+    raise SpecError(f"unknown dataset {name_or_path!r}: no spec in {settings.datasets_dir} (known: {known})")
+
+
+def load_spec(name_or_path: str, settings: Settings | None = None) -> DatasetSpec:
+    """Load and validate a spec by dataset name or path."""
+    path = resolve_spec_path(name_or_path, settings)
+    try:
+        document = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise SpecError(f"dataset spec {path} is not valid YAML: {error}") from None
+    return parse_spec(document, str(path))

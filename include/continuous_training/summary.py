@@ -1,0 +1,74 @@
+"""Print what a training_pipeline run produced: rows per stage, quarantine, where outputs and reports are."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from continuous_training.config import Settings, get_settings
+from continuous_training.paths import run_dir_name
+from continuous_training.spec import load_spec
+
+
+def latest_run_dir_name(dataset: str, settings: Settings) -> str:
+    """The `run_id=...` folder of the most recent ingest of a dataset."""
+    manifests = sorted((settings.data_dir / dataset / "ingest").glob("run_id=*/manifest.json"),
+                       key=lambda path: path.stat().st_mtime)
+    if not manifests:
+        raise SystemExit(f"no runs of {dataset!r} under {settings.data_dir / dataset}")
+    return manifests[-1].parent.name
+
+
+def _read(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def summarize(dataset: str, run_id: str | None = None, settings: Settings | None = None) -> str:
+    """A human-readable summary of one run (the latest when run_id is None)."""
+    settings = settings or get_settings()
+    spec = load_spec(dataset, settings)
+    run_dir = run_dir_name(run_id) if run_id else latest_run_dir_name(spec.name, settings)
+    root = settings.data_dir / spec.name
+
+    def stage(name: str) -> Path:
+        return root / name / run_dir
+
+    ingest = _read(stage("ingest") / "manifest.json")
+    validation = _read(stage("validate") / "validation.json")
+    stats = _read(stage("stats") / "stats.json")
+    features = _read(stage("featurize") / "featurize.json")
+    lines = [f"training_pipeline summary for {spec.name!r} ({run_dir})", ""]
+    if ingest:
+        lines.append(f"  ingest     {ingest['rows']:>10,} rows from {len(ingest['files'])} files "
+                     f"({ingest['corrupt_rows']:,} malformed)")
+    if validation:
+        lines.append(f"  validate   {validation['valid']:>10,} valid, {validation['quarantined']:,} quarantined "
+                     f"({validation['quarantine_fraction']:.2%})")
+        lines += [f"               {count:>8,}  {reason}" for reason, count in validation["reasons"].items()]
+    if stats:
+        lines.append(f"  stats      {stats['rows']:>10,} rows profiled, {len(stats['columns'])} columns")
+    if features:
+        rows = features["rows"]
+        lines.append(f"  featurize  {rows['train']:>10,} train, {rows['validation']:,} validation, "
+                     f"{rows['test']:,} test; feature_dim={features['feature_dim']}")
+    lines += ["", "  outputs:"]
+    lines += [f"    {name:<11}{stage(name)}" for name in ("ingest", "validate", "stats", "featurize")
+              if stage(name).exists()]
+    if (stage("validate") / "quarantine").exists():
+        lines.append(f"    quarantine {stage('validate') / 'quarantine'}")
+    if (stage("stats") / "report.html").exists():
+        lines.append(f"    report     {stage('stats') / 'report.html'}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--run-id", help="Airflow run id (default: the latest run)")
+    args = parser.parse_args(argv)
+    print(summarize(args.dataset, args.run_id))
+
+
+if __name__ == "__main__":
+    main()

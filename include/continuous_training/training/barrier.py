@@ -1,0 +1,193 @@
+"""Horovod ranks as the tasks of one Spark barrier stage (gang scheduled: all start together or none do).
+
+Each task of `rdd.barrier().mapPartitions` becomes one Horovod rank. The task of partition 0 hosts Horovod's
+own gloo rendezvous server; its port is shared through `BarrierTaskContext.allGather`, and every task sets the
+environment contract Horovod's launchers use before calling the rank function. If any rank raises, Spark fails
+the whole stage and kills the other ranks; the driver re-raises the failing rank's Python traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyspark.sql import SparkSession
+
+from continuous_training.errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+SLOT_CHECK_INTERVAL = "5s"
+SLOT_CHECK_MAX_FAILURES = "6"
+_LOCAL_MASTER = re.compile(r"^local(?:\[(\*|\d+)(?:,\s*\d+)?\])?$")
+_PYTHON_TRACEBACK = re.compile(
+    r"org\.apache\.spark\.api\.python\.PythonException: (Traceback \(most recent call last\):.*?)(?:\n\s+at |\Z)",
+    re.DOTALL,
+)
+
+
+@dataclass(frozen=True)
+class RankContext:
+    """What a rank function learns about its place in the barrier stage."""
+
+    rank: int
+    size: int
+    local_rank: int
+    local_size: int
+    host: str
+    gpu_addresses: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RankResult:
+    """What one barrier task sends back to the driver (small and picklable)."""
+
+    rank: int
+    size: int
+    host: str
+    gpu_addresses: list[str]
+    value: Any
+
+
+class BarrierStageError(RuntimeError):
+    """A rank failed, so the barrier stage failed; the message carries the failing rank's Python traceback."""
+
+    def __init__(self, message: str, worker_traceback: str | None) -> None:
+        super().__init__(message)
+        self.worker_traceback = worker_traceback
+
+
+def barrier_spark_conf(use_gpu: bool, existing: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Spark confs a session running barrier training needs; keys already in `existing` are left out.
+
+    Fresh Python workers per task (Horovod and CUDA state never leak between attempts) and a slot check that
+    gives up within about 30 s when the cluster cannot run all ranks at once. With `use_gpu` every executor
+    and task asks for one GPU (the cluster needs a GPU discovery script; local mode does not schedule GPUs).
+    """
+    conf = {
+        "spark.python.worker.reuse": "false",
+        "spark.scheduler.barrier.maxConcurrentTasksCheck.interval": SLOT_CHECK_INTERVAL,
+        "spark.scheduler.barrier.maxConcurrentTasksCheck.maxFailures": SLOT_CHECK_MAX_FAILURES,
+    }
+    if use_gpu:
+        conf["spark.executor.resource.gpu.amount"] = "1"
+        conf["spark.task.resource.gpu.amount"] = "1"
+    existing = existing or {}
+    return {key: value for key, value in conf.items() if key not in existing}
+
+
+def local_master_slots(master: str, task_cpus: int = 1) -> int | None:
+    """Concurrent task slots of a `local`, `local[N]`, `local[*]` or `local[N,F]` master; None for others."""
+    match = _LOCAL_MASTER.match(master.strip())
+    if not match:
+        return None
+    cores = match.group(1)
+    threads = 1 if cores is None else (os.cpu_count() or 1) if cores == "*" else int(cores)
+    return threads // max(task_cpus, 1)
+
+
+def run_in_barrier(spark: SparkSession, num_proc: int, rank_fn: Callable[[RankContext], Any], *,
+                   use_gpu: bool) -> list[RankResult]:
+    """Run `rank_fn` as `num_proc` Horovod ranks in one barrier stage; the results ordered by rank.
+
+    Raises PipelineError when the cluster has fewer task slots than `num_proc`, and BarrierStageError
+    (chained to Spark's exception) when a rank raises.
+    """
+    if num_proc < 1:
+        raise PipelineError(f"num_proc must be at least 1, got {num_proc}")
+    sc = spark.sparkContext
+    task_cpus = int(sc.getConf().get("spark.task.cpus", "1"))
+    slots = local_master_slots(sc.master, task_cpus)
+    if slots is not None and slots < num_proc:
+        raise PipelineError(
+            f"num_proc={num_proc} needs {num_proc} concurrent task slots; the cluster offers fewer "
+            f"(master {sc.master} with spark.task.cpus={task_cpus} gives {slots})"
+        )
+    if use_gpu and slots is not None:
+        log.warning("Spark does not schedule GPUs with master %s: ranks get no GPU addresses", sc.master)
+
+    def task(_: Any) -> Any:
+        yield _run_rank(rank_fn, use_gpu)
+
+    rdd = sc.parallelize(range(num_proc), num_proc).barrier().mapPartitions(task)
+    try:
+        results = rdd.collect()
+    except Exception as error:
+        text = str(error)
+        if "BarrierJobSlotsNumberCheckFailed" in text:
+            raise PipelineError(
+                f"num_proc={num_proc} needs {num_proc} concurrent task slots; the cluster offers fewer "
+                f"(Spark's barrier slot check gave up; add executors or cores, or lower num_proc)"
+            ) from error
+        match = _PYTHON_TRACEBACK.search(text)
+        if match is None:
+            raise
+        worker_traceback = match.group(1).rstrip()
+        raise BarrierStageError(
+            f"a rank of the {num_proc}-rank barrier stage failed, so the stage failed:\n{worker_traceback}",
+            worker_traceback,
+        ) from error
+    return sorted(results, key=lambda result: result.rank)
+
+
+def _run_rank(rank_fn: Callable[[RankContext], Any], use_gpu: bool) -> RankResult:
+    """Body of one barrier task: rendezvous, Horovod environment, then the rank function."""
+    from horovod.runner.common.util.hosts import HostInfo, get_host_assignments
+    from horovod.runner.http.http_server import RendezvousServer
+    from pyspark import BarrierTaskContext
+
+    ctx = BarrierTaskContext.get()
+    rank = ctx.partitionId()
+    hosts = [info.address.rsplit(":", 1)[0] for info in ctx.getTaskInfos()]
+    size = len(hosts)
+    slots_per_host: dict[str, int] = {}
+    for host in hosts:
+        slots_per_host[host] = slots_per_host.get(host, 0) + 1
+    plan = get_host_assignments([HostInfo(host, n) for host, n in slots_per_host.items()], size, size)
+    # Ranks are numbered host by host; each task takes the slot of its partition's host in task order.
+    by_host = {host: [slot for slot in plan if slot.hostname == host] for host in slots_per_host}
+    slot = by_host[hosts[rank]][hosts[:rank].count(hosts[rank])]
+
+    server = None
+    port = ""
+    if rank == 0:
+        server = RendezvousServer()
+        port = str(server.start())
+        server.init(plan)
+    rendezvous_port = ctx.allGather(port)[0]
+    resources = ctx.resources()
+    gpu_addresses = list(resources["gpu"].addresses) if "gpu" in resources else []
+    os.environ.update({
+        "HOROVOD_RANK": str(slot.rank),
+        "HOROVOD_SIZE": str(slot.size),
+        "HOROVOD_LOCAL_RANK": str(slot.local_rank),
+        "HOROVOD_LOCAL_SIZE": str(slot.local_size),
+        "HOROVOD_CROSS_RANK": str(slot.cross_rank),
+        "HOROVOD_CROSS_SIZE": str(slot.cross_size),
+        "HOROVOD_HOSTNAME": slot.hostname,
+        "HOROVOD_GLOO_RENDEZVOUS_ADDR": hosts[0],
+        "HOROVOD_GLOO_RENDEZVOUS_PORT": rendezvous_port,
+        "HOROVOD_CONTROLLER": "gloo",
+        "HOROVOD_CPU_OPERATIONS": "gloo",
+        "PYTHONUNBUFFERED": "1",
+    })
+    if use_gpu and not gpu_addresses:
+        log.warning("rank %d asked for a GPU but Spark assigned none: it trains on CPU", slot.rank)
+    ctx.barrier()
+    try:
+        value = rank_fn(RankContext(
+            rank=slot.rank, size=slot.size, local_rank=slot.local_rank, local_size=slot.local_size,
+            host=socket.gethostname(), gpu_addresses=gpu_addresses,
+        ))
+        # Rank 0 keeps the rendezvous server up until every rank is done with Horovod.
+        ctx.barrier()
+    finally:
+        if server is not None:
+            server.stop()
+    return RankResult(rank=slot.rank, size=slot.size, host=hosts[rank], gpu_addresses=gpu_addresses,
+                      value=value)

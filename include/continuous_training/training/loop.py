@@ -1,0 +1,406 @@
+"""Data-parallel training of the MLP: one Horovod rank per barrier task, each reading its Petastorm shard.
+
+Every rank takes the same number of steps per epoch (the reader repeats its shard without end), so gradient
+allreduces never wait on a rank that ran out of data. Rank 0 decides early stopping from allreduced metrics,
+broadcasts the decision, and checkpoints after every epoch so that a retried stage resumes at the next epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from continuous_training.errors import PipelineError
+from continuous_training.training.barrier import RankContext, run_in_barrier
+from continuous_training.training.model import TASKS, build_mlp, loss_for, output_dim
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a rank needs to train (picklable: it travels to the executors)."""
+
+    featurize_dir: str
+    checkpoint_dir: str
+    task: str
+    feature_dim: int
+    num_classes: int | None
+    train_rows: int
+    epochs: int = 10
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    patience: int = 3
+    min_delta: float = 0.0
+    seed: int = 42
+    hidden: tuple[int, ...] = (64, 32)
+    shuffle_capacity: int = 1024
+    reader_workers: int = 2
+
+    def __post_init__(self) -> None:
+        output_dim(self.task, self.num_classes)
+        checks = {
+            "feature_dim": self.feature_dim >= 1, "train_rows": self.train_rows >= 1, "epochs": self.epochs >= 1,
+            "batch_size": self.batch_size >= 1, "learning_rate": self.learning_rate > 0,
+            "patience": self.patience >= 0, "min_delta": self.min_delta >= 0,
+            "shuffle_capacity": self.shuffle_capacity >= 0, "reader_workers": self.reader_workers >= 1,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            values = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
+            raise PipelineError(f"invalid training config values: {values}")
+
+    @classmethod
+    def from_featurize(cls, featurize_dir: str | Path, checkpoint_dir: str | Path, **hyper: Any) -> TrainConfig:
+        """Config for the output of the featurize stage (reads its featurize.json); `hyper` sets the rest."""
+        meta_path = Path(featurize_dir) / "featurize.json"
+        try:
+            meta = json.loads(meta_path.read_text())
+            task, feature_dim, train_rows = meta["task"], int(meta["feature_dim"]), int(meta["rows"]["train"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise PipelineError(f"cannot read the featurize summary {meta_path}: {error}") from error
+        if task not in TASKS:
+            raise PipelineError(f"{meta_path}: unknown task {task!r}")
+        if "hidden" in hyper:
+            hyper["hidden"] = tuple(hyper["hidden"])
+        return cls(featurize_dir=str(featurize_dir), checkpoint_dir=str(checkpoint_dir), task=task,
+                   feature_dim=feature_dim, num_classes=meta.get("num_classes"), train_rows=train_rows, **hyper)
+
+    def signature(self) -> dict[str, Any]:
+        """What a checkpoint must match to be resumed by this config."""
+        return {"task": self.task, "feature_dim": self.feature_dim, "num_classes": self.num_classes,
+                "hidden": list(self.hidden)}
+
+
+@dataclass
+class TrainResult:
+    """Outcome of `fit` on the driver."""
+
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_state: dict[str, np.ndarray]
+    stopped_early: bool
+    start_epoch: int
+    num_proc: int
+    devices: list[str]
+    steps_per_epoch: int
+    elapsed_s: float
+    rank_hosts: list[str] = field(default_factory=list)
+
+    @property
+    def best_metrics(self) -> dict[str, float]:
+        """The history entry of the best epoch."""
+        return next(entry for entry in self.history if entry["epoch"] == self.best_epoch)
+
+
+def dataset_url(path: str | Path) -> str:
+    """A URL Petastorm and pyarrow accept: URLs pass through, local paths become absolute file:// URLs."""
+    text = str(path)
+    return text if "://" in text else f"file://{Path(text).resolve()}"
+
+
+def count_row_groups(path: str | Path) -> int:
+    """Number of Parquet row groups under a folder (from file footers only)."""
+    import pyarrow.dataset as pads
+
+    dataset = pads.dataset(dataset_url(path), format="parquet")
+    return sum(fragment.metadata.num_row_groups for fragment in dataset.get_fragments())
+
+
+def check_shardable(config: TrainConfig, num_proc: int) -> None:
+    """Raise PipelineError unless train/ and validation/ each have at least one row group per rank."""
+    for split in ("train", "validation"):
+        path = f"{config.featurize_dir.rstrip('/')}/{split}"
+        try:
+            groups = count_row_groups(path)
+        except (OSError, ValueError) as error:
+            raise PipelineError(f"cannot read the {split} split at {path}: {error}") from error
+        if groups < num_proc:
+            raise PipelineError(
+                f"{path} has {groups} Parquet row groups, fewer than num_proc={num_proc}: every rank needs "
+                f"its own row groups; write the split as at least {num_proc} files or lower num_proc"
+            )
+
+
+def steps_per_epoch(train_rows: int, size: int, batch_size: int) -> int:
+    """Steps every rank takes per epoch: one pass over the training rows in global batches, at least 1."""
+    return max(1, train_rows // (size * batch_size))
+
+
+def fit(spark: Any, config: TrainConfig, num_proc: int, use_gpu: bool = False) -> TrainResult:
+    """Train with `num_proc` Horovod ranks in one Spark barrier stage; the result comes from rank 0."""
+    check_shardable(config, num_proc)
+    started = time.perf_counter()
+    results = run_in_barrier(spark, num_proc, partial(train_rank, config=config), use_gpu=use_gpu)
+    elapsed = time.perf_counter() - started
+    chief = results[0].value
+    result = TrainResult(
+        history=chief["history"], best_epoch=chief["best_epoch"], best_state=chief["best_state"],
+        stopped_early=chief["stopped_early"], start_epoch=chief["start_epoch"], num_proc=num_proc,
+        devices=[r.value["device"] for r in results], steps_per_epoch=chief["steps_per_epoch"],
+        elapsed_s=elapsed, rank_hosts=[r.host for r in results],
+    )
+    log.info("trained %d epochs (from epoch %d) on %d ranks in %.1f s; best epoch %d",
+             len(result.history), result.start_epoch, num_proc, elapsed, result.best_epoch)
+    return result
+
+
+def train_rank(rank_context: RankContext, config: TrainConfig) -> dict[str, Any]:
+    """Body of one Horovod rank; rank 0 returns history and best weights, the others their device."""
+    import horovod.torch as hvd
+
+    device = _select_device(rank_context, hvd)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(rank_context.local_size, 1)))
+    hvd.init()
+    if hvd.size() != rank_context.size or hvd.rank() != rank_context.rank:
+        raise RuntimeError(f"Horovod sees rank {hvd.rank()}/{hvd.size()}, the barrier stage assigned "
+                           f"{rank_context.rank}/{rank_context.size}")
+    result = _Trainer(config, hvd, device).run()
+    hvd.shutdown()
+    return result
+
+
+def _select_device(rank_context: RankContext, hvd: Any) -> torch.device:
+    """The rank's first assigned GPU when CUDA works (NCCL allreduce if Horovod has it), else the CPU."""
+    if not rank_context.gpu_addresses:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        log.warning("rank %d was assigned GPU(s) %s but CUDA is not usable here: training on CPU",
+                    rank_context.rank, rank_context.gpu_addresses)
+        return torch.device("cpu")
+    index = int(rank_context.gpu_addresses[0])
+    torch.cuda.set_device(index)
+    if hvd.nccl_built():
+        os.environ["HOROVOD_GPU_OPERATIONS"] = "NCCL"
+    return torch.device(f"cuda:{index}")
+
+
+class _Trainer:
+    """State of one rank's training run."""
+
+    def __init__(self, config: TrainConfig, hvd: Any, device: torch.device) -> None:
+        self.config = config
+        self.hvd = hvd
+        self.device = device
+        self.rank, self.size = hvd.rank(), hvd.size()
+        self.steps = steps_per_epoch(config.train_rows, self.size, config.batch_size)
+        torch.manual_seed(config.seed + self.rank)
+        self.model = build_mlp(config.feature_dim, config.task, config.num_classes, config.hidden,
+                               config.seed).to(device)
+        self.loss_fn = loss_for(config.task)
+        self.sum_loss_fn = loss_for(config.task, reduction="sum")
+        adam = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate * self.size)
+        self.optimizer = hvd.DistributedOptimizer(adam, named_parameters=self.model.named_parameters())
+        self.checkpoint_path = Path(config.checkpoint_dir) / CHECKPOINT_FILE
+        self.history: list[dict[str, float]] = []
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_epoch = 0
+        self.best_val_loss = math.inf
+        self.wait = 0
+        self.stopped_early = False
+        self.completed_epochs = 0
+
+    def run(self) -> dict[str, Any]:
+        self._restore()
+        start_epoch = self.completed_epochs + 1
+        if not self._finished():
+            self._train_epochs(start_epoch)
+        if self.rank != 0:
+            return {"rank": self.rank, "device": str(self.device)}
+        best = self.best_state if self.best_state is not None else self.model.state_dict()
+        return {
+            "rank": 0, "device": str(self.device), "history": self.history, "best_epoch": self.best_epoch,
+            "best_state": {name: tensor.detach().cpu().numpy() for name, tensor in best.items()},
+            "stopped_early": self.stopped_early, "start_epoch": start_epoch, "steps_per_epoch": self.steps,
+        }
+
+    def _finished(self) -> bool:
+        return self.stopped_early or self.completed_epochs >= self.config.epochs
+
+    def _train_epochs(self, start_epoch: int) -> None:
+        from petastorm import make_batch_reader
+        from petastorm.pytorch import DataLoader
+
+        hvd = self.hvd
+        reader = make_batch_reader(
+            self._split_url("train"), schema_fields=["features", "label"], cur_shard=self.rank,
+            shard_count=self.size, num_epochs=None, shuffle_row_groups=True, seed=self.config.seed + start_epoch,
+            reader_pool_type="thread", workers_count=self.config.reader_workers,
+        )
+        with reader:
+            batches = iter(DataLoader(reader, batch_size=self.config.batch_size,
+                                      shuffling_queue_capacity=self.config.shuffle_capacity))
+            for epoch in range(start_epoch, self.config.epochs + 1):
+                record = self._train_epoch(epoch, batches)
+                record.update(self._validate())
+                decision = hvd.broadcast_object(self._decide(epoch, record) if self.rank == 0 else None,
+                                                root_rank=0, name=f"decision.{epoch}")
+                self._apply(decision)
+                if self.rank == 0:
+                    self._save_checkpoint()
+                    log.info("epoch %d: %s", epoch, json.dumps(record))
+                if self.stopped_early:
+                    break
+
+    def _train_epoch(self, epoch: int, batches: Any) -> dict[str, float]:
+        hvd = self.hvd
+        self.model.train()
+        started = time.perf_counter()
+        loss_total = 0.0
+        samples = 0
+        for step in range(1, self.steps + 1):
+            features, labels = self._tensors(next(batches))
+            self.optimizer.zero_grad()
+            loss = self.loss_fn(self.model(features), labels)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise FloatingPointError(
+                    f"training loss is {value} at epoch {epoch}, step {step} (rank {self.rank}): "
+                    f"lower learning_rate (now {self.config.learning_rate}) or check the features for "
+                    f"extreme values"
+                )
+            loss.backward()
+            self.optimizer.step()
+            loss_total += value
+            samples += features.shape[0]
+        elapsed = time.perf_counter() - started
+        totals = hvd.allreduce(torch.tensor([loss_total / self.steps, float(samples)], dtype=torch.float64),
+                               op=hvd.Sum, name=f"train.{epoch}")
+        return {"epoch": epoch, "train_loss": totals[0].item() / self.size,
+                "samples_per_s": totals[1].item() / elapsed if elapsed > 0 else 0.0,
+                "epoch_seconds": elapsed}
+
+    def _validate(self) -> dict[str, float]:
+        from petastorm import make_batch_reader
+        from petastorm.pytorch import DataLoader
+
+        self.model.eval()
+        loss_sum = count = extra = 0.0
+        reader = make_batch_reader(
+            self._split_url("validation"), schema_fields=["features", "label"], cur_shard=self.rank,
+            shard_count=self.size, num_epochs=1, shuffle_row_groups=False,
+            reader_pool_type="thread", workers_count=self.config.reader_workers,
+        )
+        with reader, torch.no_grad():
+            for batch in DataLoader(reader, batch_size=max(self.config.batch_size, 256)):
+                features, labels = self._tensors(batch)
+                outputs = self.model(features)
+                loss_sum += self.sum_loss_fn(outputs, labels).item()
+                count += features.shape[0]
+                extra += self._extra_metric_sum(outputs, labels)
+        totals = self.hvd.allreduce(torch.tensor([loss_sum, count, extra], dtype=torch.float64),
+                                    op=self.hvd.Sum, name="validation")
+        loss_sum, count, extra = (value.item() for value in totals)
+        if count == 0:
+            raise PipelineError("the validation split is empty: no rank read any validation rows")
+        record = {"val_loss": loss_sum / count}
+        if not math.isfinite(record["val_loss"]):
+            raise FloatingPointError(f"validation loss is {record['val_loss']}: lower learning_rate "
+                                     f"(now {self.config.learning_rate})")
+        if self.config.task == "regression":
+            record["val_rmse"] = math.sqrt(extra / count)
+        else:
+            record["val_accuracy"] = extra / count
+        return record
+
+    def _extra_metric_sum(self, outputs: torch.Tensor, labels: torch.Tensor) -> float:
+        """Squared error (regression) or number of correct predictions (classification) of one batch."""
+        if self.config.task == "regression":
+            return torch.sum((outputs - labels) ** 2).item()
+        if self.config.task == "binary_classification":
+            return torch.sum((outputs > 0).to(labels.dtype) == labels).item()
+        return torch.sum(outputs.argmax(dim=1) == labels).item()
+
+    def _tensors(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        features = torch.as_tensor(batch["features"], dtype=torch.float32).to(self.device)
+        if features.ndim != 2 or features.shape[1] != self.config.feature_dim:
+            raise PipelineError(f"features have shape {tuple(features.shape)}, expected "
+                                f"(batch, {self.config.feature_dim})")
+        labels = torch.as_tensor(batch["label"])
+        if self.config.task == "multiclass_classification":
+            labels = labels.to(torch.long)
+        else:
+            labels = labels.to(torch.float32).reshape(-1, 1)
+        return features, labels.to(self.device)
+
+    def _decide(self, epoch: int, record: dict[str, float]) -> dict[str, Any]:
+        """Rank 0's early-stopping bookkeeping after one epoch."""
+        improved = record["val_loss"] < self.best_val_loss - self.config.min_delta
+        wait = 0 if improved else self.wait + 1
+        return {
+            "record": record, "epoch": epoch, "improved": improved, "wait": wait,
+            "stop": self.config.patience > 0 and wait >= self.config.patience and epoch < self.config.epochs,
+        }
+
+    def _apply(self, decision: dict[str, Any]) -> None:
+        self.history.append(decision["record"])
+        self.completed_epochs = decision["epoch"]
+        self.wait = decision["wait"]
+        self.stopped_early = decision["stop"]
+        if decision["improved"]:
+            self.best_val_loss = decision["record"]["val_loss"]
+            self.best_epoch = decision["epoch"]
+            self.best_state = {name: t.detach().cpu().clone() for name, t in self.model.state_dict().items()}
+
+    def _split_url(self, split: str) -> str:
+        return f"{dataset_url(self.config.featurize_dir)}/{split}"
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT, "signature": self.config.signature(), "epoch": self.completed_epochs,
+            "model": {name: t.detach().cpu() for name, t in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(), "best_state": self.best_state,
+            "best_epoch": self.best_epoch, "best_val_loss": self.best_val_loss, "wait": self.wait,
+            "stopped_early": self.stopped_early, "history": self.history,
+        }
+
+    def _save_checkpoint(self) -> None:
+        """Atomic write by rank 0: a temporary file renamed over checkpoint.pt."""
+        self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.checkpoint_path.with_name(f".{CHECKPOINT_FILE}.tmp")
+        torch.save(self._state(), tmp)
+        os.replace(tmp, self.checkpoint_path)
+
+    def _restore(self) -> None:
+        """Rank 0 loads the checkpoint if present; every rank then starts from rank 0's state."""
+        hvd = self.hvd
+        state = None
+        error = None
+        if self.rank == 0 and self.checkpoint_path.exists():
+            state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+            if state.get("format") != CHECKPOINT_FORMAT or state.get("signature") != self.config.signature():
+                error = (f"checkpoint {self.checkpoint_path} was written for {state.get('signature')}, not "
+                         f"{self.config.signature()}: use a fresh checkpoint_dir")
+                state = None
+        state, error = hvd.broadcast_object((state, error), root_rank=0, name="checkpoint")
+        if error:
+            raise PipelineError(error)
+        if state is not None:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.best_state = state["best_state"]
+            self.best_epoch = state["best_epoch"]
+            self.best_val_loss = state["best_val_loss"]
+            self.wait = state["wait"]
+            self.stopped_early = state["stopped_early"]
+            self.history = list(state["history"])
+            self.completed_epochs = state["epoch"]
+        hvd.broadcast_parameters(self.model.state_dict(), root_rank=0)
+        hvd.broadcast_optimizer_state(self.optimizer, root_rank=0)
+
+
+__all__ = ["TrainConfig", "TrainResult", "check_shardable", "count_row_groups", "dataset_url", "fit",
+           "steps_per_epoch", "train_rank"]

@@ -1,0 +1,130 @@
+"""Validate: apply the spec's rules and type checks; bad rows go to quarantine with a reason per row."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pyspark import StorageLevel
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from continuous_training.errors import PipelineError
+from continuous_training.ingest import CORRUPT_RECORD, SOURCE_FILE
+from continuous_training.spec import DatasetSpec, is_numeric_type
+
+REASONS = "_quarantine_reasons"
+REASON = "quarantine_reason"
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """Counts of one validation run; saved as `validation.json`. rows_in == valid + quarantined."""
+
+    dataset: str
+    run_id: str
+    rows_in: int
+    valid: int
+    quarantined: int
+    quarantine_fraction: float
+    max_quarantine_fraction: float
+    reasons: dict[str, int]
+
+
+def _col(name: str) -> Column:
+    return F.col(f"`{name.replace('`', '``')}`")
+
+
+def _literal_list(values: list) -> list[Column]:
+    return [F.lit(value) for value in values]
+
+
+def rule_checks(spec: DatasetSpec) -> list[tuple[str, Column]]:
+    """(reason, failed-condition) pairs; a row fails a check when its condition is true."""
+    checks: list[tuple[str, Column]] = [
+        ("malformed record: does not parse against the schema", F.col(CORRUPT_RECORD).isNotNull()),
+        (f"label {spec.label!r} is null", _col(spec.label).isNull()),
+    ]
+    for column, spark_type in spec.schema_.items():
+        if spark_type in {"double", "float"}:
+            value = _col(column)
+            checks.append((f"{column!r} is NaN or infinite", F.isnan(value) | value.isin(float("inf"), float("-inf"))))
+    for column, rules in spec.rules.items():
+        value = _col(column)
+        if rules.not_null and column != spec.label:
+            checks.append((f"{column!r} is null", value.isNull()))
+        if rules.min is not None:
+            checks.append((f"{column!r} below min {rules.min}", value < F.lit(rules.min)))
+        if rules.max is not None:
+            checks.append((f"{column!r} above max {rules.max}", value > F.lit(rules.max)))
+        if rules.allowed is not None:
+            allowed = rules.allowed
+            if not is_numeric_type(spec.schema_[column]):
+                allowed = [str(v).lower() if isinstance(v, bool) else str(v) for v in allowed]
+            checks.append((f"{column!r} not in allowed values", ~value.isin(*_literal_list(allowed))))
+    for column in _unique_columns(spec):
+        occurrences = F.count(F.lit(1)).over(Window.partitionBy(_col(column)))
+        checks.append((f"duplicate {column!r}", _col(column).isNotNull() & (occurrences > 1)))
+    return checks
+
+
+def _unique_columns(spec: DatasetSpec) -> list[str]:
+    unique = [column for column, rules in spec.rules.items() if rules.unique]
+    if spec.id_column and spec.id_column not in unique:
+        unique.insert(0, spec.id_column)
+    return unique
+
+
+def annotate(frame: DataFrame, spec: DatasetSpec) -> DataFrame:
+    """Add an array column of every reason a row fails (empty when valid). Null checks never count as a pass."""
+    reasons = [F.when(F.coalesce(condition, F.lit(False)), F.lit(reason)) for reason, condition in rule_checks(spec)]
+    return frame.withColumn(REASONS, F.filter(F.array(*reasons), lambda reason: reason.isNotNull()))
+
+
+def validate(frame: DataFrame, spec: DatasetSpec, run_id: str, out_dir: Path,
+             max_quarantine_fraction: float) -> ValidationResult:
+    """Write `out_dir/valid`, `out_dir/quarantine` (with `quarantine_reason`) and `validation.json`.
+
+    Raises PipelineError after writing when the quarantined fraction exceeds `max_quarantine_fraction`.
+    """
+    annotated = annotate(frame, spec).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        is_valid = F.size(REASONS) == 0
+        valid = annotated.where(is_valid).select(*[_col(column) for column in spec.schema_])
+        quarantine = annotated.where(~is_valid).select(
+            F.array_join(REASONS, "; ").alias(REASON), *[_col(c) for c in spec.schema_], CORRUPT_RECORD, SOURCE_FILE
+        )
+        valid.write.mode("overwrite").parquet(str(out_dir / "valid"))
+        quarantine.write.mode("overwrite").parquet(str(out_dir / "quarantine"))
+        rows_in = annotated.count()
+        reason_counts = (
+            annotated.select(F.explode(REASONS).alias("reason")).groupBy("reason").count().collect()
+        )
+    finally:
+        annotated.unpersist()
+    valid_rows = frame.sparkSession.read.parquet(str(out_dir / "valid")).count()
+    quarantined = frame.sparkSession.read.parquet(str(out_dir / "quarantine")).count()
+    if valid_rows + quarantined != rows_in:
+        raise PipelineError(f"validate: {rows_in} rows in but {valid_rows} valid + {quarantined} quarantined")
+    fraction = quarantined / rows_in if rows_in else 0.0
+    result = ValidationResult(
+        dataset=spec.name,
+        run_id=run_id,
+        rows_in=rows_in,
+        valid=valid_rows,
+        quarantined=quarantined,
+        quarantine_fraction=round(fraction, 6),
+        max_quarantine_fraction=max_quarantine_fraction,
+        reasons={row["reason"]: row["count"] for row in sorted(reason_counts, key=lambda r: -r["count"])},
+    )
+    (out_dir / "validation.json").write_text(json.dumps(asdict(result), indent=2))
+    if fraction > max_quarantine_fraction:
+        top = ", ".join(f"{reason}: {count}" for reason, count in list(result.reasons.items())[:5])
+        raise PipelineError(
+            f"validate: {quarantined} of {rows_in} rows ({fraction:.2%}) quarantined for {spec.name!r}, above the "
+            f"limit of {max_quarantine_fraction:.2%}. Top reasons: {top}. Quarantined rows: {out_dir / 'quarantine'}"
+        )
+    if valid_rows == 0:
+        raise PipelineError(f"validate: no valid rows left for {spec.name!r}; see {out_dir / 'quarantine'}")
+    return result

@@ -1,0 +1,21 @@
+"""Profile validated rows into stats.json + report.html: spark-submit jobs/stats.py --dataset churn --run-id <id>."""
+
+from continuous_training.cli import job_parser, run_job
+from continuous_training.paths import stage_dir
+from continuous_training.spark import build_spark_session
+from continuous_training.spec import load_spec
+from continuous_training.stats import write_stats
+
+
+def main() -> None:
+    args = job_parser("stats").parse_args()
+    spec = load_spec(args.dataset)
+    spark = build_spark_session(f"stats-{spec.name}")
+    valid = spark.read.parquet(str(stage_dir(spec.name, "validate", args.run_id) / "valid"))
+    out_dir = stage_dir(spec.name, "stats", args.run_id)
+    stats = write_stats(valid, spec, out_dir)
+    print(f"stats: {stats['rows']} rows profiled -> {out_dir / 'stats.json'}, {out_dir / 'report.html'}")
+
+
+if __name__ == "__main__":
+    run_job(main)

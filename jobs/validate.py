@@ -1,0 +1,26 @@
+"""Validate ingested rows against the spec: spark-submit jobs/validate.py --dataset churn --run-id <id>."""
+
+from continuous_training.cli import job_parser, run_job
+from continuous_training.config import get_settings
+from continuous_training.paths import stage_dir
+from continuous_training.spark import build_spark_session
+from continuous_training.spec import load_spec
+from continuous_training.validation import validate
+
+
+def main() -> None:
+    parser = job_parser("validate")
+    parser.add_argument("--max-quarantine-fraction", type=float, default=get_settings().quarantine_max_fraction,
+                        help="Fail when more than this fraction of rows is quarantined.")
+    args = parser.parse_args()
+    spec = load_spec(args.dataset)
+    spark = build_spark_session(f"validate-{spec.name}")
+    ingested = spark.read.parquet(str(stage_dir(spec.name, "ingest", args.run_id) / "data"))
+    result = validate(ingested, spec, args.run_id, stage_dir(spec.name, "validate", args.run_id),
+                      args.max_quarantine_fraction)
+    print(f"validate: {result.rows_in} rows in = {result.valid} valid + {result.quarantined} quarantined "
+          f"({result.quarantine_fraction:.2%}); reasons: {result.reasons}")
+
+
+if __name__ == "__main__":
+    run_job(main)
