@@ -140,7 +140,7 @@ def compute_stats(df: DataFrame, spec: DatasetSpec, bins: int = HISTOGRAM_BINS, 
         "dataset": spec.name,
         "label": spec.label,
         "rows": rows,
-        "columns": result,
+        "columns": {name: result[name] for name, _ in columns},
         "correlation": _correlations(prepared, numeric, features, first.get("rows_used", 0)),
     }
 

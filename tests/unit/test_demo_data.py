@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from continuous_training.demo_data import COLUMNS, CONTRACTS, PLAN_TIERS, generate, main
 
 

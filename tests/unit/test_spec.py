@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from continuous_training.config import PROJECT_ROOT, Settings
 from continuous_training.demo_data import COLUMNS
 from continuous_training.spec import SpecError, load_spec, parse_spec
@@ -97,13 +96,13 @@ def _mutate(document: dict[str, Any], change: str) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ("unknown_type", ["field 'schema.region'", "varchar2"]),
+        ("unknown_type", ["field 'schema'", "'region'", "unknown Spark SQL type 'varchar2'"]),
         ("label_not_in_schema", ["label", "'cancelled'", "not in schema"]),
         ("feature_not_in_schema", ["features.numeric", "'age'", "not in schema"]),
         ("numeric_feature_string", ["features.numeric", "'payment_method'", "non-numeric type string"]),
         ("min_above_max", ["field 'rules.tenure_months'", "greater than max"]),
         ("missing_task", ["field 'task'", "Field required"]),
-        ("unknown_task", ["field 'task'", "clustering"]),
+        ("unknown_task", ["field 'task'", "'binary_classification'"]),
         ("label_is_feature", ["features", "'churned'", "cannot also be a feature"]),
         ("rule_not_in_schema", ["rules.age", "not in schema"]),
         ("unknown_field", ["field 'labels'", "Extra inputs"]),

@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -162,6 +163,8 @@ def train_rank(rank_context: RankContext, config: TrainConfig) -> dict[str, Any]
     """Body of one Horovod rank; rank 0 returns history and best weights, the others their device."""
     import horovod.torch as hvd
 
+    # Petastorm 0.12 drives pyarrow 14 through its legacy API and warns on every reader it opens.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm\.")
     device = _select_device(rank_context, hvd)
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(rank_context.local_size, 1)))
     hvd.init()

@@ -1,0 +1,56 @@
+"""Shared fixtures: one local Spark session per test session, isolated data dirs, Airflow env."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from continuous_training.config import PROJECT_ROOT, Settings
+
+os.environ.setdefault("PYSPARK_PYTHON", str(Path(os.sys.executable)))
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """A real local Spark session (2 cores) shared by the whole test session."""
+    from continuous_training.spark import build_spark_session
+
+    session = build_spark_session(
+        "tests", {"spark.master": "local[2]", "spark.sql.shuffle.partitions": "4", "spark.ui.enabled": "false"}
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings pointing DATA_DIR and MLflow at a fresh temporary folder."""
+    return Settings(
+        data_dir=tmp_path / "data",
+        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        mlflow_artifact_root=tmp_path / "artifacts",
+    )
+
+
+def airflow_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """Environment for a real `airflow` CLI subprocess isolated under tmp_path (SQLite metadata DB)."""
+    venv_bin = Path(os.sys.executable).parent
+    env = dict(os.environ)
+    env.update(
+        PATH=f"{venv_bin}:{env.get('PATH', '')}",
+        AIRFLOW_HOME=str(tmp_path / "airflow"),
+        AIRFLOW__CORE__DAGS_FOLDER=str(PROJECT_ROOT / "dags"),
+        AIRFLOW__CORE__PLUGINS_FOLDER=str(PROJECT_ROOT / "plugins"),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW_CONN_SPARK_DEFAULT='{"conn_type": "spark", "host": "local[2]"}',
+        PYSPARK_PYTHON=os.sys.executable,
+        DATA_DIR=str(tmp_path / "data"),
+        MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        MLFLOW_ARTIFACT_ROOT=str(tmp_path / "artifacts"),
+        TASK_RETRIES="0",
+    )
+    env.update(extra)
+    return env
