@@ -1,18 +1,24 @@
 """
 ### training_pipeline
 
-Takes one dataset from landing files to featurized train / validation / test data:
+Takes one dataset from landing files to a registered, gated model:
 
-`ingest` → `validate` → `stats` → `featurize`
+`ingest` → `validate` → `stats` → `featurize` → `train` → `evaluate` → `register` → `promote`
 
-Each task is a `spark-submit` of `jobs/<stage>.py` against the `spark_default` connection and writes
-`$DATA_DIR/<dataset>/<stage>/run_id=<this run>/`; rerunning a task overwrites its own output.
+Spark stages are `spark-submit`s of `jobs/<stage>.py` against the `spark_default` connection; each writes
+`$DATA_DIR/<dataset>/<stage>/run_id=<this run>/` and a rerun overwrites its own output.
 
 * **ingest**: reads the spec's landing files with its explicit schema, keeps malformed lines, writes compacted Parquet.
 * **validate**: applies the spec's rules; bad rows go to `quarantine/` with a reason. Fails above
   `max_quarantine_fraction`.
 * **stats**: `stats.json` (the drift reference) and `report.html`.
 * **featurize**: fits the Spark ML feature pipeline on the train split, writes Petastorm-ready features.
+* **train**: `num_proc` Horovod ranks (PyTorch) in one Spark barrier stage, GPU-aware, fed by Petastorm;
+  tracked in the MLflow experiment named after the dataset, with a pyfunc model taking raw columns.
+* **evaluate**: scores the test split with the candidate and the current `@champion`.
+* **register**: creates the model version, tags it, points `@challenger` at it.
+* **promote**: moves `@champion` only if the candidate passes the threshold and beats the champion by
+  `min_improvement`; otherwise tags it rejected (the run stays green).
 
 Trigger with `{"dataset": "<name under include/datasets/ or path to a spec>"}`.
 """
@@ -20,7 +26,7 @@ Trigger with `{"dataset": "<name under include/datasets/ or path to a spec>"}`.
 from airflow.sdk import DAG, Param, chain
 
 from continuous_training.config import get_settings
-from continuous_training.dag_tasks import default_task_args, spark_job
+from continuous_training.dag_tasks import default_task_args, registry_task, spark_job
 
 with DAG(
     dag_id="training_pipeline",
@@ -29,12 +35,25 @@ with DAG(
     max_active_runs=1,
     catchup=False,
     default_args=default_task_args(),
-    tags=["training", "spark"],
+    tags=["training", "spark", "horovod", "mlflow"],
     params={
         "dataset": Param("churn", type="string", minLength=1,
                          description="Dataset name (include/datasets/<name>.yaml) or path to a spec file."),
         "max_quarantine_fraction": Param(get_settings().quarantine_max_fraction, type="number", minimum=0,
                                          maximum=1, description="validate fails above this quarantined fraction."),
+        "num_proc": Param(2, type="integer", minimum=1, description="Horovod ranks (barrier tasks)."),
+        "use_gpu": Param("auto", enum=["auto", "true", "false"],
+                         description="auto: GPUs when the cluster schedules them; true: require; false: CPU."),
+        "epochs": Param(10, type="integer", minimum=1, description="Maximum epochs (early stopping may end sooner)."),
+        "batch_size": Param(64, type="integer", minimum=1, description="Batch size per rank."),
+        "learning_rate": Param(0.001, type="number", exclusiveMinimum=0,
+                               description="Base learning rate (scaled by the number of ranks)."),
+        "patience": Param(3, type="integer", minimum=0, description="Early-stopping patience in epochs."),
+        "seed": Param(42, type="integer", description="Seed for weights and data order."),
+        "promotion_threshold": Param(None, type=["null", "number"],
+                                     description="Absolute bar on the dataset's promotion metric (default: spec)."),
+        "min_improvement": Param(0.0, type="number", minimum=0,
+                                 description="How much the candidate must beat the champion by."),
     },
 ):
     chain(
@@ -42,4 +61,15 @@ with DAG(
         spark_job("validate", "--max-quarantine-fraction", "{{ params.max_quarantine_fraction }}"),
         spark_job("stats"),
         spark_job("featurize"),
+        spark_job(
+            "train",
+            "--num-proc", "{{ params.num_proc }}", "--use-gpu", "{{ params.use_gpu }}",
+            "--epochs", "{{ params.epochs }}", "--batch-size", "{{ params.batch_size }}",
+            "--learning-rate", "{{ params.learning_rate }}", "--patience", "{{ params.patience }}",
+            "--seed", "{{ params.seed }}",
+            "--airflow-dag-id", "{{ dag.dag_id }}", "--airflow-task-id", "{{ task.task_id }}",
+        ),
+        spark_job("evaluate"),
+        registry_task("register"),
+        registry_task("promote"),
     )

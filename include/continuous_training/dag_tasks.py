@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.providers.standard.operators.python import PythonOperator
 
 from continuous_training.config import get_settings
+from continuous_training.registry import promote_candidate, register_candidate
+from continuous_training.spec import load_spec
 
 
 def default_task_args() -> dict[str, Any]:
@@ -35,3 +38,19 @@ def spark_job(stage: str, *extra_args: str, **operator_kwargs: Any) -> SparkSubm
         conf={"spark.pyspark.python": settings.pyspark_python},
         **operator_kwargs,
     )
+
+
+def _register(params: dict[str, Any], run_id: str) -> str:
+    version = register_candidate(load_spec(params["dataset"]), run_id)
+    return version.version
+
+
+def _promote(params: dict[str, Any], run_id: str) -> bool:
+    decision = promote_candidate(load_spec(params["dataset"]), run_id, params.get("promotion_threshold"),
+                                 params["min_improvement"])
+    return decision.promoted
+
+
+def registry_task(step: Literal["register", "promote"]) -> PythonOperator:
+    """A registry transition for the run's candidate (MLflow client calls; no Spark needed)."""
+    return PythonOperator(task_id=step, python_callable=_register if step == "register" else _promote)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from decimal import Decimal
 from functools import reduce
 from operator import add
 from pathlib import Path
@@ -59,8 +58,6 @@ def _json_value(value: Any) -> Any:
         return _finite(value)
     if isinstance(value, dt.date | dt.datetime):
         return value.isoformat()
-    if isinstance(value, Decimal):
-        return str(value)
     return str(value)
 
 
@@ -94,8 +91,9 @@ def compute_stats(df: DataFrame, spec: DatasetSpec, bins: int = HISTOGRAM_BINS, 
     a constant column gets [v-0.5, v+0.5]; a column with no values gets empty edges and counts). Top values
     (at most `top_k`, nulls excluded, ties by value) come from one groupBy per categorical column. Pearson and
     Spearman correlations (ranks averaged over ties) over the numeric features use pyspark.ml.stat.Correlation
-    on the rows where every numeric feature is set (`rows_used`); entries that are undefined (a constant
-    column, fewer than two rows) are null. Only aggregates reach the driver; the result is strict JSON.
+    on the rows where every numeric feature is set (`rows_used`); the diagonal is 1 and entries that are
+    undefined (a constant column, fewer than two rows) are null. Only aggregates reach the driver; the result
+    is strict JSON (NaN and infinities become null).
     """
     missing = [column for column, _ in profiled_columns(spec) if column not in df.columns]
     if missing:

@@ -185,6 +185,15 @@ def test_single_row_has_null_std_and_correlation(spark):
 
 
 @pytest.mark.integration
+def test_categorical_only_spec_has_empty_correlations(spark):
+    spec = make_spec([], ["plan"], "y", "multiclass_classification", {"plan": "string", "y": "string"})
+    stats = compute_stats(spark.createDataFrame([("a", "x"), ("b", "x")], spec.ddl_schema), spec)
+    assert stats["correlation"] == {"rows_used": 0, "pearson": {"columns": [], "matrix": []},
+                                    "spearman": {"columns": [], "matrix": []}}
+    assert render_report(stats).count("<img ") == 2
+
+
+@pytest.mark.integration
 def test_empty_input_is_a_pipeline_error(spark, regression_spec):
     with pytest.raises(PipelineError, match="no rows"):
         compute_stats(spark.createDataFrame([], regression_spec.ddl_schema), regression_spec)

@@ -159,6 +159,7 @@ def _run_rank(rank_fn: Callable[[RankContext], Any], use_gpu: bool) -> RankResul
         server = RendezvousServer()
         port = str(server.start())
         server.init(plan)
+    # allGather returns only once every task called it, so it is also the start barrier of the ranks.
     rendezvous_port = ctx.allGather(port)[0]
     resources = ctx.resources()
     gpu_addresses = list(resources["gpu"].addresses) if "gpu" in resources else []
@@ -178,7 +179,6 @@ def _run_rank(rank_fn: Callable[[RankContext], Any], use_gpu: bool) -> RankResul
     })
     if use_gpu and not gpu_addresses:
         log.warning("rank %d asked for a GPU but Spark assigned none: it trains on CPU", slot.rank)
-    ctx.barrier()
     try:
         value = rank_fn(RankContext(
             rank=slot.rank, size=slot.size, local_rank=slot.local_rank, local_size=slot.local_size,

@@ -291,6 +291,7 @@ class _Trainer:
         from petastorm.pytorch import DataLoader
 
         self.model.eval()
+        started = time.perf_counter()
         loss_sum = count = extra = 0.0
         reader = make_batch_reader(
             self._split_url("validation"), schema_fields=["features", "label"], cur_shard=self.rank,
@@ -309,7 +310,7 @@ class _Trainer:
         loss_sum, count, extra = (value.item() for value in totals)
         if count == 0:
             raise PipelineError("the validation split is empty: no rank read any validation rows")
-        record = {"val_loss": loss_sum / count}
+        record = {"val_loss": loss_sum / count, "val_seconds": time.perf_counter() - started}
         if not math.isfinite(record["val_loss"]):
             raise FloatingPointError(f"validation loss is {record['val_loss']}: lower learning_rate "
                                      f"(now {self.config.learning_rate})")

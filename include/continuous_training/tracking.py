@@ -1,0 +1,74 @@
+"""MLflow tracking: one experiment per dataset, one training run per Airflow run (found again on rerun)."""
+
+from __future__ import annotations
+
+import mlflow
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from continuous_training.config import Settings, get_settings
+from continuous_training.errors import PipelineError
+
+AIRFLOW_RUN_ID_TAG = "airflow.run_id"
+CANDIDATE_MODEL_TAG = "candidate_model_uri"
+
+
+def mlflow_client(settings: Settings | None = None) -> MlflowClient:
+    """Point MLflow at the configured tracking/registry store and return a client."""
+    settings = settings or get_settings()
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_registry_uri(settings.mlflow_tracking_uri)
+    return MlflowClient(settings.mlflow_tracking_uri, settings.mlflow_tracking_uri)
+
+
+def ensure_experiment(client: MlflowClient, dataset: str, settings: Settings | None = None) -> str:
+    """The experiment named after the dataset; local stores keep artifacts under MLFLOW_ARTIFACT_ROOT."""
+    settings = settings or get_settings()
+    experiment = client.get_experiment_by_name(dataset)
+    if experiment is not None:
+        return experiment.experiment_id
+    is_local_store = settings.mlflow_tracking_uri.startswith(("sqlite:", "file:")) or "://" not in (
+        settings.mlflow_tracking_uri
+    )
+    location = (settings.mlflow_artifact_root / dataset).as_uri() if is_local_store else None
+    return client.create_experiment(dataset, artifact_location=location)
+
+
+def _quote(value: str) -> str:
+    return value.replace("'", "\\'")
+
+
+def find_training_run(client: MlflowClient, dataset: str, airflow_run_id: str) -> Run | None:
+    """The training run an Airflow run created, if any."""
+    experiment = client.get_experiment_by_name(dataset)
+    if experiment is None:
+        return None
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`{AIRFLOW_RUN_ID_TAG}` = '{_quote(airflow_run_id)}'",
+        order_by=["attributes.start_time ASC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+def require_training_run(client: MlflowClient, dataset: str, airflow_run_id: str) -> Run:
+    """The training run of an Airflow run, with a logged candidate model; a clear error otherwise."""
+    run = find_training_run(client, dataset, airflow_run_id)
+    if run is None or CANDIDATE_MODEL_TAG not in run.data.tags:
+        raise PipelineError(
+            f"no trained candidate for dataset {dataset!r} and run {airflow_run_id!r} in MLflow "
+            f"({client.tracking_uri}); did the train task succeed?"
+        )
+    return run
+
+
+def start_training_run(client: MlflowClient, dataset: str, airflow_run_id: str, tags: dict[str, str],
+                       settings: Settings | None = None) -> Run:
+    """Reuse this Airflow run's training run (rerun/retry) or create it."""
+    existing = find_training_run(client, dataset, airflow_run_id)
+    if existing is not None:
+        return existing
+    experiment_id = ensure_experiment(client, dataset, settings)
+    return client.create_run(experiment_id, run_name=f"train {airflow_run_id}",
+                             tags={AIRFLOW_RUN_ID_TAG: airflow_run_id, **tags})

@@ -1,0 +1,145 @@
+"""The train stage: fit a candidate with Horovod-in-barrier and record everything in its MLflow run."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+from pyspark.ml import PipelineModel
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from continuous_training.config import Settings, get_settings
+from continuous_training.errors import PipelineError
+from continuous_training.features import SPLIT, read_featurize_result
+from continuous_training.paths import stage_dir
+from continuous_training.serving import FeatureTransform, log_pyfunc_model
+from continuous_training.spec import DatasetSpec
+from continuous_training.tracking import CANDIDATE_MODEL_TAG, mlflow_client, start_training_run
+from continuous_training.training.loop import TrainConfig, TrainResult, fit
+
+log = logging.getLogger(__name__)
+
+UseGpu = Literal["auto", "true", "false"]
+FRAMEWORK = "pytorch"
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Hyperparameters and placement of one training run (the DAG params)."""
+
+    num_proc: int = 2
+    epochs: int = 10
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    patience: int = 3
+    seed: int = 42
+    use_gpu: UseGpu = "auto"
+
+
+@dataclass(frozen=True)
+class AirflowContext:
+    """Which Airflow task produced a run (tags on the MLflow run)."""
+
+    dag_id: str = "manual"
+    task_id: str = "train"
+
+
+def resolve_use_gpu(mode: UseGpu, spark: SparkSession) -> bool:
+    """`true` demands GPUs from a cluster manager; `auto` uses them when the cluster config requests them."""
+    requested = spark.conf.get("spark.task.resource.gpu.amount", None) is not None
+    if mode == "true" and spark.sparkContext.master.startswith("local"):
+        raise PipelineError(
+            f"use_gpu=true needs a cluster manager that schedules GPUs; master {spark.sparkContext.master} "
+            "does not (use a standalone/YARN/Kubernetes master with a GPU discovery script, or use_gpu=auto)"
+        )
+    return mode == "true" or (mode == "auto" and requested)
+
+
+def train_candidate(spark: SparkSession, spec: DatasetSpec, run_id: str, params: TrainParams,
+                    airflow: AirflowContext, settings: Settings | None = None) -> str:
+    """Train, log params/metrics/tags/artifacts and the pyfunc model; returns the MLflow run id.
+
+    Rerunning for the same Airflow run reuses its MLflow run and resumes from the last checkpoint.
+    """
+    settings = settings or get_settings()
+    featurize_dir = stage_dir(spec.name, "featurize", run_id, settings)
+    features = read_featurize_result(featurize_dir)
+    use_gpu = resolve_use_gpu(params.use_gpu, spark)
+    config = TrainConfig.from_featurize(
+        featurize_dir, stage_dir(spec.name, "train", run_id, settings) / "checkpoints",
+        epochs=params.epochs, batch_size=params.batch_size, learning_rate=params.learning_rate,
+        patience=params.patience, seed=params.seed,
+    )
+    client = mlflow_client(settings)
+    run = start_training_run(client, spec.name, run_id, {
+        "airflow.dag_id": airflow.dag_id, "airflow.task_id": airflow.task_id, "dataset": spec.name,
+    }, settings)
+    mlflow_run_id = run.info.run_id
+    for key, value in {
+        "framework": FRAMEWORK, "num_proc": params.num_proc, "epochs": params.epochs,
+        "batch_size": params.batch_size, "learning_rate": params.learning_rate, "patience": params.patience,
+        "seed": params.seed, "use_gpu": params.use_gpu, "dataset": spec.name, "data_run_id": run_id,
+        "spark_master": spark.sparkContext.master, "feature_dim": features.feature_dim,
+        "hidden_units": json.dumps(list(config.hidden)),
+    }.items():
+        if str(run.data.params.get(key, value)) != str(value):
+            raise PipelineError(f"MLflow run {mlflow_run_id} was started with {key}={run.data.params[key]}; a rerun "
+                                f"of the same Airflow run cannot change it to {value} (trigger a new run)")
+        client.log_param(mlflow_run_id, key, value)
+    result = fit(spark, config, params.num_proc, use_gpu)
+    _log_history(client, mlflow_run_id, result)
+    client.set_tag(mlflow_run_id, "horovod.size", str(result.num_proc))
+    client.set_tag(mlflow_run_id, "spark.barrier", "true")
+    client.set_tag(mlflow_run_id, "gpu.addresses", json.dumps(result.gpu_addresses) if any(
+        result.gpu_addresses.values()) else "none")
+    client.set_tag(mlflow_run_id, "devices", json.dumps(result.devices))
+    client.set_tag(mlflow_run_id, "best_epoch", str(result.best_epoch))
+    _log_data_artifacts(client, mlflow_run_id, spec, run_id, settings)
+    if CANDIDATE_MODEL_TAG not in run.data.tags:
+        model_uri = _log_model(spark, spec, featurize_dir, features, config, result, mlflow_run_id)
+        client.set_tag(mlflow_run_id, CANDIDATE_MODEL_TAG, model_uri)
+    client.set_terminated(mlflow_run_id, "FINISHED")
+    return mlflow_run_id
+
+
+def _log_history(client, mlflow_run_id: str, result: TrainResult) -> None:
+    """Per-epoch metrics with step=epoch; epochs already logged by an earlier attempt are skipped."""
+    logged = {metric.step for metric in client.get_metric_history(mlflow_run_id, "train_loss")}
+    for entry in result.history:
+        epoch = int(entry["epoch"])
+        if epoch in logged:
+            continue
+        for key, value in entry.items():
+            if key != "epoch":
+                client.log_metric(mlflow_run_id, key, float(value), step=epoch)
+
+
+def _log_data_artifacts(client, mlflow_run_id: str, spec: DatasetSpec, run_id: str, settings: Settings) -> None:
+    stats_dir = stage_dir(spec.name, "stats", run_id, settings)
+    featurize_dir = stage_dir(spec.name, "featurize", run_id, settings)
+    for path in (stats_dir / "stats.json", stats_dir / "report.html", featurize_dir / "featurize.json"):
+        if path.is_file():
+            client.log_artifact(mlflow_run_id, str(path), "data")
+    client.log_artifacts(mlflow_run_id, str(featurize_dir / "pipeline"), "feature_pipeline")
+
+
+def _log_model(spark: SparkSession, spec: DatasetSpec, featurize_dir, features, config: TrainConfig,
+               result: TrainResult, mlflow_run_id: str) -> str:
+    import mlflow
+
+    transform = FeatureTransform.from_pipeline(PipelineModel.load(str(featurize_dir / "pipeline")), spec)
+    example = (
+        spark.read.parquet(str(featurize_dir / "raw_splits"))
+        .where(F.col(SPLIT) == "test").select(*[F.col(f"`{c}`") for c in spec.feature_columns]).limit(5).toPandas()
+    )
+    with mlflow.start_run(run_id=mlflow_run_id):
+        info = log_pyfunc_model(
+            state_dict=result.best_state, transform=transform, task=spec.task, feature_dim=features.feature_dim,
+            num_classes=features.num_classes, hidden=config.hidden, classes=features.classes, input_example=example,
+        )
+    log.info("logged candidate model %s (best epoch %d: %s)", info.model_uri, result.best_epoch,
+             result.best_metrics)
+    return info.model_uri

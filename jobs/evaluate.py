@@ -1,0 +1,18 @@
+"""Score the test split with the candidate and the champion: spark-submit jobs/evaluate.py --dataset churn ..."""
+
+from continuous_training.cli import job_parser, run_job
+from continuous_training.evaluation import evaluate_candidate
+from continuous_training.spark import build_spark_session
+from continuous_training.spec import load_spec
+
+
+def main() -> None:
+    args = job_parser("evaluate").parse_args()
+    spec = load_spec(args.dataset)
+    spark = build_spark_session(f"evaluate-{spec.name}")
+    metrics = evaluate_candidate(spark, spec, args.run_id)
+    print("evaluate: " + ", ".join(f"{key}={value:.4f}" for key, value in sorted(metrics.items())))
+
+
+if __name__ == "__main__":
+    run_job(main)

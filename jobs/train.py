@@ -1,0 +1,33 @@
+"""Train a candidate with Horovod ranks in a Spark barrier stage: spark-submit jobs/train.py --dataset churn ..."""
+
+from dataclasses import fields
+
+from continuous_training.cli import job_parser, run_job
+from continuous_training.spark import build_spark_session
+from continuous_training.spec import load_spec
+from continuous_training.training.barrier import barrier_spark_conf
+from continuous_training.training.candidate import AirflowContext, TrainParams, train_candidate
+
+
+def main() -> None:
+    parser = job_parser("train")
+    defaults = TrainParams()
+    for field in fields(TrainParams):
+        flag = f"--{field.name.replace('_', '-')}"
+        if field.name == "use_gpu":
+            parser.add_argument(flag, choices=["auto", "true", "false"], default=defaults.use_gpu)
+        else:
+            parser.add_argument(flag, type=type(getattr(defaults, field.name)), default=getattr(defaults, field.name))
+    parser.add_argument("--airflow-dag-id", default=AirflowContext.dag_id)
+    parser.add_argument("--airflow-task-id", default=AirflowContext.task_id)
+    args = parser.parse_args()
+    params = TrainParams(**{field.name: getattr(args, field.name) for field in fields(TrainParams)})
+    spec = load_spec(args.dataset)
+    spark = build_spark_session(f"train-{spec.name}", barrier_spark_conf(params.use_gpu == "true"))
+    mlflow_run_id = train_candidate(spark, spec, args.run_id, params,
+                                    AirflowContext(args.airflow_dag_id, args.airflow_task_id))
+    print(f"train: candidate logged to MLflow run {mlflow_run_id}")
+
+
+if __name__ == "__main__":
+    run_job(main)

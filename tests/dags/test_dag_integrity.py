@@ -1,0 +1,59 @@
+"""Every DAG file imports, has no cycles, and every task has retries and a timeout; params validate."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+
+from airflow.dag_processing.dagbag import DagBag  # noqa: E402
+from airflow.sdk.definitions.param import ParamsDict  # noqa: E402
+from airflow.sdk.exceptions import ParamValidationError  # noqa: E402
+
+from continuous_training.config import PROJECT_ROOT  # noqa: E402
+
+TRAINING_STAGES = ["ingest", "validate", "stats", "featurize", "train", "evaluate", "register", "promote"]
+
+
+@pytest.fixture(scope="module")
+def dagbag() -> DagBag:
+    return DagBag(dag_folder=str(PROJECT_ROOT / "dags"))
+
+
+def test_every_dag_file_imports(dagbag: DagBag) -> None:
+    assert dagbag.import_errors == {}
+    assert "training_pipeline" in dagbag.dags
+
+
+def test_every_task_has_retries_and_a_timeout(dagbag: DagBag) -> None:
+    for dag in dagbag.dags.values():
+        for task in dag.tasks:
+            assert task.retries >= 1, f"{dag.dag_id}.{task.task_id} has no retries"
+            assert task.retry_exponential_backoff, f"{dag.dag_id}.{task.task_id} has no backoff"
+            assert task.execution_timeout is not None, f"{dag.dag_id}.{task.task_id} has no timeout"
+
+
+def test_dags_are_documented_and_single_run(dagbag: DagBag) -> None:
+    for dag in dagbag.dags.values():
+        assert dag.doc_md and dag.tags, dag.dag_id
+        assert dag.max_active_runs == 1, dag.dag_id
+
+
+def test_training_pipeline_is_a_chain_of_the_stages(dagbag: DagBag) -> None:
+    dag = dagbag.dags["training_pipeline"]
+    assert [task.task_id for task in dag.topological_sort()] == TRAINING_STAGES
+    for upstream, downstream in zip(TRAINING_STAGES, TRAINING_STAGES[1:], strict=False):
+        assert dag.get_task(downstream).upstream_task_ids == {upstream}
+
+
+def test_params_validate_good_and_reject_bad(dagbag: DagBag) -> None:
+    params: ParamsDict = dagbag.dags["training_pipeline"].params
+    params.validate()
+    for key, bad_value in [("num_proc", 0), ("use_gpu", "maybe"), ("learning_rate", 0), ("dataset", ""),
+                           ("max_quarantine_fraction", 1.5)]:
+        candidate = ParamsDict({k: params.get_param(k) for k in params})
+        with pytest.raises(ParamValidationError):
+            candidate[key] = bad_value
+            candidate.validate()
