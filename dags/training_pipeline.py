@@ -24,7 +24,6 @@ Trigger with `{"dataset": "<name under include/datasets/ or path to a spec>"}`.
 """
 
 from airflow.sdk import DAG, Param, chain
-
 from continuous_training.config import get_settings
 from continuous_training.dag_tasks import default_task_args, registry_task, spark_job
 

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from continuous_training.config import PROJECT_ROOT, Settings
 
 os.environ.setdefault("PYSPARK_PYTHON", str(Path(os.sys.executable)))
@@ -16,10 +15,12 @@ os.environ.setdefault("PYSPARK_PYTHON", str(Path(os.sys.executable)))
 def spark():
     """A real local Spark session (2 cores) shared by the whole test session."""
     from continuous_training.spark import build_spark_session
+    from continuous_training.training.barrier import barrier_spark_conf
 
-    session = build_spark_session(
-        "tests", {"spark.master": "local[2]", "spark.sql.shuffle.partitions": "4", "spark.ui.enabled": "false"}
-    )
+    session = build_spark_session("tests", {
+        "spark.master": "local[2]", "spark.sql.shuffle.partitions": "4", "spark.ui.enabled": "false",
+        **barrier_spark_conf(use_gpu=False),
+    })
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
@@ -35,7 +36,7 @@ def settings(tmp_path: Path) -> Settings:
     )
 
 
-def airflow_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+def make_airflow_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """Environment for a real `airflow` CLI subprocess isolated under tmp_path (SQLite metadata DB)."""
     venv_bin = Path(os.sys.executable).parent
     env = dict(os.environ)
@@ -54,3 +55,9 @@ def airflow_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
+
+
+@pytest.fixture(scope="session")
+def airflow_env():
+    """Factory: `airflow_env(root, **extra)` gives an isolated Airflow/MLflow/DATA_DIR environment."""
+    return make_airflow_env

@@ -58,7 +58,7 @@ def _col(name: str) -> Column:
 
 
 def split_bucket(spec: DatasetSpec) -> Column:
-    """A number in [0, 1) per row from a hash of the id column (or of every column), so it never depends on partitioning."""
+    """A number in [0, 1) per row: a hash of the id column (or every column), independent of partitioning."""
     keys = [spec.id_column] if spec.id_column else list(spec.schema_)
     return (F.abs(F.xxhash64(*[_col(key) for key in keys])) % 10_000) / 10_000.0
 

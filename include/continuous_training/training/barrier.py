@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -177,12 +176,15 @@ def _run_rank(rank_fn: Callable[[RankContext], Any], use_gpu: bool) -> RankResul
         "HOROVOD_CPU_OPERATIONS": "gloo",
         "PYTHONUNBUFFERED": "1",
     })
+    iface = _interface_of(hosts[rank])
+    if iface:
+        os.environ["HOROVOD_GLOO_IFACE"] = iface
     if use_gpu and not gpu_addresses:
         log.warning("rank %d asked for a GPU but Spark assigned none: it trains on CPU", slot.rank)
     try:
         value = rank_fn(RankContext(
             rank=slot.rank, size=slot.size, local_rank=slot.local_rank, local_size=slot.local_size,
-            host=socket.gethostname(), gpu_addresses=gpu_addresses,
+            host=hosts[rank], gpu_addresses=gpu_addresses,
         ))
         # Rank 0 keeps the rendezvous server up until every rank is done with Horovod.
         ctx.barrier()
@@ -191,3 +193,13 @@ def _run_rank(rank_fn: Callable[[RankContext], Any], use_gpu: bool) -> RankResul
             server.stop()
     return RankResult(rank=slot.rank, size=slot.size, host=hosts[rank], gpu_addresses=gpu_addresses,
                       value=value)
+
+
+def _interface_of(address: str) -> str | None:
+    """The network interface that holds `address`, so gloo binds where Spark reached this executor."""
+    import psutil
+
+    for name, addresses in psutil.net_if_addrs().items():
+        if any(entry.address == address for entry in addresses):
+            return name
+    return None

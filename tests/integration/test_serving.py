@@ -1,0 +1,193 @@
+"""The pyfunc on raw columns: parity with the fitted Spark pipeline, MLflow round trip, scoring in Spark executors."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from continuous_training.errors import PipelineError
+from continuous_training.features import build_feature_pipeline, to_feature_rows
+from continuous_training.serving import FeatureTransform, log_pyfunc_model, predict_spark
+from continuous_training.spec import parse_spec
+from continuous_training.training.model import build_mlp
+from mlflow.exceptions import MlflowException
+from pyspark.sql import functions as F
+
+pytestmark = pytest.mark.integration
+
+SCHEMA = {"customer id": "string", "Avg Session (min)": "double", "tenure": "int", "constant": "double",
+          "monthly charges": "decimal(8,2)", "plan <tier>": "string", "region code": "int", "rating": "double",
+          "spend": "double", "churned": "string", "segment": "string"}
+FEATURES = {"numeric": ["Avg Session (min)", "tenure", "constant", "monthly charges"],
+            "categorical": ["plan <tier>", "region code", "rating"]}
+LABELS = {"regression": "spend", "binary_classification": "churned", "multiclass_classification": "segment"}
+CLASSES = {"regression": None, "binary_classification": ["no", "yes"],
+           "multiclass_classification": ["gold", "silver", "bronze"]}
+PREDICTION_COLUMNS = {"regression": ["prediction"], "binary_classification": ["prediction", "probability"],
+                      "multiclass_classification": ["prediction", "probability", "probabilities"]}
+
+
+def make_spec(task: str):
+    return parse_spec({"name": "serving_test", "source": {"path": "unused.csv", "format": "csv"}, "schema": SCHEMA,
+                       "label": LABELS[task], "task": task, "id_column": "customer id", "features": FEATURES})
+
+
+def train_rows(count: int = 60) -> list[tuple]:
+    from decimal import Decimal
+
+    rng = np.random.default_rng(7)
+    rows = []
+    for i in range(count):
+        rows.append((
+            f"c{i}",
+            None if i % 9 == 0 else float(np.round(rng.gamma(2, 4), 3)),
+            None if i % 11 == 0 else int(rng.integers(0, 72)),
+            3.5,
+            Decimal(f"{rng.uniform(20, 120):.2f}"),
+            None if i % 13 == 0 else str(rng.choice(["basic", "plus", "pro"], p=[0.5, 0.3, 0.2])),
+            int(rng.choice([10, 20, 30])),
+            float(rng.choice([1.5, 2.0, 12345678.0])),
+            float(rng.normal(50, 10)),
+            str(rng.choice(["no", "yes"])),
+            str(rng.choice(["gold", "silver", "bronze"])),
+        ))
+    return rows
+
+
+def scoring_rows() -> list[tuple]:
+    """Rows with nulls, NaN, categories unseen in training and a null categorical."""
+    from decimal import Decimal
+
+    return [
+        ("s0", 4.25, 12, 3.5, Decimal("55.10"), "plus", 20, 2.0, 1.0, "no", "gold"),
+        ("s1", None, None, 3.5, None, None, None, None, 2.0, "yes", "silver"),
+        ("s2", float("nan"), 70, 1.0, Decimal("99.99"), "enterprise", 40, 7.25, 3.0, "no", "bronze"),
+        ("s3", 0.0, 0, 3.5, Decimal("20.00"), "basic", 10, 12345678.0, 4.0, "yes", "gold"),
+        ("s4", 31.5, 5, None, Decimal("70.00"), "pro", 30, 1.5, 5.0, "no", "silver"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def frames(spark):
+    ddl = make_spec("regression").ddl_schema
+    return spark.createDataFrame(train_rows(), ddl), spark.createDataFrame(scoring_rows(), ddl)
+
+
+@pytest.fixture(scope="module")
+def transform(frames):
+    spec = make_spec("regression")
+    pipeline = build_feature_pipeline(spec).fit(frames[0])
+    return pipeline, FeatureTransform.from_pipeline(pipeline, spec)
+
+
+@pytest.fixture
+def tracking(tmp_path):
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment(
+        "serving", artifact_location=(tmp_path / "artifacts").as_uri()))
+    yield
+    mlflow.set_tracking_uri(previous)
+
+
+def log_model(task: str, transform: FeatureTransform, example: pd.DataFrame):
+    classes = CLASSES[task]
+    num_classes = len(classes) if task == "multiclass_classification" else None
+    network = build_mlp(transform.feature_dim, task, num_classes, hidden=(8,), seed=3)
+    with mlflow.start_run():
+        return log_pyfunc_model(state_dict=network.state_dict(), transform=transform, task=task,
+                                feature_dim=transform.feature_dim, num_classes=num_classes, hidden=(8,),
+                                classes=classes, input_example=example)
+
+
+def test_transform_matches_spark_pipeline(frames, transform):
+    pipeline, feature_transform = transform
+    spec = make_spec("regression")
+    scoring = frames[1]
+    expected = np.array(
+        [row.features for row in to_feature_rows(scoring, pipeline, None, spec).orderBy("label").collect()],
+        dtype=np.float32,
+    )
+    raw = scoring.orderBy("spend").toPandas()
+
+    actual = feature_transform.transform(raw)
+
+    assert actual.dtype == np.float32
+    assert actual.shape == expected.shape == (5, feature_transform.feature_dim)
+    np.testing.assert_allclose(actual, expected, atol=1e-5)
+    assert feature_transform.stds[2] == 0 and np.all(actual[:, 2] == 0)
+    plan_unknown = len(feature_transform.numeric) + len(feature_transform.labels[0])
+    assert actual[1, plan_unknown] == 1 and actual[2, plan_unknown] == 1
+    restored = FeatureTransform.from_dict(json.loads(json.dumps(feature_transform.to_dict())))
+    np.testing.assert_array_equal(restored.transform(raw), actual)
+
+
+def test_transform_accepts_online_style_input(frames, transform):
+    _, feature_transform = transform
+    spark_rows = feature_transform.transform(frames[1].orderBy("spend").toPandas())
+    online = pd.DataFrame([
+        {"Avg Session (min)": 4.25, "tenure": 12, "constant": 3.5, "monthly charges": 55.1, "plan <tier>": "plus",
+         "region code": 20, "rating": 2, "extra": "ignored"},
+        {"Avg Session (min)": None, "tenure": None, "constant": 3.5, "monthly charges": None, "plan <tier>": None,
+         "region code": None, "rating": None, "extra": "ignored"},
+    ])
+
+    np.testing.assert_allclose(feature_transform.transform(online), spark_rows[:2], atol=1e-6)
+    with pytest.raises(PipelineError, match=r"missing required columns \['tenure', 'region code'\]"):
+        feature_transform.transform(online.drop(columns=["tenure", "region code"]))
+
+
+@pytest.mark.parametrize("task", list(LABELS))
+def test_pyfunc_round_trip(task, frames, transform, tracking):
+    _, feature_transform = transform
+    raw = frames[1].orderBy("spend").toPandas()
+
+    info = log_model(task, feature_transform, raw.head(3))
+    model = mlflow.pyfunc.load_model(info.model_uri)
+    predictions = model.predict(raw)
+
+    assert list(predictions.columns) == PREDICTION_COLUMNS[task]
+    assert len(predictions) == len(raw)
+    if task == "regression":
+        assert predictions["prediction"].dtype == np.float64
+    else:
+        assert set(predictions["prediction"]) <= set(CLASSES[task])
+        assert predictions["probability"].dtype == np.float64
+        assert predictions["probability"].between(0, 1).all()
+    if task == "multiclass_classification":
+        for row in predictions.itertuples():
+            assert len(row.probabilities) == 3 and math.isclose(sum(row.probabilities), 1.0, abs_tol=1e-9)
+            assert row.probability == max(row.probabilities)
+            assert row.prediction == CLASSES[task][int(np.argmax(row.probabilities))]
+    signature = model.metadata.signature
+    assert signature.inputs.input_names() == feature_transform.input_columns
+    assert signature.outputs.input_names() == PREDICTION_COLUMNS[task]
+    assert model.metadata.saved_input_example_info is not None
+    saved_example = info.load_input_example()
+    assert list(saved_example.columns) == feature_transform.input_columns and len(saved_example) == 3
+    with pytest.raises(MlflowException, match="tenure"):
+        model.predict(raw.drop(columns=["tenure"]))
+
+
+@pytest.mark.parametrize("task", ["binary_classification", "multiclass_classification"])
+def test_predict_spark_matches_pyfunc(task, frames, transform, tracking):
+    _, feature_transform = transform
+    scoring = frames[0].limit(20).unionByName(frames[1]).repartition(3)
+    info = log_model(task, feature_transform, frames[1].toPandas())
+
+    scored = predict_spark(scoring, info.model_uri, task).orderBy("customer id")
+    result = scored.toPandas()
+    expected = mlflow.pyfunc.load_model(info.model_uri).predict(scoring.orderBy("customer id").toPandas())
+
+    assert scored.columns == [*scoring.columns, *PREDICTION_COLUMNS[task]]
+    assert len(result) == 25
+    assert result["prediction"].tolist() == expected["prediction"].tolist()
+    np.testing.assert_allclose(result["probability"], expected["probability"], atol=1e-9)
+    if task == "multiclass_classification":
+        assert dict(scored.dtypes)["probabilities"] == "array<double>"
+        np.testing.assert_allclose(np.stack(result["probabilities"]), np.stack(expected["probabilities"]), atol=1e-9)
+    assert scored.where(F.col("prediction").isNull()).count() == 0

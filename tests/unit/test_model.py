@@ -1,0 +1,83 @@
+"""The training model, its loss, and the pure helpers of the training package."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from continuous_training.errors import PipelineError
+from continuous_training.training import TrainConfig, barrier_spark_conf, build_mlp, loss_for
+from continuous_training.training.barrier import local_master_slots
+from continuous_training.training.loop import steps_per_epoch
+from torch import nn
+
+
+@pytest.mark.parametrize(("task", "num_classes", "width"), [
+    ("regression", None, 1), ("binary_classification", None, 1), ("multiclass_classification", 4, 4),
+])
+def test_output_width_follows_the_task(task, num_classes, width):
+    model = build_mlp(5, task, num_classes, hidden=(8, 4), seed=1)
+    assert model(torch.zeros(3, 5)).shape == (3, width)
+    assert [m.out_features for m in model if isinstance(m, nn.Linear)] == [8, 4, width]
+
+
+def test_same_seed_same_weights_without_touching_the_global_generator():
+    before = torch.random.get_rng_state()
+    first, second = build_mlp(3, "regression", seed=7), build_mlp(3, "regression", seed=7)
+    other = build_mlp(3, "regression", seed=8)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values(),
+                                                  strict=True))
+    assert not torch.equal(first[0].weight, other[0].weight)
+
+
+def test_bad_model_arguments():
+    with pytest.raises(ValueError, match="num_classes >= 2"):
+        build_mlp(3, "multiclass_classification", None)
+    with pytest.raises(ValueError, match="unknown task"):
+        build_mlp(3, "ranking")
+    with pytest.raises(ValueError, match="unknown task"):
+        loss_for("ranking")
+
+
+def test_losses_per_task():
+    assert isinstance(loss_for("regression"), nn.MSELoss)
+    assert isinstance(loss_for("binary_classification"), nn.BCEWithLogitsLoss)
+    assert isinstance(loss_for("multiclass_classification"), nn.CrossEntropyLoss)
+    assert loss_for("regression", reduction="sum").reduction == "sum"
+
+
+def test_steps_per_epoch_is_the_same_for_every_rank_and_at_least_one():
+    assert steps_per_epoch(1000, 2, 64) == 7
+    assert steps_per_epoch(10, 4, 64) == 1
+
+
+@pytest.mark.parametrize(("master", "cpus", "slots"), [
+    ("local", 1, 1), ("local[2]", 1, 2), ("local[4]", 2, 2), ("local[3, 2]", 1, 3), ("spark://h:7077", 1, None),
+    ("yarn", 1, None),
+])
+def test_local_master_slots(master, cpus, slots):
+    assert local_master_slots(master, cpus) == slots
+
+
+def test_barrier_spark_conf():
+    cpu = barrier_spark_conf(use_gpu=False)
+    assert cpu["spark.python.worker.reuse"] == "false"
+    assert "spark.task.resource.gpu.amount" not in cpu
+    gpu = barrier_spark_conf(use_gpu=True, existing={"spark.executor.resource.gpu.amount": "4"})
+    assert gpu["spark.task.resource.gpu.amount"] == "1"
+    assert "spark.executor.resource.gpu.amount" not in gpu
+
+
+def test_config_from_featurize_summary(tmp_path):
+    (tmp_path / "featurize.json").write_text(json.dumps({
+        "feature_dim": 6, "task": "multiclass_classification", "num_classes": 3,
+        "rows": {"train": 700, "validation": 150, "test": 150},
+    }))
+    config = TrainConfig.from_featurize(tmp_path, tmp_path / "ckpt", epochs=2, hidden=[16])
+    assert (config.feature_dim, config.num_classes, config.train_rows, config.hidden) == (6, 3, 700, (16,))
+    with pytest.raises(PipelineError, match="learning_rate=0"):
+        TrainConfig.from_featurize(tmp_path, tmp_path / "ckpt", learning_rate=0)
+    with pytest.raises(PipelineError, match="cannot read the featurize summary"):
+        TrainConfig.from_featurize(tmp_path / "missing", tmp_path / "ckpt")
