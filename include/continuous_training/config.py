@@ -26,6 +26,7 @@ class Settings(BaseSettings):
         PROJECT_ROOT / ".mlflow" / "artifacts",
         description="Artifact location for experiments created by the project (local MLflow only).",
     )
+    mlflow_ui_url: str = Field("http://127.0.0.1:5000", description="MLflow UI base URL used by task links.")
     airflow_home: Path = Field(PROJECT_ROOT / ".airflow", description="Airflow home (metadata DB, logs).")
     datasets_dir: Path = Field(PROJECT_ROOT / "include" / "datasets", description="Where named specs live.")
     jobs_dir: Path = Field(PROJECT_ROOT / "jobs", description="Spark job scripts submitted by the DAGs.")

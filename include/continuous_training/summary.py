@@ -52,6 +52,17 @@ def summarize(dataset: str, run_id: str | None = None, settings: Settings | None
         rows = features["rows"]
         lines.append(f"  featurize  {rows['train']:>10,} train, {rows['validation']:,} validation, "
                      f"{rows['test']:,} test; feature_dim={features['feature_dim']}")
+    evaluation = _read(stage("evaluate") / "evaluation.json")
+    promotion = _read(stage("promote") / "promotion.json")
+    if evaluation:
+        metrics = ", ".join(f"{key}={value:.4f}" for key, value in sorted(evaluation["metrics"].items()))
+        lines.append(f"  evaluate   {metrics}")
+    if promotion:
+        verdict = "@champion" if promotion["promoted"] else "rejected"
+        lines.append(f"  promote    {promotion['model_name']} version {promotion['version']} {verdict}: "
+                     f"{promotion['reason']}")
+        lines.append(f"             MLflow run {evaluation['mlflow_run_id'] if evaluation else '?'} "
+                     f"in experiment {spec.name!r} at {settings.mlflow_tracking_uri}")
     lines += ["", "  outputs:"]
     lines += [f"    {name:<11}{stage(name)}" for name in ("ingest", "validate", "stats", "featurize")
               if stage(name).exists()]

@@ -34,8 +34,9 @@ def ensure_experiment(client: MlflowClient, dataset: str, settings: Settings | N
     return client.create_experiment(dataset, artifact_location=location)
 
 
-def _quote(value: str) -> str:
-    return value.replace("'", "\\'")
+def _literal(value: str) -> str:
+    """An MLflow filter string literal (the filter grammar has no escapes: pick the quote the value lacks)."""
+    return f"'{value}'" if "'" not in value else f'"{value}"'
 
 
 def find_training_run(client: MlflowClient, dataset: str, airflow_run_id: str) -> Run | None:
@@ -45,7 +46,7 @@ def find_training_run(client: MlflowClient, dataset: str, airflow_run_id: str) -
         return None
     runs = client.search_runs(
         [experiment.experiment_id],
-        filter_string=f"tags.`{AIRFLOW_RUN_ID_TAG}` = '{_quote(airflow_run_id)}'",
+        filter_string=f"tags.`{AIRFLOW_RUN_ID_TAG}` = {_literal(airflow_run_id)}",
         order_by=["attributes.start_time ASC"],
         max_results=1,
     )

@@ -167,7 +167,8 @@ def test_pyfunc_round_trip(task, frames, transform, tracking):
     assert signature.inputs.input_names() == feature_transform.input_columns
     assert signature.outputs.input_names() == PREDICTION_COLUMNS[task]
     assert model.metadata.saved_input_example_info is not None
-    saved_example = info.load_input_example()
+    local_model = mlflow.artifacts.download_artifacts(info.model_uri)
+    saved_example = mlflow.models.Model.load(local_model).load_input_example(local_model)
     assert list(saved_example.columns) == feature_transform.input_columns and len(saved_example) == 3
     with pytest.raises(MlflowException, match="tenure"):
         model.predict(raw.drop(columns=["tenure"]))

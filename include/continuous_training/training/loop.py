@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pyspark.sql import SparkSession
 
 from continuous_training.errors import PipelineError
 from continuous_training.training.barrier import RankContext, run_in_barrier
@@ -100,6 +101,7 @@ class TrainResult:
     steps_per_epoch: int
     elapsed_s: float
     rank_hosts: list[str] = field(default_factory=list)
+    gpu_addresses: dict[int, list[str]] = field(default_factory=dict)
 
     @property
     def best_metrics(self) -> dict[str, float]:
@@ -141,8 +143,12 @@ def steps_per_epoch(train_rows: int, size: int, batch_size: int) -> int:
     return max(1, train_rows // (size * batch_size))
 
 
-def fit(spark: Any, config: TrainConfig, num_proc: int, use_gpu: bool = False) -> TrainResult:
-    """Train with `num_proc` Horovod ranks in one Spark barrier stage; the result comes from rank 0."""
+def fit(spark: SparkSession, config: TrainConfig, num_proc: int, use_gpu: bool = False) -> TrainResult:
+    """Train with `num_proc` Horovod ranks in one Spark barrier stage; the result comes from rank 0.
+
+    Fitting again with the same `checkpoint_dir` resumes after its last finished epoch (the folder must be
+    reachable from every executor, since rank 0 may run on another host the next time).
+    """
     check_shardable(config, num_proc)
     started = time.perf_counter()
     results = run_in_barrier(spark, num_proc, partial(train_rank, config=config), use_gpu=use_gpu)
@@ -153,6 +159,7 @@ def fit(spark: Any, config: TrainConfig, num_proc: int, use_gpu: bool = False) -
         stopped_early=chief["stopped_early"], start_epoch=chief["start_epoch"], num_proc=num_proc,
         devices=[r.value["device"] for r in results], steps_per_epoch=chief["steps_per_epoch"],
         elapsed_s=elapsed, rank_hosts=[r.host for r in results],
+        gpu_addresses={r.rank: list(r.gpu_addresses) for r in results},
     )
     log.info("trained %d epochs (from epoch %d) on %d ranks in %.1f s; best epoch %d",
              len(result.history), result.start_epoch, num_proc, elapsed, result.best_epoch)

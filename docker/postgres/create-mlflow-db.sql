@@ -1,0 +1,2 @@
+-- Runs once, when the Postgres volume is initialised: MLflow's tracking/registry store next to Airflow's.
+CREATE DATABASE mlflow;
