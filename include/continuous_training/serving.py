@@ -14,11 +14,13 @@ JSON document, and `FeatureTransform.transform` re-applies them with numpy/panda
   (handleInvalid="keep"), then one-hot (dropLast=False);
 * blocks in the VectorAssembler order: scaled numeric, then one one-hot block per categorical; float32 output.
 
-`TabularModel` (the pyfunc) therefore needs only numpy, pandas and torch: the same artifact scores batches inside
-Spark executors (`predict_spark`, via `mapInPandas`) and serves online (`mlflow models serve`). Its input
-signature comes from the spec types, not from the example's pandas dtypes, so nullable integer columns and
-batch/online dtype differences do not fail schema enforcement: numeric columns and non-string categoricals with
-a numeric type are `double`, string categoricals `string`, other categoricals `any`.
+`TabularModel` (the pyfunc) therefore computes with numpy, pandas and torch only (no SparkSession, no JVM;
+`pyspark` is in its requirements only because `continuous_training.training` imports it): the same artifact
+scores batches inside Spark executors (`predict_spark`, via `mapInPandas`) and serves online (`mlflow models
+serve`). Its input signature comes from the spec types, not from the example's pandas dtypes, so nullable
+integer columns and batch/online dtype differences do not fail schema enforcement: numeric columns and
+non-string categoricals with a numeric type are `double`, string categoricals `string`, other categoricals
+`any`.
 """
 
 from __future__ import annotations
@@ -158,13 +160,16 @@ class FeatureTransform:
 
     @property
     def feature_dim(self) -> int:
+        """Length of the feature vector (scaled numeric values, then one one-hot block per categorical)."""
         return len(self.numeric) + sum(self.category_sizes)
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-serializable document (`from_dict` restores it exactly)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, document: dict[str, Any]) -> FeatureTransform:
+        """The transform a `to_dict` document describes."""
         return cls(**document)
 
     @classmethod
@@ -267,6 +272,7 @@ class TabularModel(mlflow.pyfunc.PythonModel):
     """Raw rows → FeatureTransform → MLP → predictions (columns depend on the task, see `predict`)."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        """Read the transform, config and weights from the model's artifacts."""
         artifacts = context.artifacts
         transform = FeatureTransform.from_dict(json.loads(Path(artifacts["feature_transform"]).read_text()))
         config = json.loads(Path(artifacts["model_config"]).read_text())
@@ -363,23 +369,37 @@ def prediction_fields(task: str) -> list[StructField]:
     raise PipelineError(f"unknown task {task!r}")
 
 
+def _pin_alias(model_uri: str) -> str:
+    """`models:/name@alias` → `models:/name/<version>`, so every executor scores with the same version."""
+    if not model_uri.startswith("models:/") or "@" not in model_uri:
+        return model_uri
+    name, alias = model_uri[len("models:/"):].split("@", 1)
+    return f"models:/{name}/{mlflow.MlflowClient().get_model_version_by_alias(name, alias).version}"
+
+
 def _score_batches(batches: Iterator[pd.DataFrame], *, model_uri: str, tracking_uri: str,
                    registry_uri: str) -> Iterator[pd.DataFrame]:
-    model = None
+    from pyspark import TaskContext
+
+    model, schema = None, None
     for batch in batches:
         if model is None:
+            torch.set_num_threads(TaskContext.get().cpus())
             mlflow.set_tracking_uri(tracking_uri)
             mlflow.set_registry_uri(registry_uri)
             model = mlflow.pyfunc.load_model(model_uri)
             schema = model.metadata.get_input_schema()
-        scored = model.predict(conform_input(batch, schema))
+        features = batch if schema is None else batch[[c for c in schema.input_names() if c in batch.columns]]
+        scored = model.predict(conform_input(features, schema))
         yield pd.concat([batch.reset_index(drop=True), scored.reset_index(drop=True)], axis=1)
 
 
 def predict_spark(df: DataFrame, model_uri: str, task: str) -> DataFrame:
-    """Score a Spark DataFrame in the executors (`mapInPandas`, the pyfunc loaded once per partition).
+    """Score a Spark DataFrame in the executors (`mapInPandas`, the pyfunc loaded once per partition, torch
+    limited to the task's cores).
 
-    Returns the input columns plus the task's prediction columns (`prediction_fields`).
+    An alias URI is resolved to its version on the driver first. Returns the input columns plus the task's
+    prediction columns (`prediction_fields`).
     """
     from pyspark.sql.types import StructType
 
@@ -388,6 +408,12 @@ def predict_spark(df: DataFrame, model_uri: str, task: str) -> DataFrame:
     if clashes:
         raise PipelineError(f"predict_spark: the input already has columns named {clashes}; rename them first")
     schema = StructType([*df.schema.fields, *fields])
-    score = partial(_score_batches, model_uri=model_uri, tracking_uri=mlflow.get_tracking_uri(),
+    score = partial(_score_batches, model_uri=_pin_alias(model_uri), tracking_uri=mlflow.get_tracking_uri(),
                     registry_uri=mlflow.get_registry_uri())
     return df.mapInPandas(score, schema)
+
+
+def model_classes(model_uri: str) -> list[str] | None:
+    """The class labels a logged model predicts, in probability order (None for regression)."""
+    model = mlflow.pyfunc.load_model(_pin_alias(model_uri))
+    return model.unwrap_python_model().config["classes"]

@@ -19,6 +19,7 @@ def build_spark_session(app_name: str, conf: Mapping[str, str] | None = None,
         .config("spark.pyspark.python", settings.pyspark_python)
         .config("spark.sql.parquet.compression.codec", "snappy")
         .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.log.level", "WARN")
     )
     for key, value in (conf or {}).items():
         builder = builder.config(key, value)

@@ -24,11 +24,27 @@ import numpy as np
 import pyspark
 import pytest
 import yaml
-from continuous_training.config import PROJECT_ROOT
+from continuous_training.config import PROJECT_ROOT, Settings
+from continuous_training.features import featurize
+from continuous_training.ingest import ingest
+from continuous_training.paths import stage_dir
+from continuous_training.spec import load_spec
 from continuous_training.tracking import find_training_run
+from continuous_training.validation import validate
 from mlflow.tracking import MlflowClient
+from pyspark.sql import SparkSession
 
-pytestmark = pytest.mark.integration
+
+def _java_available() -> bool:
+    java_home = os.environ.get("JAVA_HOME")
+    return shutil.which("java") is not None or bool(java_home and (Path(java_home) / "bin" / "java").exists())
+
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not _java_available(),
+                       reason="Java is not installed: the Spark standalone master and worker need a JVM (17+)"),
+]
 
 SPARK_HOME = Path(pyspark.__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent
@@ -46,11 +62,6 @@ class Cluster:
 
     master_url: str
     discovery_script: Path
-
-
-def _java_available() -> bool:
-    java_home = os.environ.get("JAVA_HOME")
-    return shutil.which("java") is not None or bool(java_home and (Path(java_home) / "bin" / "java").exists())
 
 
 def _free_port() -> int:
@@ -100,8 +111,6 @@ def _alive_workers(webui_port: int) -> list[dict]:
 @pytest.fixture
 def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Cluster:
     """A standalone master and one worker (2 cores, 2 fake GPUs) on 127.0.0.1, stopped at teardown."""
-    if not _java_available():
-        pytest.skip("Java is not installed: the Spark standalone master and worker need a JVM (Java 17+)")
     root = tmp_path / "cluster"
     (root / "conf").mkdir(parents=True)
     (root / "work").mkdir()
@@ -171,41 +180,59 @@ def _write_spec(root: Path, landing: Path) -> Path:
         "rules": {"id": {"not_null": True, "unique": True}},
     }
     path = root / f"{DATASET}.yaml"
-    path.write_text(yaml.safe_dump(spec))
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
 
 
-def _spark_submit(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.CompletedProcess:
+def _run_train_job(submit_args: list[str], job_args: list[str], env: dict[str, str], log_path: Path) -> None:
+    """spark-submit jobs/train.py; its output goes to `log_path`, whose tail is shown when it fails."""
+    command = [str(VENV_BIN / "spark-submit"), *submit_args, "jobs/train.py", *job_args]
     with log_path.open("wb") as log_file:
-        return subprocess.run([str(VENV_BIN / "spark-submit"), *args], env=env, cwd=PROJECT_ROOT,
-                              stdout=log_file, stderr=subprocess.STDOUT, timeout=JOB_TIMEOUT_S, check=False)
+        completed = subprocess.run(command, env=env, cwd=PROJECT_ROOT, stdout=log_file, stderr=subprocess.STDOUT,
+                                   timeout=JOB_TIMEOUT_S, check=False)
+    assert completed.returncode == 0, f"train exited {completed.returncode}:\n{_tail(log_path, 60)}"
 
 
-def _run_stage(job: str, args: list[str], env: dict[str, str], root: Path) -> None:
-    log_path = root / f"{job}.log"
-    completed = _spark_submit(args, env, log_path)
-    assert completed.returncode == 0, f"{job} exited {completed.returncode}:\n{_tail(log_path, 60)}"
-
-
-def test_train_job_gets_one_scheduled_gpu_per_rank(cluster: Cluster, tmp_path: Path):
+@pytest.fixture
+def featurized(tmp_path: Path) -> tuple[Path, Settings]:
+    """The spec file, and settings whose DATA_DIR holds the featurize output of RUN_ID (real ingest,
+    validate and featurize on a local[2] session)."""
     spec_path = _write_spec(tmp_path, _write_landing(tmp_path))
-    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = load_spec(str(spec_path))
+    settings = Settings(data_dir=tmp_path / "data", mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+                        mlflow_artifact_root=tmp_path / "artifacts")
+    active = SparkSession.getActiveSession()
+    spark = active or (SparkSession.builder.master("local[2]").appName("test_standalone_gpu")
+                       .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "4")
+                       .getOrCreate())
+    if active is None:
+        spark.sparkContext.setLogLevel("ERROR")
+    try:
+        ingest_dir = stage_dir(spec.name, "ingest", RUN_ID, settings)
+        ingest(spark, spec, RUN_ID, ingest_dir, settings)
+        validate_dir = stage_dir(spec.name, "validate", RUN_ID, settings)
+        validate(spark.read.parquet(str(ingest_dir / "data")), spec, RUN_ID, validate_dir, 0.0)
+        featurize(spark.read.parquet(str(validate_dir / "valid")), spec, RUN_ID,
+                  stage_dir(spec.name, "featurize", RUN_ID, settings), settings)
+    finally:
+        if active is None:
+            spark.stop()
+    return spec_path, settings
+
+
+def test_train_job_gets_one_scheduled_gpu_per_rank(featurized: tuple[Path, Settings], cluster: Cluster,
+                                                   tmp_path: Path):
+    spec_path, settings = featurized
     env = {
         **os.environ,
-        "DATA_DIR": str(tmp_path / "data"),
-        "MLFLOW_TRACKING_URI": tracking_uri,
-        "MLFLOW_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
+        "DATA_DIR": str(settings.data_dir),
+        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        "MLFLOW_ARTIFACT_ROOT": str(settings.mlflow_artifact_root),
         "PYSPARK_PYTHON": sys.executable,
         "PYSPARK_DRIVER_PYTHON": sys.executable,
         "SPARK_LOCAL_IP": "127.0.0.1",
-        "SPARK_CONF_DIR": str(tmp_path / "cluster" / "conf"),
     }
-    stage_args = ["--dataset", str(spec_path), "--run-id", RUN_ID]
-    local = ["--master", "local[2]", "--conf", "spark.ui.enabled=false"]
-    for job in ("ingest", "validate", "featurize"):
-        _run_stage(job, [*local, f"jobs/{job}.py", *stage_args], env, tmp_path)
-
-    gpu_conf = {
+    conf = {
         "spark.executor.resource.gpu.amount": str(len(GPU_ADDRESSES)),
         "spark.executor.resource.gpu.discoveryScript": str(cluster.discovery_script),
         "spark.task.resource.gpu.amount": "1",
@@ -214,15 +241,15 @@ def test_train_job_gets_one_scheduled_gpu_per_rank(cluster: Cluster, tmp_path: P
         "spark.executor.memory": "1g",
         "spark.ui.enabled": "false",
     }
-    conf_args = [arg for key, value in gpu_conf.items() for arg in ("--conf", f"{key}={value}")]
+    submit_args = ["--master", cluster.master_url, *[arg for key, value in conf.items()
+                                                     for arg in ("--conf", f"{key}={value}")]]
     started = time.monotonic()
-    _run_stage("train", ["--master", cluster.master_url, *conf_args, "jobs/train.py", *stage_args,
-                         "--num-proc", "2", "--epochs", "2", "--batch-size", "16", "--use-gpu", "auto"],
-               env, tmp_path)
+    job_args = ["--dataset", str(spec_path), "--run-id", RUN_ID, "--num-proc", "2", "--epochs", "2",
+                "--batch-size", "16", "--use-gpu", "auto"]
+    _run_train_job(submit_args, job_args, env, tmp_path / "train.log")
     print(f"train job on {cluster.master_url}: {time.monotonic() - started:.1f} s")
 
-    client = MlflowClient(tracking_uri)
-    run = find_training_run(client, DATASET, RUN_ID)
+    run = find_training_run(MlflowClient(settings.mlflow_tracking_uri), DATASET, RUN_ID)
     assert run is not None, f"no MLflow run tagged airflow.run_id={RUN_ID} in experiment {DATASET!r}"
     tags, params = run.data.tags, run.data.params
     assert tags["spark.barrier"] == "true"
@@ -230,8 +257,8 @@ def test_train_job_gets_one_scheduled_gpu_per_rank(cluster: Cluster, tmp_path: P
     assigned = json.loads(tags["gpu.addresses"])
     assert sorted(assigned) == ["0", "1"], assigned
     assert all(len(addresses) == 1 for addresses in assigned.values()), assigned
-    flat = {addresses[0] for addresses in assigned.values()}
-    assert len(flat) == 2 and flat <= set(GPU_ADDRESSES), assigned
+    addresses = {rank_addresses[0] for rank_addresses in assigned.values()}
+    assert len(addresses) == 2 and addresses <= set(GPU_ADDRESSES), assigned
     assert json.loads(tags["devices"]) == ["cpu", "cpu"]
     assert params["spark_master"].startswith("spark://")
     assert params["num_proc"] == "2"

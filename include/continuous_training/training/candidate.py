@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
 from pyspark.ml import PipelineModel
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -129,6 +130,7 @@ def _log_data_artifacts(client, mlflow_run_id: str, spec: DatasetSpec, run_id: s
 def _log_model(spark: SparkSession, spec: DatasetSpec, featurize_dir, features, config: TrainConfig,
                result: TrainResult, mlflow_run_id: str) -> str:
     import mlflow
+    import torch
 
     transform = FeatureTransform.from_pipeline(PipelineModel.load(str(featurize_dir / "pipeline")), spec)
     example = (
@@ -137,7 +139,8 @@ def _log_model(spark: SparkSession, spec: DatasetSpec, featurize_dir, features, 
     )
     with mlflow.start_run(run_id=mlflow_run_id):
         info = log_pyfunc_model(
-            state_dict=result.best_state, transform=transform, task=spec.task, feature_dim=features.feature_dim,
+            state_dict={name: torch.from_numpy(value) for name, value in result.best_state.items()},
+            transform=transform, task=spec.task, feature_dim=features.feature_dim,
             num_classes=features.num_classes, hidden=config.hidden, classes=features.classes, input_example=example,
         )
     log.info("logged candidate model %s (best epoch %d: %s)", info.model_uri, result.best_epoch,
