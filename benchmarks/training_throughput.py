@@ -6,7 +6,8 @@ Writes one synthetic regression data set as featurized Parquet (the featurize st
 array<float>, `label` float, train/ and validation/ with at least 8 files each, featurize.json), then measures
 on the same rows, model (`build_mlp`), batch size and optimizer (Adam):
 
-(a) a single-process PyTorch loop over tensors already in memory (no reader, no allreduce);
+(a) a single-process PyTorch loop over tensors already in memory (no reader, no allreduce), with as many
+    intra-op threads as `train_rank` gives a single rank (the CPU count), and again with one thread;
 (b) `fit` with 1 Horovod rank in a Spark barrier stage (Petastorm reader, Horovod optimizer);
 (c) `fit` with 2 ranks.
 
@@ -94,10 +95,11 @@ def load_tensors(path: Path, feature_dim: int) -> tuple[torch.Tensor, torch.Tens
     return torch.from_numpy(features.astype(np.float32)), torch.from_numpy(labels.astype(np.float32))
 
 
-def plain_loop(features: torch.Tensor, labels: torch.Tensor, config: TrainConfig) -> dict[str, Any]:
-    """(a): the training steps of `loop._Trainer` without reader, Horovod or Spark."""
+def plain_loop(features: torch.Tensor, labels: torch.Tensor, config: TrainConfig, threads: int) -> dict[str, Any]:
+    """(a): the training steps of `loop._Trainer` with `threads` intra-op threads, no reader, Horovod or Spark."""
     torch.manual_seed(config.seed)
-    torch.set_num_threads(os.cpu_count() or 1)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
     started = time.perf_counter()
     model = build_mlp(config.feature_dim, config.task, config.num_classes, config.hidden, config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
@@ -124,7 +126,10 @@ def plain_loop(features: torch.Tensor, labels: torch.Tensor, config: TrainConfig
         seconds = time.perf_counter() - epoch_started
         epochs.append({"epoch_seconds": seconds, "samples_per_s": steps * batch_size / seconds,
                        "train_loss": loss_total / steps})
-    return summarize(epochs, steps * batch_size, overhead_s=setup_s)
+    torch.set_num_threads(previous_threads)
+    summary = summarize(epochs, steps * batch_size, overhead_s=setup_s)
+    summary["torch_threads"] = threads
+    return summary
 
 
 def barrier_fit(spark: SparkSession, config: TrainConfig, num_proc: int) -> dict[str, Any]:
@@ -166,7 +171,7 @@ def print_table(results: dict[str, dict[str, Any]], ratios: dict[str, float]) ->
         print(f"{name:<22}{row['samples_per_s']:>13,.0f}{row['steady_samples_per_s']:>12,.0f}"
               f"{row['first_epoch_s']:>13.2f}{row['overhead_s']:>12.2f}{row['final_train_loss']:>12.4f}")
     for name, value in ratios.items():
-        print(f"{name:<20} {value:.3f}")
+        print(f"{name:<28}{value:>8.3f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,8 +195,13 @@ def main(argv: list[str] | None = None) -> int:
                                             batch_size=args.batch_size, learning_rate=args.learning_rate,
                                             patience=0, seed=args.seed)
         features, labels = load_tensors(featurize_dir / "train", args.features)
-        results = {"a_plain_pytorch": plain_loop(features, labels, config)}
-        print(f"(a) plain PyTorch: {results['a_plain_pytorch']['samples_per_s']:,.0f} samples/s")
+        # (a) uses the intra-op threads `train_rank` gives a single rank; a second run uses one thread.
+        cpus = os.cpu_count() or 1
+        results = {"a_plain_pytorch": plain_loop(features, labels, config, cpus)}
+        results["a_plain_pytorch_1_thread"] = plain_loop(features, labels, config, 1)
+        for key in ("a_plain_pytorch", "a_plain_pytorch_1_thread"):
+            print(f"(a) plain PyTorch, {results[key]['torch_threads']} thread(s): "
+                  f"{results[key]['samples_per_s']:,.0f} samples/s")
         for key, num_proc in (("b_horovod_barrier_1", 1), ("c_horovod_barrier_2", 2)):
             fresh = replace(config, checkpoint_dir=str(work / f"checkpoints_{num_proc}"))
             results[key] = barrier_fit(spark, fresh, num_proc)
@@ -205,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     for measure, suffix in (("steady_samples_per_s", ""), ("samples_per_s", " (all epochs)")):
         a, b, c = (results[key][measure] for key in ("a_plain_pytorch", "b_horovod_barrier_1", "c_horovod_barrier_2"))
         ratios.update({f"b/a{suffix}": b / a, f"c/a{suffix}": c / a, f"c/b{suffix}": c / b})
+        ratios[f"c/a_1_thread{suffix}"] = c / results["a_plain_pytorch_1_thread"][measure]
     print_table(results, ratios)
     report = {
         "benchmark": "training_throughput",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -73,13 +74,14 @@ def _output_file_count(spark: SparkSession, frame: DataFrame, target_mb: int) ->
 
 def _explain_read_error(error: Exception, spec: DatasetSpec) -> PipelineError:
     message = str(error)
+    cause = re.search(r"IllegalArgumentException: (.*?)\n\s*at ", message, re.S)
+    detail = " ".join(cause.group(1).split()) if cause else message.splitlines()[0]
     if "header" in message.lower() and "schema" in message.lower():
         return PipelineError(
             f"ingest: a {spec.source.format} header does not match the spec schema of {spec.name!r} "
-            f"(missing, extra or reordered columns, or a file that is not {spec.source.format}): "
-            f"{message.splitlines()[0][:2000]}"
+            f"(missing, extra or reordered columns, or a file that is not {spec.source.format}): {detail[:2000]}"
         )
-    return PipelineError(f"ingest: cannot read the source of {spec.name!r}: {message.splitlines()[0][:2000]}")
+    return PipelineError(f"ingest: cannot read the source of {spec.name!r}: {detail[:2000]}")
 
 
 def ingest(spark: SparkSession, spec: DatasetSpec, run_id: str, out_dir: Path,

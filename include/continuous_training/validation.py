@@ -77,7 +77,10 @@ def _unique_columns(spec: DatasetSpec) -> list[str]:
 
 
 def annotate(frame: DataFrame, spec: DatasetSpec) -> DataFrame:
-    """Add an array column of every reason a row fails (empty when valid). Null checks never count as a pass."""
+    """Add an array column of every reason a row fails (empty when valid).
+
+    A check on a null value passes; only not_null rules and the label check catch nulls.
+    """
     reasons = [F.when(F.coalesce(condition, F.lit(False)), F.lit(reason)) for reason, condition in rule_checks(spec)]
     return frame.withColumn(REASONS, F.filter(F.array(*reasons), lambda reason: reason.isNotNull()))
 

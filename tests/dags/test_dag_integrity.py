@@ -11,7 +11,6 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 from airflow.dag_processing.dagbag import DagBag  # noqa: E402
 from airflow.sdk.definitions.param import ParamsDict  # noqa: E402
 from airflow.sdk.exceptions import ParamValidationError  # noqa: E402
-
 from continuous_training.config import PROJECT_ROOT  # noqa: E402
 
 TRAINING_STAGES = ["ingest", "validate", "stats", "featurize", "train", "evaluate", "register", "promote"]

@@ -74,7 +74,7 @@ def test_pipeline_trains_registers_and_promotes(workspace: dict, dataset: str, m
     ingest = json.loads((data_dir / dataset / "ingest" / _dir(run_id) / "manifest.json").read_text())
     validation = json.loads((data_dir / dataset / "validate" / _dir(run_id) / "validation.json").read_text())
     features = json.loads((data_dir / dataset / "featurize" / _dir(run_id) / "featurize.json").read_text())
-    assert ingest["rows"] == 3000 + ingest["rows"] - 3000 and ingest["rows"] >= 3000
+    assert ingest["rows"] >= 3000
     assert validation["rows_in"] == ingest["rows"] == validation["valid"] + validation["quarantined"]
     assert validation["quarantined"] > 0
     assert sum(features["rows"].values()) == validation["valid"]
@@ -83,8 +83,7 @@ def test_pipeline_trains_registers_and_promotes(workspace: dict, dataset: str, m
     champion = client.get_model_version_by_alias(spec.registered_model_name, "champion")
     assert champion.tags["validation_status"] == "approved"
     assert champion.tags["airflow.run_id"] == champion.tags["data_run_id"] == run_id
-    with pytest.warns(FutureWarning):
-        assert client.get_model_version(spec.registered_model_name, champion.version).current_stage == "Production"
+    assert client.get_model_version(spec.registered_model_name, champion.version).current_stage == "Production"
     run = client.get_run(champion.run_id)
     assert client.get_experiment(run.info.experiment_id).name == dataset
     params = run.data.params

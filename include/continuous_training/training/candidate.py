@@ -130,7 +130,6 @@ def _log_data_artifacts(client, mlflow_run_id: str, spec: DatasetSpec, run_id: s
 def _log_model(spark: SparkSession, spec: DatasetSpec, featurize_dir, features, config: TrainConfig,
                result: TrainResult, mlflow_run_id: str) -> str:
     import mlflow
-    import torch
 
     transform = FeatureTransform.from_pipeline(PipelineModel.load(str(featurize_dir / "pipeline")), spec)
     example = (
