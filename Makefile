@@ -52,6 +52,7 @@ lint: setup
 
 bench: setup
 	$(PY) benchmarks/data_stages.py
+	$(PY) benchmarks/training_throughput.py
 
 clean:
 	rm -rf $(AIRFLOW_HOME) .mlflow data

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 from continuous_training.config import PROJECT_ROOT, Settings
 
-os.environ.setdefault("PYSPARK_PYTHON", str(Path(os.sys.executable)))
+# Spark reads the worker interpreter from PYSPARK_PYTHON when a session is built in-process.
+os.environ["PYSPARK_PYTHON"] = sys.executable
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +22,9 @@ def spark():
     session = build_spark_session("tests", {
         "spark.master": "local[2]", "spark.sql.shuffle.partitions": "4", "spark.ui.enabled": "false",
         **barrier_spark_conf(use_gpu=False),
+        # Spark's barrier slot check gives up after 2 s here, so the test of that path stays short.
+        "spark.scheduler.barrier.maxConcurrentTasksCheck.interval": "1s",
+        "spark.scheduler.barrier.maxConcurrentTasksCheck.maxFailures": "2",
     })
     session.sparkContext.setLogLevel("ERROR")
     yield session
@@ -38,7 +43,7 @@ def settings(tmp_path: Path) -> Settings:
 
 def make_airflow_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """Environment for a real `airflow` CLI subprocess isolated under tmp_path (SQLite metadata DB)."""
-    venv_bin = Path(os.sys.executable).parent
+    venv_bin = Path(sys.executable).parent
     env = dict(os.environ)
     env.update(
         PATH=f"{venv_bin}:{env.get('PATH', '')}",
@@ -47,7 +52,7 @@ def make_airflow_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         AIRFLOW__CORE__PLUGINS_FOLDER=str(PROJECT_ROOT / "plugins"),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
         AIRFLOW_CONN_SPARK_DEFAULT='{"conn_type": "spark", "host": "local[2]"}',
-        PYSPARK_PYTHON=os.sys.executable,
+        PYSPARK_PYTHON=sys.executable,
         DATA_DIR=str(tmp_path / "data"),
         MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}",
         MLFLOW_ARTIFACT_ROOT=str(tmp_path / "artifacts"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 from pyspark.sql import SparkSession
@@ -13,6 +14,7 @@ def build_spark_session(app_name: str, conf: Mapping[str, str] | None = None,
                         settings: Settings | None = None) -> SparkSession:
     """A session for one job. The master comes from spark-submit (the Airflow connection `spark_default`)."""
     settings = settings or get_settings()
+    os.environ.setdefault("PYSPARK_PYTHON", settings.pyspark_python)
     builder = (
         SparkSession.builder.appName(app_name)
         .config("spark.sql.session.timeZone", "UTC")

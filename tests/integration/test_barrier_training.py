@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
 import time
 from pathlib import Path
 
@@ -13,7 +11,6 @@ from continuous_training.errors import PipelineError
 from continuous_training.training import (
     BarrierStageError,
     TrainConfig,
-    barrier_spark_conf,
     fit,
     run_in_barrier,
 )
@@ -25,27 +22,6 @@ pytestmark = pytest.mark.integration
 
 FEATURE_DIM = 4
 ROWS = {"train": 384, "validation": 128, "test": 0}
-
-
-@pytest.fixture(scope="module")
-def spark():
-    """A local[2] session with the barrier-training confs (a fast slot check so its test stays short)."""
-    os.environ["PYSPARK_PYTHON"] = sys.executable
-    active = SparkSession.getActiveSession()
-    if active is not None:
-        active.stop()
-    conf = barrier_spark_conf(use_gpu=False)
-    conf["spark.scheduler.barrier.maxConcurrentTasksCheck.interval"] = "1s"
-    conf["spark.scheduler.barrier.maxConcurrentTasksCheck.maxFailures"] = "2"
-    builder = (SparkSession.builder.master("local[2]").appName("test_barrier_training")
-               .config("spark.pyspark.python", sys.executable)
-               .config("spark.ui.enabled", "false")
-               .config("spark.sql.shuffle.partitions", "4"))
-    for key, value in conf.items():
-        builder = builder.config(key, value)
-    session = builder.getOrCreate()
-    yield session
-    session.stop()
 
 
 def _write_featurized(spark: SparkSession, root: Path, task: str) -> Path:

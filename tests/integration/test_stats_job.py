@@ -25,22 +25,6 @@ SPEC = {
 }
 
 
-@pytest.fixture(scope="module")
-def spark():
-    from pyspark.sql import SparkSession
-
-    existing = SparkSession.getActiveSession()
-    session = existing or (
-        SparkSession.builder.master("local[2]").appName("test_stats_job")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.shuffle.partitions", "2")
-        .getOrCreate()
-    )
-    yield session
-    if existing is None:
-        session.stop()
-
-
 def test_write_stats_writes_json_and_report(spark, tmp_path):
     spec = parse_spec(SPEC)
     rng = np.random.default_rng(3)

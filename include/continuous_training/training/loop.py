@@ -173,7 +173,7 @@ def train_rank(rank_context: RankContext, config: TrainConfig) -> dict[str, Any]
     # Petastorm 0.12 drives pyarrow 14 through its legacy API and warns on every reader it opens.
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm\.")
     device = _select_device(rank_context, hvd)
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(rank_context.local_size, 1)))
+    torch.set_num_threads(_task_cpus())
     hvd.init()
     if hvd.size() != rank_context.size or hvd.rank() != rank_context.rank:
         raise RuntimeError(f"Horovod sees rank {hvd.rank()}/{hvd.size()}, the barrier stage assigned "
@@ -181,6 +181,14 @@ def train_rank(rank_context: RankContext, config: TrainConfig) -> dict[str, Any]
     result = _Trainer(config, hvd, device).run()
     hvd.shutdown()
     return result
+
+
+def _task_cpus() -> int:
+    """The CPU cores Spark gave this task (spark.task.cpus): a rank never oversubscribes its executor."""
+    from pyspark import BarrierTaskContext
+
+    context = BarrierTaskContext.get()
+    return max(1, context.cpus()) if context is not None else 1
 
 
 def _select_device(rank_context: RankContext, hvd: Any) -> torch.device:
