@@ -11,7 +11,6 @@ import json
 import logging
 import warnings
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
@@ -174,13 +173,3 @@ def _apply(client: MlflowClient, decision: PromotionDecision, champion: ModelVer
             _mirror_stage(client, name, version, STAGE_FOR[CHAMPION], archive_existing=True)
     else:
         _mirror_stage(client, name, version, STAGE_FOR["rejected"])
-
-
-def read_decision(dataset: str, airflow_run_id: str, settings: Settings | None = None) -> dict:
-    """The promotion decision a run wrote."""
-    return json.loads((stage_dir(dataset, "promote", airflow_run_id, settings) / "promotion.json").read_text())
-
-
-def promotion_path(dataset: str, airflow_run_id: str, settings: Settings | None = None) -> Path:
-    """Where promote writes its decision."""
-    return stage_dir(dataset, "promote", airflow_run_id, settings) / "promotion.json"
