@@ -103,6 +103,7 @@ def test_pipeline_trains_registers_and_promotes(workspace: dict, dataset: str, m
 
     model = mlflow.pyfunc.load_model(f"models:/{spec.registered_model_name}@champion")
     raw = pd.read_csv(next((data_dir / "landing" / "churn").glob("*/*.csv")), nrows=20)
+    raw = raw.astype(dict.fromkeys(spec.features.numeric, "float64"))  # the signature types numeric inputs as double
     predictions = model.predict(raw[spec.feature_columns])
     assert len(predictions) == 20 and predictions["prediction"].notna().all()
     assert model.metadata.get_input_schema().input_names() == spec.feature_columns
