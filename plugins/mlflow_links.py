@@ -32,15 +32,6 @@ LOOKUP_TIMEOUT_S = 5.0
 _lookups = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mlflow-link")
 
 
-def _literal(value: str) -> str:
-    """A string literal for an MLflow filter (which has no escapes: quote with the other quote)."""
-    if "'" not in value:
-        return f"'{value}'"
-    if '"' not in value:
-        return f'"{value}"'
-    raise ValueError(f"cannot search MLflow for a value with both quote characters: {value!r}")
-
-
 def _experiment_ids(client: MlflowClient) -> list[str]:
     from mlflow.entities import ViewType
 
@@ -56,15 +47,15 @@ def _experiment_ids(client: MlflowClient) -> list[str]:
 
 def training_run_url(client: MlflowClient, ui_url: str, dag_id: str, airflow_run_id: str) -> str:
     """The MLflow UI page of the training run an Airflow run created, or "" when there is none."""
-    from continuous_training.tracking import AIRFLOW_RUN_ID_TAG
+    from continuous_training.tracking import AIRFLOW_RUN_ID_TAG, filter_literal
 
     experiment_ids = _experiment_ids(client)
     if not experiment_ids:
         return ""
     runs = client.search_runs(
         experiment_ids,
-        filter_string=(f"tags.`{AIRFLOW_RUN_ID_TAG}` = {_literal(airflow_run_id)} "
-                       f"AND tags.`{AIRFLOW_DAG_ID_TAG}` = {_literal(dag_id)}"),
+        filter_string=(f"tags.`{AIRFLOW_RUN_ID_TAG}` = {filter_literal(airflow_run_id)} "
+                       f"AND tags.`{AIRFLOW_DAG_ID_TAG}` = {filter_literal(dag_id)}"),
         order_by=["attributes.start_time ASC"],
         max_results=1,
     )

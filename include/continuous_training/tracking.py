@@ -34,9 +34,13 @@ def ensure_experiment(client: MlflowClient, dataset: str, settings: Settings | N
     return client.create_experiment(dataset, artifact_location=location)
 
 
-def _literal(value: str) -> str:
-    """An MLflow filter string literal (the filter grammar has no escapes: pick the quote the value lacks)."""
-    return f"'{value}'" if "'" not in value else f'"{value}"'
+def filter_literal(value: str) -> str:
+    """An MLflow filter string literal (the filter grammar has no escapes: quote with the other quote)."""
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    raise ValueError(f"cannot search MLflow for a value with both quote characters: {value!r}")
 
 
 def find_training_run(client: MlflowClient, dataset: str, airflow_run_id: str) -> Run | None:
@@ -46,7 +50,7 @@ def find_training_run(client: MlflowClient, dataset: str, airflow_run_id: str) -
         return None
     runs = client.search_runs(
         [experiment.experiment_id],
-        filter_string=f"tags.`{AIRFLOW_RUN_ID_TAG}` = {_literal(airflow_run_id)}",
+        filter_string=f"tags.`{AIRFLOW_RUN_ID_TAG}` = {filter_literal(airflow_run_id)}",
         order_by=["attributes.start_time ASC"],
         max_results=1,
     )
