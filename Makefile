@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 DATASET ?= churn
 CONF ?= {}
 DEMO_ROWS ?= 100000
+DEMO_BAD_FRACTION ?= 0.01
 
 export PATH := $(VENV)/bin:$(PATH)
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
@@ -34,7 +35,7 @@ $(AIRFLOW_HOME)/airflow.db: $(STAMP)
 	touch $@
 
 demo-data: setup
-	$(PY) -m continuous_training.demo_data --rows $(DEMO_ROWS)
+	$(PY) -m continuous_training.demo_data --rows $(DEMO_ROWS) --bad-fraction $(DEMO_BAD_FRACTION)
 
 demo: demo-data $(AIRFLOW_HOME)/airflow.db
 	airflow dags test training_pipeline --conf '{"dataset": "churn"}'
