@@ -1,5 +1,6 @@
 # One-command set-up, demo and tests. See README.md.
 SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -8,6 +9,11 @@ DATASET ?= churn
 CONF ?= {}
 DEMO_ROWS ?= 100000
 DEMO_BAD_FRACTION ?= 0.01
+REGISTRY_POOL := mlflow_registry
+# Runs training_pipeline through `airflow dags test`; on failure the last line is the error that failed it.
+DAG_TEST = set -o pipefail; airflow dags test training_pipeline --conf "$(1)" 2>&1 | tee $(AIRFLOW_HOME)/last-run.log \
+	|| { echo; { grep -E 'ERROR continuous_training: ' $(AIRFLOW_HOME)/last-run.log \
+	|| grep -E '^[A-Za-z_.]*(Exception|Error): ' $(AIRFLOW_HOME)/last-run.log; } | tail -1; exit 1; }
 
 export PATH := $(VENV)/bin:$(PATH)
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
@@ -22,7 +28,8 @@ export PYSPARK_PYTHON := $(PY)
 setup: $(STAMP)
 
 $(STAMP): requirements.txt pyproject.toml scripts/install_horovod.sh
-	test -x $(PY) || python3 -m venv $(VENV)
+	bash scripts/check_prerequisites.sh $(PYTHON)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip==25.3"
 	$(PY) -m pip install --quiet -r requirements.txt
 	bash scripts/install_horovod.sh $(VENV)
@@ -32,17 +39,18 @@ $(STAMP): requirements.txt pyproject.toml scripts/install_horovod.sh
 $(AIRFLOW_HOME)/airflow.db: $(STAMP)
 	mkdir -p $(AIRFLOW_HOME)
 	airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || (cat $(AIRFLOW_HOME)/db-migrate.log; exit 1)
+	airflow pools set $(REGISTRY_POOL) 1 "Serialises MLflow registry moves (register, promote)" > /dev/null
 	touch $@
 
 demo-data: setup
 	$(PY) -m continuous_training.demo_data --rows $(DEMO_ROWS) --bad-fraction $(DEMO_BAD_FRACTION)
 
 demo: demo-data $(AIRFLOW_HOME)/airflow.db
-	airflow dags test training_pipeline --conf '{"dataset": "churn"}'
+	$(call DAG_TEST,{\"dataset\": \"churn\"})
 	$(PY) -m continuous_training.summary --dataset churn
 
 train: setup $(AIRFLOW_HOME)/airflow.db
-	airflow dags test training_pipeline --conf "$$($(PY) -c 'import json, sys; print(json.dumps({"dataset": sys.argv[1], **json.loads(sys.argv[2])}))' '$(DATASET)' '$(CONF)')"
+	$(call DAG_TEST,$$($(PY) -c 'import json, sys; print(json.dumps({"dataset": sys.argv[1], **json.loads(sys.argv[2])}))' '$(DATASET)' '$(CONF)'))
 	$(PY) -m continuous_training.summary --dataset '$(DATASET)'
 
 test: setup

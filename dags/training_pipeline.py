@@ -3,12 +3,15 @@
 
 Takes one dataset from landing files to a registered, gated model:
 
-`ingest` → `validate` → `stats` → `featurize` → `train` → `evaluate` → `register` → `promote`
+`check_spec` → `ingest` → `validate` → `stats` → `featurize` → `train` → `evaluate` → `register` → `promote`
 
 Spark stages are `spark-submit`s of `jobs/<stage>.py` against the `spark_default` connection; each writes
 `$DATA_DIR/<dataset>/<stage>/run_id=<this run>/` and a rerun overwrites its own output.
 
-* **ingest**: reads the spec's landing files with its explicit schema, keeps malformed lines, writes compacted Parquet.
+* **check_spec**: fails the run in seconds, without retries, on an unknown dataset, an invalid spec or a source
+  glob that matches nothing.
+* **ingest**: pins the run's input files on its first attempt (later attempts read exactly those), reads them
+  with the spec's explicit schema, keeps malformed lines, writes compacted Parquet.
 * **validate**: applies the spec's rules; bad rows go to `quarantine/` with a reason. Fails above
   `max_quarantine_fraction`.
 * **stats**: `stats.json` (the drift reference) and `report.html`.
@@ -25,7 +28,7 @@ Trigger with `{"dataset": "<name under include/datasets/ or path to a spec>"}`.
 
 from airflow.sdk import DAG, Param, chain
 from continuous_training.config import get_settings
-from continuous_training.dag_tasks import default_task_args, registry_task, spark_job
+from continuous_training.dag_tasks import check_spec, default_task_args, registry_task, spark_job
 
 with DAG(
     dag_id="training_pipeline",
@@ -56,6 +59,7 @@ with DAG(
     },
 ):
     chain(
+        check_spec(),
         spark_job("ingest"),
         spark_job("validate", "--max-quarantine-fraction", "{{ params.max_quarantine_fraction }}"),
         spark_job("stats"),

@@ -7,10 +7,12 @@ from typing import Any, Literal
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.providers.standard.operators.python import PythonOperator
+from airflow.sdk.exceptions import AirflowFailException
 
 from continuous_training.config import get_settings
+from continuous_training.paths import local_matches
 from continuous_training.registry import promote_candidate, register_candidate
-from continuous_training.spec import load_spec
+from continuous_training.spec import SpecError, load_spec
 
 
 def default_task_args() -> dict[str, Any]:
@@ -38,6 +40,22 @@ def spark_job(stage: str, *extra_args: str, **operator_kwargs: Any) -> SparkSubm
         conf={"spark.pyspark.python": settings.pyspark_python},
         **operator_kwargs,
     )
+
+
+def _check_spec(params: dict[str, Any]) -> None:
+    try:
+        spec = load_spec(params["dataset"])
+    except SpecError as error:
+        raise AirflowFailException(str(error)) from None
+    source = spec.source_path()
+    if local_matches(source) == []:
+        raise AirflowFailException(f"no input files match {source} (source.path of dataset {spec.name!r})")
+
+
+def check_spec() -> PythonOperator:
+    """Fails the run in seconds, without retries, on an unknown dataset, an invalid spec or a source glob that
+    matches nothing: user errors that no retry can fix."""
+    return PythonOperator(task_id="check_spec", python_callable=_check_spec)
 
 
 def _register(params: dict[str, Any], run_id: str) -> str:

@@ -1,10 +1,18 @@
-"""Ingest: landing files → compacted Parquet, read with the spec's explicit schema, corrupt records kept."""
+"""Ingest: landing files → compacted Parquet, read with the spec's explicit schema, corrupt records kept.
+
+A run's input is pinned: its first attempt lists the files the source glob matches (path, size, modification
+time) into `inputs.json`, and every later attempt of the same run reads exactly those files, failing if one of
+them changed or vanished. Files that land after the first attempt belong to the next run.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,6 +27,30 @@ from continuous_training.spec import DatasetSpec
 
 CORRUPT_RECORD = "_corrupt_record"
 SOURCE_FILE = "_source_file"
+INPUTS_FILE = "inputs.json"
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One landing file as a run pinned it."""
+
+    path: str
+    size: int
+    modified_ms: int
+
+
+@dataclass(frozen=True)
+class PinnedInputs:
+    """The exact files a run reads, and their fingerprint (a digest of paths, sizes and modification times)."""
+
+    files: list[InputFile]
+    fingerprint: str
+
+    @classmethod
+    def of(cls, files: Sequence[InputFile]) -> PinnedInputs:
+        ordered = sorted(files, key=lambda file: file.path)
+        digest = hashlib.sha256(json.dumps([asdict(file) for file in ordered]).encode()).hexdigest()
+        return cls(files=ordered, fingerprint=digest[:16])
 
 
 @dataclass(frozen=True)
@@ -31,12 +63,15 @@ class IngestResult:
     rows: int
     corrupt_rows: int
     files: dict[str, int]
+    input_fingerprint: str
     output: str
     output_files: int
 
 
-def read_source(spark: SparkSession, spec: DatasetSpec, settings: Settings | None = None) -> DataFrame:
-    """Read the landing files with the explicit schema (never inferred); unparsable rows keep their raw text."""
+def read_source(spark: SparkSession, spec: DatasetSpec, paths: str | Sequence[str] | None = None,
+                settings: Settings | None = None) -> DataFrame:
+    """Read landing files (default: the spec's source glob) with the explicit schema; unparsable rows keep their
+    raw text."""
     schema = StructType.fromDDL(spec.ddl_schema).add(StructField(CORRUPT_RECORD, StringType()))
     reader = spark.read.format(spec.source.format).schema(schema)
     if spec.source.format in {"csv", "json"}:
@@ -44,12 +79,12 @@ def read_source(spark: SparkSession, spec: DatasetSpec, settings: Settings | Non
     if spec.source.format == "csv":
         reader = reader.option("header", True).option("enforceSchema", False)
     reader = reader.options(**{key: str(value) for key, value in spec.source.options.items()})
-    path = spec.source_path(settings)
+    paths = spec.source_path(settings) if paths is None else paths
     try:
-        frame = reader.load(path)
+        frame = reader.load(paths if isinstance(paths, str) else list(paths))
     except AnalysisException as error:
         if "PATH_NOT_FOUND" in str(error) or "Path does not exist" in str(error):
-            raise PipelineError(f"ingest: no input files match {path} (dataset {spec.name!r})") from None
+            raise PipelineError(f"ingest: no input files match {paths} (dataset {spec.name!r})") from None
         raise
     if CORRUPT_RECORD not in frame.columns:
         frame = frame.withColumn(CORRUPT_RECORD, F.lit(None).cast("string"))
@@ -61,14 +96,58 @@ def _canonical(uri: str) -> str:
     return uri.replace("file:///", "file:/", 1)
 
 
-def _output_file_count(spark: SparkSession, frame: DataFrame, target_mb: int) -> int:
-    """Number of Parquet files for the input's size: about one per `target_mb` of source bytes."""
+def _stat(spark: SparkSession, paths: Sequence[str]) -> list[InputFile]:
+    """Size and modification time of each file, through Hadoop's FileSystem (any scheme Spark reads)."""
     jvm = spark.sparkContext._jvm
     hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
-    total_bytes = 0
-    for file in frame.inputFiles():
+    files = []
+    for file in paths:
         path = jvm.org.apache.hadoop.fs.Path(file)
-        total_bytes += path.getFileSystem(hadoop_conf).getFileStatus(path).getLen()
+        status = path.getFileSystem(hadoop_conf).getFileStatus(path)
+        files.append(InputFile(path=file, size=int(status.getLen()), modified_ms=int(status.getModificationTime())))
+    return files
+
+
+def pin_inputs(spark: SparkSession, spec: DatasetSpec, out_dir: Path, settings: Settings | None = None) -> PinnedInputs:
+    """The run's input files: listed from the source glob on the first attempt, read back from `inputs.json` after.
+
+    Raises PipelineError when nothing matches, or when a pinned file changed or vanished since it was pinned.
+    """
+    pinned_path = out_dir / INPUTS_FILE
+    if pinned_path.is_file():
+        pinned = PinnedInputs.of([InputFile(**file) for file in json.loads(pinned_path.read_text())["files"]])
+        _check_unchanged(spark, spec, pinned)
+        return pinned
+    listed = [_canonical(file) for file in read_source(spark, spec, settings=settings).inputFiles()]
+    if not listed:
+        raise PipelineError(f"ingest: no input files match {spec.source_path(settings)} (dataset {spec.name!r})")
+    pinned = PinnedInputs.of(_stat(spark, listed))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scratch = pinned_path.with_name(f".{INPUTS_FILE}.tmp")
+    scratch.write_text(json.dumps({"source": spec.source_path(settings), **asdict(pinned)}, indent=2))
+    os.replace(scratch, pinned_path)
+    return pinned
+
+
+def _check_unchanged(spark: SparkSession, spec: DatasetSpec, pinned: PinnedInputs) -> None:
+    for file in pinned.files:
+        try:
+            (current,) = _stat(spark, [file.path])
+        except Exception as error:
+            if "FileNotFoundException" not in str(error):
+                raise
+            raise PipelineError(f"ingest: {file.path}, pinned by the first attempt of this run of {spec.name!r}, "
+                                "no longer exists; trigger a new run to ingest the current files") from None
+        if current != file:
+            raise PipelineError(
+                f"ingest: {file.path} changed since the first attempt of this run pinned it (size {file.size} → "
+                f"{current.size}, modified {file.modified_ms} → {current.modified_ms}); trigger a new run"
+            )
+
+
+def _output_file_count(pinned: PinnedInputs, target_mb: int) -> int:
+    """Number of Parquet files for the input's size: about one per `target_mb` of source bytes."""
+    total_bytes = sum(file.size for file in pinned.files)
     return max(1, math.ceil(total_bytes / (target_mb * 1024 * 1024)))
 
 
@@ -86,13 +165,13 @@ def _explain_read_error(error: Exception, spec: DatasetSpec) -> PipelineError:
 
 def ingest(spark: SparkSession, spec: DatasetSpec, run_id: str, out_dir: Path,
            settings: Settings | None = None) -> IngestResult:
-    """Read the landing files and write `out_dir/data` (Parquet) and `out_dir/manifest.json`; rerun overwrites."""
+    """Read the run's pinned input files and write `out_dir/data` (Parquet) and `out_dir/manifest.json`; a rerun
+    of the same run reads the same files and overwrites its output."""
     settings = settings or get_settings()
-    frame = read_source(spark, spec, settings)
-    source_files = [_canonical(file) for file in frame.inputFiles()]
-    if not source_files:
-        raise PipelineError(f"ingest: no input files match {spec.source_path(settings)} (dataset {spec.name!r})")
-    files = _output_file_count(spark, frame, settings.parquet_target_file_mb)
+    pinned = pin_inputs(spark, spec, out_dir, settings)
+    source_files = [file.path for file in pinned.files]
+    frame = read_source(spark, spec, source_files, settings)
+    files = _output_file_count(pinned, settings.parquet_target_file_mb)
     data_dir = out_dir / "data"
     try:
         frame.coalesce(files).write.mode("overwrite").parquet(str(data_dir))
@@ -115,6 +194,7 @@ def ingest(spark: SparkSession, spec: DatasetSpec, run_id: str, out_dir: Path,
         rows=rows,
         corrupt_rows=sum(row["corrupt"] for row in per_file),
         files={file: counts.get(file, 0) for file in sorted({*source_files, *counts})},
+        input_fingerprint=pinned.fingerprint,
         output=str(data_dir),
         output_files=len(list(data_dir.glob("*.parquet"))),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import re
 from pathlib import Path
 
@@ -20,3 +21,13 @@ def run_dir_name(run_id: str) -> str:
 def stage_dir(dataset: str, stage: str, run_id: str, settings: Settings | None = None) -> Path:
     """Output folder of one stage for one run."""
     return (settings or get_settings()).data_dir / dataset / stage / run_dir_name(run_id)
+
+
+def local_matches(pattern: str) -> list[str] | None:
+    """Local files and folders a source glob matches; None when Python cannot tell (a URI other than file:, or
+    Hadoop's `{a,b}` alternation), in which case the reader decides."""
+    if pattern.startswith("file:"):
+        pattern = pattern.removeprefix("file:").replace("///", "/", 1)
+    if "://" in pattern or "{" in pattern:
+        return None
+    return sorted(glob.glob(pattern))

@@ -12,8 +12,9 @@ from airflow.dag_processing.dagbag import DagBag  # noqa: E402
 from airflow.sdk.definitions.param import ParamsDict  # noqa: E402
 from airflow.sdk.exceptions import ParamValidationError  # noqa: E402
 from continuous_training.config import PROJECT_ROOT  # noqa: E402
+from continuous_training.dag_tasks import REGISTRY_POOL  # noqa: E402
 
-TRAINING_STAGES = ["ingest", "validate", "stats", "featurize", "train", "evaluate", "register", "promote"]
+TRAINING_STAGES = ["check_spec", "ingest", "validate", "stats", "featurize", "train", "evaluate", "register", "promote"]
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +46,14 @@ def test_training_pipeline_is_a_chain_of_the_stages(dagbag: DagBag) -> None:
     assert [task.task_id for task in dag.topological_sort()] == TRAINING_STAGES
     for upstream, downstream in zip(TRAINING_STAGES, TRAINING_STAGES[1:], strict=False):
         assert dag.get_task(downstream).upstream_task_ids == {upstream}
+
+
+def test_registry_moves_share_one_single_slot_pool(dagbag: DagBag) -> None:
+    dag = dagbag.dags["training_pipeline"]
+    assert {task.task_id for task in dag.tasks if task.pool == REGISTRY_POOL} == {"register", "promote"}
+    makefile = (PROJECT_ROOT / "Makefile").read_text()
+    assert f"REGISTRY_POOL := {REGISTRY_POOL}" in makefile
+    assert "airflow pools set $(REGISTRY_POOL) 1 " in makefile, "make creates the pool with one slot"
 
 
 def test_params_validate_good_and_reject_bad(dagbag: DagBag) -> None:

@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import json
-import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
 import yaml
-from continuous_training.config import Settings
 from continuous_training.demo_data import generate
 from continuous_training.evaluation import evaluate_candidate
 from continuous_training.paths import stage_dir
 from continuous_training.registry import promote_candidate, register_candidate
 from continuous_training.spec import load_spec, parse_spec
+from continuous_training.tracking import find_training_run
 from continuous_training.training.candidate import AirflowContext, TrainParams, train_candidate
-from mlflow.tracking import MlflowClient
+from e2e_workspace import TRAIN_CONF, Workspace, dag_run_finished, task_final_state
 
 pytestmark = pytest.mark.e2e
 
@@ -28,68 +26,42 @@ DATASETS = {
     "churn_value": ("test_rmse", "test_mae", "test_r2"),
     "churn_plan": ("test_accuracy", "test_f1", "test_logloss"),
 }
-TRAIN_CONF = {"epochs": 4, "batch_size": 32, "num_proc": 2, "learning_rate": 0.003}
 
 
-def airflow(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the real airflow CLI; output is kept for assertions and shown on failure."""
-    result = subprocess.run(["airflow", *args], env=env, capture_output=True, text=True, timeout=1200)
-    if check and result.returncode != 0:
-        pytest.fail(f"airflow {' '.join(args)} failed ({result.returncode}):\n{result.stdout[-6000:]}\n"
-                    f"{result.stderr[-6000:]}")
-    return result
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory, airflow_env) -> dict:
-    root = tmp_path_factory.mktemp("e2e")
-    env = airflow_env(root)
-    generate(rows=3000, batches=2, seed=7, bad_fraction=0.01, data_dir=Path(env["DATA_DIR"]))
-    airflow(env, "db", "migrate")
-    return {"root": root, "env": env, "runs": {}}
-
-
-def run_pipeline(workspace: dict, dataset: str) -> str:
-    conf = json.dumps({"dataset": dataset, **TRAIN_CONF})
-    result = airflow(workspace["env"], "dags", "test", "training_pipeline", "--conf", conf)
-    output = result.stdout + result.stderr
-    run_id = re.search(r"DagRun Finished: dag_id=training_pipeline, .*?run_id=(\S+?),", output).group(1)
-    assert "state=success" in output.split("DagRun Finished")[-1].splitlines()[0]
-    workspace["runs"][dataset] = run_id
-    return run_id
-
-
-def client_for(workspace: dict) -> MlflowClient:
-    mlflow.set_tracking_uri(workspace["env"]["MLFLOW_TRACKING_URI"])
-    return MlflowClient(workspace["env"]["MLFLOW_TRACKING_URI"])
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
 
 
 @pytest.mark.parametrize("dataset", list(DATASETS))
-def test_pipeline_trains_registers_and_promotes(workspace: dict, dataset: str, monkeypatch) -> None:
-    run_id = run_pipeline(workspace, dataset)
-    monkeypatch.setenv("DATA_DIR", workspace["env"]["DATA_DIR"])
-    data_dir = Path(workspace["env"]["DATA_DIR"])
+def test_pipeline_trains_registers_and_promotes(e2e: Workspace, dataset: str, monkeypatch) -> None:
+    run_id = e2e.train(dataset)
+    monkeypatch.setenv("DATA_DIR", str(e2e.data_dir))
     spec = load_spec(dataset)
 
-    ingest = json.loads((data_dir / dataset / "ingest" / _dir(run_id) / "manifest.json").read_text())
-    validation = json.loads((data_dir / dataset / "validate" / _dir(run_id) / "validation.json").read_text())
-    features = json.loads((data_dir / dataset / "featurize" / _dir(run_id) / "featurize.json").read_text())
+    ingest = read_json(stage_dir(dataset, "ingest", run_id, e2e.settings) / "manifest.json")
+    pinned = read_json(stage_dir(dataset, "ingest", run_id, e2e.settings) / "inputs.json")
+    validation = read_json(stage_dir(dataset, "validate", run_id, e2e.settings) / "validation.json")
+    features = read_json(stage_dir(dataset, "featurize", run_id, e2e.settings) / "featurize.json")
     assert ingest["rows"] >= 3000
+    assert sorted(ingest["files"]) == [file["path"] for file in pinned["files"]]
+    assert ingest["input_fingerprint"] == pinned["fingerprint"]
     assert validation["rows_in"] == ingest["rows"] == validation["valid"] + validation["quarantined"]
     assert validation["quarantined"] > 0
     assert sum(features["rows"].values()) == validation["valid"]
 
-    client = client_for(workspace)
+    client = e2e.client()
     champion = client.get_model_version_by_alias(spec.registered_model_name, "champion")
     assert champion.tags["validation_status"] == "approved"
     assert champion.tags["airflow.run_id"] == champion.tags["data_run_id"] == run_id
     assert client.get_model_version(spec.registered_model_name, champion.version).current_stage == "Production"
     run = client.get_run(champion.run_id)
+    assert run.info.status == "FINISHED"
     assert client.get_experiment(run.info.experiment_id).name == dataset
     params = run.data.params
     assert {"framework", "num_proc", "epochs", "batch_size", "learning_rate", "dataset", "data_run_id",
-            "spark_master"} <= set(params)
+            "spark_master", "data_fingerprint"} <= set(params)
     assert params["framework"] == "pytorch" and params["num_proc"] == "2" and params["data_run_id"] == run_id
+    assert params["data_fingerprint"] == features["data_fingerprint"]
     tags = run.data.tags
     assert tags["horovod.size"] == "2" and tags["spark.barrier"] == "true" and tags["gpu.addresses"] == "none"
     assert tags["airflow.dag_id"] == "training_pipeline" and tags["airflow.task_id"] == "train"
@@ -102,50 +74,92 @@ def test_pipeline_trains_registers_and_promotes(workspace: dict, dataset: str, m
     assert {"data/stats.json", "data/report.html", "feature_pipeline"} <= artifacts
 
     model = mlflow.pyfunc.load_model(f"models:/{spec.registered_model_name}@champion")
-    raw = pd.read_csv(next((data_dir / "landing" / "churn").glob("*/*.csv")), nrows=20)
+    raw = pd.read_csv(next((e2e.data_dir / "landing" / "churn").glob("*/*.csv")), nrows=20)
     raw = raw.astype(dict.fromkeys(spec.features.numeric, "float64"))  # the signature types numeric inputs as double
     predictions = model.predict(raw[spec.feature_columns])
     assert len(predictions) == 20 and predictions["prediction"].notna().all()
     assert model.metadata.get_input_schema().input_names() == spec.feature_columns
 
 
-def _dir(run_id: str) -> str:
-    return stage_dir("x", "x", run_id).name
-
-
-def test_rerunning_the_same_run_creates_no_duplicates(workspace: dict) -> None:
-    run_id = workspace["runs"].get("churn") or pytest.fail("the churn pipeline test must run first")
-    client = client_for(workspace)
+def test_rerunning_a_run_reads_its_pinned_inputs_and_duplicates_nothing(e2e: Workspace) -> None:
+    run_id = e2e.train("churn")
+    settings, client = e2e.settings, e2e.client()
     name = load_spec("churn").registered_model_name
-    before = {v.version for v in client.search_model_versions(f"name = '{name}'")}
-    champion_before = client.get_model_version_by_alias(name, "champion").version
-    for task in ("train", "evaluate", "register", "promote"):
-        airflow(workspace["env"], "tasks", "test", "training_pipeline", task, run_id)
-    assert {v.version for v in client.search_model_versions(f"name = '{name}'")} == before
-    assert client.get_model_version_by_alias(name, "champion").version == champion_before
-    experiment = client.get_experiment_by_name("churn")
-    runs = client.search_runs([experiment.experiment_id], f"tags.`airflow.run_id` = '{run_id}'")
+    ingest_dir = stage_dir("churn", "ingest", run_id, settings)
+    before = {
+        "manifest": read_json(ingest_dir / "manifest.json"),
+        "inputs": read_json(ingest_dir / "inputs.json"),
+        "features": read_json(stage_dir("churn", "featurize", run_id, settings) / "featurize.json"),
+        "versions": {v.version for v in client.search_model_versions(f"name = '{name}'")},
+        "champion": client.get_model_version_by_alias(name, "champion").version,
+    }
+    late = generate(rows=200, batches=1, start_date="2026-12-01", seed=8, data_dir=e2e.data_dir, overwrite=False)
+
+    for task in ("ingest", "validate", "featurize", "train", "evaluate", "register", "promote"):
+        result = e2e.airflow("tasks", "test", "training_pipeline", task, run_id)
+        assert task_final_state(result.stdout + result.stderr) == "success", f"{task}:\n{result.stdout[-4000:]}"
+
+    manifest = read_json(ingest_dir / "manifest.json")
+    assert manifest["files"] == before["manifest"]["files"] and manifest["rows"] == before["manifest"]["rows"]
+    assert not {f"file:{path}" for path in late.files} & set(manifest["files"]), "a file that landed later was read"
+    assert read_json(ingest_dir / "inputs.json") == before["inputs"]
+    features = read_json(stage_dir("churn", "featurize", run_id, settings) / "featurize.json")
+    assert features == before["features"]
+    assert {v.version for v in client.search_model_versions(f"name = '{name}'")} == before["versions"]
+    assert client.get_model_version_by_alias(name, "champion").version == before["champion"]
+    runs = client.search_runs([client.get_experiment_by_name("churn").experiment_id],
+                              f"tags.`airflow.run_id` = '{run_id}'")
     assert len(runs) == 1
+    assert runs[0].info.status == "FINISHED"
+    assert runs[0].data.params["data_fingerprint"] == before["features"]["data_fingerprint"]
 
 
-def test_a_failing_rank_fails_the_task_with_its_traceback_in_the_log(workspace: dict) -> None:
-    run_id = workspace["runs"].get("churn_value") or pytest.fail("the churn_value pipeline test must run first")
-    checkpoint = Path(workspace["env"]["DATA_DIR"]) / "churn_value" / "train" / _dir(run_id) / "checkpoints"
-    (checkpoint / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    result = airflow(workspace["env"], "tasks", "test", "training_pipeline", "train", run_id, check=False)
+def test_a_failing_rank_fails_the_task_and_its_mlflow_run(e2e: Workspace) -> None:
+    source_run, run_id = e2e.train("churn_value"), "failing-rank"
+    for stage in ("stats", "featurize"):
+        shutil.copytree(stage_dir("churn_value", stage, source_run, e2e.settings),
+                        stage_dir("churn_value", stage, run_id, e2e.settings))
+    checkpoint = stage_dir("churn_value", "train", run_id, e2e.settings) / "checkpoints" / "checkpoint.pt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"not a checkpoint")
+
+    result = e2e.airflow("tasks", "test", "training_pipeline", "train", run_id, "--task-params",
+                         json.dumps({"dataset": "churn_value", **TRAIN_CONF}))
+
     output = result.stdout + result.stderr
-    # `airflow tasks test` exits 0 either way; the task's own log says it failed.
-    assert "Task failed with exception" in output
+    assert task_final_state(output) == "failed"
     assert "a rank of the 2-rank barrier stage failed" in output
     assert "Traceback (most recent call last)" in output
     assert "in _restore" in output and "torch.load" in output, "the failing rank's own frames are in the log"
+    run = find_training_run(e2e.client(), "churn_value", run_id)
+    assert run is not None and run.info.status == "FAILED"
 
 
-def test_gate_promotes_a_better_candidate_and_never_a_worse_one(workspace: dict, spark, tmp_path: Path) -> None:
-    source_run = workspace["runs"].get("churn") or pytest.fail("the churn pipeline test must run first")
-    env = workspace["env"]
-    settings = Settings(data_dir=env["DATA_DIR"], mlflow_tracking_uri=env["MLFLOW_TRACKING_URI"],
-                        mlflow_artifact_root=env["MLFLOW_ARTIFACT_ROOT"])
+@pytest.mark.parametrize("case", ["unknown dataset", "invalid spec", "no input files"])
+def test_a_user_error_fails_the_run_at_once_without_retries(e2e: Workspace, case: str, tmp_path: Path) -> None:
+    document = yaml.safe_load((e2e.settings.datasets_dir / "churn.yaml").read_text())
+    spec_file = tmp_path / "spec.yaml"
+    if case == "unknown dataset":
+        dataset, expected = "chrun", "unknown dataset 'chrun'"
+    elif case == "invalid spec":
+        spec_file.write_text(yaml.safe_dump({**document, "label": "no_such_column"}))
+        dataset, expected = str(spec_file), "label: column 'no_such_column' is not in schema"
+    else:
+        spec_file.write_text(yaml.safe_dump({**document, "source": {**document["source"], "path": "nowhere/*.csv"}}))
+        dataset, expected = str(spec_file), "no input files match"
+
+    result = e2e.airflow("dags", "test", "training_pipeline", "--conf", json.dumps({"dataset": dataset}),
+                         check=False, env={**e2e.env, "TASK_RETRIES": "2"})
+
+    output = result.stdout + result.stderr
+    assert dag_run_finished(output)["state"] == "failed"
+    assert output.count("[DAG TEST] end task task_id=check_spec") == 1, "check_spec ran more than once"
+    assert "[DAG TEST] end task task_id=ingest" not in output
+    assert expected in output
+
+
+def test_gate_promotes_a_better_candidate_and_never_a_worse_one(e2e: Workspace, spark) -> None:
+    source_run, settings = e2e.train("churn"), e2e.settings
     document = yaml.safe_load((settings.datasets_dir / "churn.yaml").read_text())
     spec = parse_spec({**document, "name": "churn_gate", "model_name": "churn_gate_model"})
     worse = TrainParams(num_proc=2, epochs=1, learning_rate=1e-6, batch_size=32)
@@ -158,14 +172,14 @@ def test_gate_promotes_a_better_candidate_and_never_a_worse_one(workspace: dict,
         train_candidate(spark, spec, run_id, params, AirflowContext("training_pipeline", "train"), settings)
         evaluate_candidate(spark, spec, run_id, settings)
         register_candidate(spec, run_id, settings)
-        decisions[run_id] = promote_candidate(spec, run_id, threshold=0.0, settings=settings)
+        decisions[run_id] = promote_candidate(spark, spec, run_id, threshold=0.0, settings=settings)
 
     assert decisions["gate-1-worse"].promoted, "a first model that passes the threshold is promoted"
     assert decisions["gate-2-better"].promoted, decisions["gate-2-better"].reason
     assert decisions["gate-2-better"].champion_version == decisions["gate-1-worse"].version
     assert not decisions["gate-3-worse"].promoted, decisions["gate-3-worse"].reason
     assert "does not beat the champion" in decisions["gate-3-worse"].reason
-    client = client_for(workspace)
+    client = e2e.client()
     champion = client.get_model_version_by_alias(spec.registered_model_name, "champion")
     assert champion.version == decisions["gate-2-better"].version
     rejected = client.get_model_version(spec.registered_model_name, decisions["gate-3-worse"].version)

@@ -60,13 +60,13 @@ class Outcome:
 
 
 def run_stages(spark, spec: DatasetSpec, settings: Settings, expected_ids: list[str],
-               max_fraction: float = 1.0) -> Outcome:
+               max_fraction: float = 1.0, run_id: str = RUN_ID) -> Outcome:
     """Ingest then validate; check from the Parquet outputs that every input row is valid or quarantined."""
-    ingest_dir = stage_dir(spec.name, "ingest", RUN_ID, settings)
-    validate_dir = stage_dir(spec.name, "validate", RUN_ID, settings)
-    ingested = ingest(spark, spec, RUN_ID, ingest_dir, settings)
+    ingest_dir = stage_dir(spec.name, "ingest", run_id, settings)
+    validate_dir = stage_dir(spec.name, "validate", run_id, settings)
+    ingested = ingest(spark, spec, run_id, ingest_dir, settings)
     ingested_rows = spark.read.parquet(str(ingest_dir / "data"))
-    validated = validate(ingested_rows, spec, RUN_ID, validate_dir, max_fraction)
+    validated = validate(ingested_rows, spec, run_id, validate_dir, max_fraction)
     return check_accounting(spark, ingested, validated, validate_dir, expected_ids)
 
 
@@ -274,7 +274,7 @@ def test_quarantine_above_the_limit_fails_after_writing(spark, settings, tmp_pat
     assert sorted(outcome.quarantined) == ["b", "c"]
 
 
-def test_rerun_for_the_same_run_id_overwrites(spark, settings, tmp_path):
+def test_rerun_for_the_same_run_id_overwrites_and_rereads_its_pinned_files(spark, settings, tmp_path):
     landing = land(tmp_path, {"batch.csv": HEADER + "a,1.0,basic,0\nb,abc,pro,1\nc,3.0,pro,1\n"})
     spec = make_spec(landing)
 
@@ -287,5 +287,7 @@ def test_rerun_for_the_same_run_id_overwrites(spark, settings, tmp_path):
     assert ingested.count() == 3
 
     land(tmp_path, {"batch.csv": HEADER + "a,1.0,basic,0\nc,3.0,pro,1\n"})
-    third = run_stages(spark, spec, settings, ["a", "c"])
-    assert third.validated.quarantined == 0 and sorted(third.valid_ids) == ["a", "c"]
+    with pytest.raises(PipelineError, match="changed since the first attempt of this run pinned it"):
+        run_stages(spark, spec, settings, ["a", "c"])
+    next_run = run_stages(spark, spec, settings, ["a", "c"], run_id="manual__2026-11-22T00:00:00+00:00")
+    assert next_run.validated.quarantined == 0 and sorted(next_run.valid_ids) == ["a", "c"]

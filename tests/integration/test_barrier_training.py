@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -112,6 +113,17 @@ def test_resume_continues_at_next_epoch(spark, regression_dir, tmp_path):
     assert [e["epoch"] for e in resumed.history] == [1, 2, 3]
     assert resumed.history[:2] == first.history
     assert finished.start_epoch == 4 and finished.history == resumed.history
+
+
+def test_a_checkpoint_of_other_data_is_not_resumed(spark, regression_dir, tmp_path):
+    hyper = {"batch_size": 32, "learning_rate": 0.005, "patience": 0, "shuffle_capacity": 64, "epochs": 2}
+    first = TrainConfig.from_featurize(regression_dir, tmp_path, **hyper)
+    changed = dataclasses.replace(first, data_fingerprint="other input files")
+    fit(spark, first, num_proc=2)
+
+    retrained = fit(spark, changed, num_proc=2)
+
+    assert retrained.start_epoch == 1 and [e["epoch"] for e in retrained.history] == [1, 2]
 
 
 def test_a_failing_rank_fails_the_stage_with_its_traceback(spark):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 UseGpu = Literal["auto", "true", "false"]
 FRAMEWORK = "pytorch"
+DATA_FINGERPRINT_PARAM = "data_fingerprint"
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,8 @@ def train_candidate(spark: SparkSession, spec: DatasetSpec, run_id: str, params:
                     airflow: AirflowContext, settings: Settings | None = None) -> str:
     """Train, log params/metrics/tags/artifacts and the pyfunc model; returns the MLflow run id.
 
-    Rerunning for the same Airflow run reuses its MLflow run and resumes from the last checkpoint.
+    Rerunning for the same Airflow run reuses its MLflow run and resumes from the last checkpoint of the same
+    data; a rerun whose data fingerprint differs from the MLflow run's is refused. A failure marks the run FAILED.
     """
     settings = settings or get_settings()
     featurize_dir = stage_dir(spec.name, "featurize", run_id, settings)
@@ -79,12 +82,39 @@ def train_candidate(spark: SparkSession, spec: DatasetSpec, run_id: str, params:
         "airflow.dag_id": airflow.dag_id, "airflow.task_id": airflow.task_id, "dataset": spec.name,
     }, settings)
     mlflow_run_id = run.info.run_id
+    _check_same_data(run.data.params, config.data_fingerprint, mlflow_run_id)
+    if run.info.status != "RUNNING":
+        client.update_run(mlflow_run_id, status="RUNNING")
+    try:
+        _train_and_log(spark, client, run, spec, run_id, params, config, features, use_gpu, settings)
+    except BaseException:
+        client.set_terminated(mlflow_run_id, "FAILED")
+        raise
+    client.set_terminated(mlflow_run_id, "FINISHED")
+    return mlflow_run_id
+
+
+def _check_same_data(logged: dict[str, str], data_fingerprint: str, mlflow_run_id: str) -> None:
+    """A rerun of an Airflow run must train on the data its MLflow run was started on."""
+    previous = logged.get(DATA_FINGERPRINT_PARAM)
+    if previous is not None and previous != data_fingerprint:
+        raise PipelineError(
+            f"the data of this Airflow run changed since its MLflow run {mlflow_run_id} was trained "
+            f"({DATA_FINGERPRINT_PARAM} {previous} → {data_fingerprint}: other input files, spec or features); "
+            "a rerun cannot replace what that run recorded: trigger a new run"
+        )
+
+
+def _train_and_log(spark: SparkSession, client, run, spec: DatasetSpec, run_id: str, params: TrainParams,
+                   config: TrainConfig, features, use_gpu: bool, settings: Settings) -> None:
+    mlflow_run_id = run.info.run_id
+    featurize_dir = Path(config.featurize_dir)
     for key, value in {
         "framework": FRAMEWORK, "num_proc": params.num_proc, "epochs": params.epochs,
         "batch_size": params.batch_size, "learning_rate": params.learning_rate, "patience": params.patience,
         "seed": params.seed, "use_gpu": params.use_gpu, "dataset": spec.name, "data_run_id": run_id,
         "spark_master": spark.sparkContext.master, "feature_dim": features.feature_dim,
-        "hidden_units": json.dumps(list(config.hidden)),
+        "hidden_units": json.dumps(list(config.hidden)), DATA_FINGERPRINT_PARAM: config.data_fingerprint,
     }.items():
         if str(run.data.params.get(key, value)) != str(value):
             raise PipelineError(f"MLflow run {mlflow_run_id} was started with {key}={run.data.params[key]}; a rerun "
@@ -102,8 +132,6 @@ def train_candidate(spark: SparkSession, spec: DatasetSpec, run_id: str, params:
     if CANDIDATE_MODEL_TAG not in run.data.tags:
         model_uri = _log_model(spark, spec, featurize_dir, features, config, result, mlflow_run_id)
         client.set_tag(mlflow_run_id, CANDIDATE_MODEL_TAG, model_uri)
-    client.set_terminated(mlflow_run_id, "FINISHED")
-    return mlflow_run_id
 
 
 def _log_history(client, mlflow_run_id: str, result: TrainResult) -> None:

@@ -42,6 +42,7 @@ class TrainConfig:
     feature_dim: int
     num_classes: int | None
     train_rows: int
+    data_fingerprint: str = ""
     epochs: int = 10
     batch_size: int = 64
     learning_rate: float = 1e-3
@@ -79,12 +80,13 @@ class TrainConfig:
         if "hidden" in hyper:
             hyper["hidden"] = tuple(hyper["hidden"])
         return cls(featurize_dir=str(featurize_dir), checkpoint_dir=str(checkpoint_dir), task=task,
-                   feature_dim=feature_dim, num_classes=meta.get("num_classes"), train_rows=train_rows, **hyper)
+                   feature_dim=feature_dim, num_classes=meta.get("num_classes"), train_rows=train_rows,
+                   data_fingerprint=meta.get("data_fingerprint", ""), **hyper)
 
     def signature(self) -> dict[str, Any]:
-        """What a checkpoint must match to be resumed by this config."""
+        """What a checkpoint must match to be resumed by this config: the model's shape and the data it saw."""
         return {"task": self.task, "feature_dim": self.feature_dim, "num_classes": self.num_classes,
-                "hidden": list(self.hidden)}
+                "hidden": list(self.hidden), "data_fingerprint": self.data_fingerprint}
 
 
 @dataclass
@@ -394,19 +396,17 @@ class _Trainer:
         os.replace(tmp, self.checkpoint_path)
 
     def _restore(self) -> None:
-        """Rank 0 loads the checkpoint if present; every rank then starts from rank 0's state."""
+        """Rank 0 loads the checkpoint if it was written for this model and data; every rank then starts from
+        rank 0's state. A checkpoint of other data or another model shape is not resumed: training starts over."""
         hvd = self.hvd
         state = None
-        error = None
         if self.rank == 0 and self.checkpoint_path.exists():
             state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
             if state.get("format") != CHECKPOINT_FORMAT or state.get("signature") != self.config.signature():
-                error = (f"checkpoint {self.checkpoint_path} was written for {state.get('signature')}, not "
-                         f"{self.config.signature()}: use a fresh checkpoint_dir")
+                log.warning("not resuming from %s: it was written for %s, this attempt trains %s; starting at epoch 1",
+                            self.checkpoint_path, state.get("signature"), self.config.signature())
                 state = None
-        state, error = hvd.broadcast_object((state, error), root_rank=0, name="checkpoint")
-        if error:
-            raise PipelineError(error)
+        state = hvd.broadcast_object(state, root_rank=0, name="checkpoint")
         if state is not None:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])

@@ -1,0 +1,73 @@
+"""The e2e workspace: demo data, an Airflow metadata DB, MLflow on SQLite, and each dataset's training_pipeline
+run trained once on first use, whichever test asks for it first (no order between tests)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+import pytest
+from continuous_training.config import Settings
+from mlflow.tracking import MlflowClient
+
+TRAIN_CONF = {"epochs": 4, "batch_size": 32, "num_proc": 2, "learning_rate": 0.003}
+# Each dataset's run gets its own logical date, so a later `airflow dags test` of that date reruns the same run.
+LOGICAL_DATES = {"churn": "2026-11-10", "churn_value": "2026-11-11", "churn_plan": "2026-11-12"}
+
+
+@dataclass
+class Workspace:
+    root: Path
+    env: dict[str, str]
+    runs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.env["DATA_DIR"])
+
+    @property
+    def settings(self) -> Settings:
+        return Settings(data_dir=self.env["DATA_DIR"], mlflow_tracking_uri=self.env["MLFLOW_TRACKING_URI"],
+                        mlflow_artifact_root=self.env["MLFLOW_ARTIFACT_ROOT"])
+
+    def airflow(self, *args: str, check: bool = True, env: dict[str, str] | None = None
+                ) -> subprocess.CompletedProcess:
+        """The real airflow CLI; its output is kept for assertions and shown on failure."""
+        result = subprocess.run(["airflow", *args], env=env or self.env, capture_output=True, text=True,
+                                timeout=1200)
+        if check and result.returncode != 0:
+            pytest.fail(f"airflow {' '.join(args)} failed ({result.returncode}):\n{result.stdout[-6000:]}\n"
+                        f"{result.stderr[-6000:]}")
+        return result
+
+    def client(self) -> MlflowClient:
+        mlflow.set_tracking_uri(self.env["MLFLOW_TRACKING_URI"])
+        return MlflowClient(self.env["MLFLOW_TRACKING_URI"])
+
+    def train(self, dataset: str) -> str:
+        """The run id of `dataset`'s training_pipeline run, run through `airflow dags test` the first time."""
+        if dataset not in self.runs:
+            conf = json.dumps({"dataset": dataset, **TRAIN_CONF})
+            result = self.airflow("dags", "test", "training_pipeline", LOGICAL_DATES[dataset], "--conf", conf)
+            finished = dag_run_finished(result.stdout + result.stderr)
+            assert finished["state"] == "success", finished
+            self.runs[dataset] = finished["run_id"]
+        return self.runs[dataset]
+
+
+def dag_run_finished(output: str) -> dict[str, str]:
+    """run_id and state from the `DagRun Finished` line that `airflow dags test` logs."""
+    line = output.split("DagRun Finished: ")[-1].splitlines()[0]
+    return dict(re.findall(r"(\w+)=([^,]+)", line))
+
+
+def task_final_state(output: str) -> str:
+    """The state the task instance ended in, as `airflow tasks test` logs it."""
+    states = re.findall(r"Task instance state updated .*?new_state=(\w+)", output)
+    assert states, f"no task state in the output:\n{output[-3000:]}"
+    return states[-1]
+
