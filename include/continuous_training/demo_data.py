@@ -1,7 +1,10 @@
 """Seeded generator of a customer-churn demo dataset, written as dated CSV batches into the landing area.
 
 Layout: ``<DATA_DIR>/landing/<dataset>/date=YYYY-MM-DD/part-NNNNN.csv``, one file per chunk of rows, so any
-size is written with bounded memory. The three labels (``churned``, ``customer_value``, ``plan_tier``) are
+size is written with bounded memory. `generate_scoring` writes the unlabelled batches of later days to score,
+``<DATA_DIR>/incoming/<dataset>/date=YYYY-MM-DD/part-00000.csv`` (every column but the labels), and, apart,
+their labels as they arrive later, ``<DATA_DIR>/labels/<dataset>/date=YYYY-MM-DD/labels.csv`` (``customer_id``,
+the three labels and ``date``). The three labels (``churned``, ``customer_value``, ``plan_tier``) are
 nonlinear functions of the features plus noise; ``drift`` shifts the feature distributions and the churn
 relation, and ``bad_fraction`` injects malformed rows of assorted kinds for the validation stage to catch.
 """
@@ -36,6 +39,7 @@ COLUMNS = (
     "customer_value",
     "plan_tier",
 )
+LABELS = ("churned", "customer_value", "plan_tier")
 CONTRACTS = ("month-to-month", "one-year", "two-year")
 PAYMENT_METHODS = ("electronic-check", "mailed-check", "bank-transfer", "credit-card")
 INTERNET_SERVICES = ("DSL", "fiber", "none")
@@ -273,6 +277,53 @@ def generate(
     return DemoData(landing_dir=landing, files=tuple(files), rows_written=rows, bad_rows=bad_rows)
 
 
+@dataclass(frozen=True)
+class ScoringDemo:
+    """What one scoring generation wrote: per day, the batch to score and its labels."""
+
+    batches: tuple[Path, ...]
+    labels: tuple[Path, ...]
+    rows_per_day: int
+
+
+def generate_scoring(
+    days: int = 1,
+    rows_per_day: int = 5_000,
+    start_date: date | str = "2026-11-05",
+    seed: int = 0,
+    drift: float = 0.0,
+    data_dir: Path | str | None = None,
+    dataset_name: str = "churn",
+) -> ScoringDemo:
+    """Write ``days`` unlabelled daily batches to score from ``start_date``, and their labels separately.
+
+    Rows come from the same generator as the training batches (``drift`` shifts them the same way); ids start
+    with ``S`` so they never collide with training ids. Deterministic for a seed; rewriting is idempotent.
+    """
+    if days < 1 or rows_per_day < 1:
+        raise ValueError(f"need days >= 1 and rows_per_day >= 1, got days={days}, rows_per_day={rows_per_day}")
+    if not 0.0 <= drift <= 1.0:
+        raise ValueError(f"drift must be in [0, 1], got {drift}")
+    first_day = date.fromisoformat(start_date) if isinstance(start_date, str) else start_date
+    root = Path(data_dir).expanduser().resolve() if data_dir else get_settings().data_dir
+    batches, labels = [], []
+    for day in range(days):
+        batch_date = first_day + timedelta(days=day)
+        rng = np.random.default_rng([seed, batch_date.toordinal(), 1_000_003])
+        frame = _clean_chunk(rng, rows_per_day, batch_date, drift)
+        frame["customer_id"] = [f"S{batch_date:%Y%m%d}{i:08d}" for i in range(rows_per_day)]
+        partition = f"date={batch_date.isoformat()}"
+        batch = root / "incoming" / dataset_name / partition / "part-00000.csv"
+        label_file = root / "labels" / dataset_name / partition / "labels.csv"
+        for path, columns in ((batch, [c for c in COLUMNS if c not in LABELS]), (label_file, None)):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            content = frame[columns] if columns else frame[["customer_id", *LABELS]].assign(date=batch_date)
+            _write_if_changed(path, _to_csv_bytes(content, set()))
+        batches.append(batch)
+        labels.append(label_file)
+    return ScoringDemo(batches=tuple(batches), labels=tuple(labels), rows_per_day=rows_per_day)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``ct-demo-data --rows 1000000 --batches 4 --seed 7 --drift 0.5``."""
     parser = argparse.ArgumentParser(prog="ct-demo-data", description=generate.__doc__.splitlines()[0])
@@ -285,6 +336,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=None, help="Override DATA_DIR.")
     parser.add_argument("--dataset-name", default="churn", help="Folder under <DATA_DIR>/landing/.")
     parser.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS, help="Rows per part file.")
+    parser.add_argument("--scoring-days", type=int, default=0,
+                        help="Also write this many unlabelled daily batches to score, from the day after the last "
+                             "training batch, and their labels apart.")
+    parser.add_argument("--scoring-rows", type=int, default=5_000, help="Rows per scoring batch.")
     parser.add_argument(
         "--overwrite",
         action=argparse.BooleanOptionalAction,
@@ -312,6 +367,13 @@ def main(argv: list[str] | None = None) -> int:
         f"wrote {result.rows_written:,} rows ({result.bad_rows:,} bad) in {len(result.files)} files "
         f"to {result.landing_dir} ({folders[0]} .. {folders[-1]})"
     )
+    if args.scoring_days:
+        first_scoring_day = date.fromisoformat(args.start_date) + timedelta(days=args.batches)
+        scoring = generate_scoring(days=args.scoring_days, rows_per_day=args.scoring_rows,
+                                   start_date=first_scoring_day, seed=args.seed, drift=args.drift,
+                                   data_dir=args.data_dir, dataset_name=args.dataset_name)
+        print(f"wrote {args.scoring_days} scoring batch(es) of {scoring.rows_per_day:,} rows to "
+              f"{scoring.batches[0].parent.parent} and their labels to {scoring.labels[0].parent.parent}")
     return 0
 
 

@@ -175,3 +175,34 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["--rows", "1", "--batches", "2", "--data-dir", str(tmp_path)])
     assert exit_info.value.code == 2
+
+
+def test_scoring_batches_lack_the_labels_which_arrive_apart(tmp_path: Path) -> None:
+    from continuous_training.demo_data import LABELS, generate_scoring
+
+    first = generate_scoring(days=2, rows_per_day=50, start_date="2026-11-05", seed=3, data_dir=tmp_path)
+    snapshot = _snapshot(tmp_path)
+    again = generate_scoring(days=2, rows_per_day=50, start_date="2026-11-05", seed=3, data_dir=tmp_path)
+
+    assert again == first and _snapshot(tmp_path) == snapshot
+    assert [path.parent.name for path in first.batches] == ["date=2026-11-05", "date=2026-11-06"]
+    assert all(path.is_relative_to(tmp_path / "incoming" / "churn") for path in first.batches)
+    batch, labels = _read(first.batches), _read(first.labels)
+    assert tuple(batch.columns) == tuple(c for c in COLUMNS if c not in LABELS)
+    assert tuple(labels.columns) == ("customer_id", *LABELS, "date")
+    assert len(batch) == len(labels) == 100
+    assert batch["customer_id"].str.fullmatch(r"S\d{16}").all() and batch["customer_id"].is_unique
+    assert list(labels["customer_id"]) == list(batch["customer_id"])
+    assert set(labels["date"]) == {"2026-11-05", "2026-11-06"}
+    drifted = generate_scoring(days=1, rows_per_day=2000, drift=1.0, data_dir=tmp_path / "drifted")
+    plain = generate_scoring(days=1, rows_per_day=2000, drift=0.0, data_dir=tmp_path / "plain")
+    assert _read(drifted.batches)["monthly_charges"].mean() > _read(plain.batches)["monthly_charges"].mean() + 10
+
+
+def test_cli_writes_the_next_days_scoring_batches(tmp_path: Path, capsys) -> None:
+    main(["--rows", "40", "--batches", "2", "--data-dir", str(tmp_path), "--scoring-days", "1",
+          "--scoring-rows", "7"])
+
+    assert "1 scoring batch(es) of 7 rows" in capsys.readouterr().out
+    assert len(pd.read_csv(tmp_path / "incoming" / "churn" / "date=2026-11-03" / "part-00000.csv")) == 7
+    assert (tmp_path / "labels" / "churn" / "date=2026-11-03" / "labels.csv").is_file()
