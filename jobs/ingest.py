@@ -1,17 +1,26 @@
-"""Ingest landing files into compacted Parquet: spark-submit jobs/ingest.py --dataset churn --run-id <id>."""
+"""Ingest landing files into compacted Parquet: spark-submit jobs/ingest.py --dataset churn --run-id <id>.
+
+With --for-scoring it ingests a batch to score (--input, the glob of the batch) into the dataset's scoring area.
+"""
 
 from continuous_training.cli import job_parser, run_job
 from continuous_training.ingest import ingest
-from continuous_training.paths import stage_dir
+from continuous_training.paths import data_path, stage_dir, stage_for
 from continuous_training.spark import build_spark_session
 from continuous_training.spec import load_spec
 
 
 def main() -> None:
-    args = job_parser("ingest").parse_args()
+    parser = job_parser("ingest")
+    parser.add_argument("--input", help="File or glob to read instead of the spec's source (relative: DATA_DIR).")
+    parser.add_argument("--for-scoring", action="store_true",
+                        help="A batch to score: only the features and the id column are required.")
+    args = parser.parse_args()
     spec = load_spec(args.dataset)
     spark = build_spark_session(f"ingest-{spec.name}")
-    result = ingest(spark, spec, args.run_id, stage_dir(spec.name, "ingest", args.run_id))
+    out_dir = stage_dir(spec.name, stage_for("ingest", args.for_scoring), args.run_id)
+    source = data_path(args.input) if args.input else None
+    result = ingest(spark, spec, args.run_id, out_dir, source=source, scoring=args.for_scoring)
     print(f"ingest: {result.rows} rows ({result.corrupt_rows} malformed) from {len(result.files)} files "
           f"-> {result.output} ({result.output_files} Parquet files)")
 

@@ -2,7 +2,7 @@
 
 from continuous_training.cli import job_parser, run_job
 from continuous_training.config import get_settings
-from continuous_training.paths import stage_dir
+from continuous_training.paths import stage_dir, stage_for
 from continuous_training.spark import build_spark_session
 from continuous_training.spec import load_spec
 from continuous_training.validation import validate
@@ -12,12 +12,15 @@ def main() -> None:
     parser = job_parser("validate")
     parser.add_argument("--max-quarantine-fraction", type=float, default=get_settings().quarantine_max_fraction,
                         help="Fail when more than this fraction of rows is quarantined.")
+    parser.add_argument("--for-scoring", action="store_true",
+                        help="A batch to score (in the scoring area): the label may be absent or null.")
     args = parser.parse_args()
     spec = load_spec(args.dataset)
     spark = build_spark_session(f"validate-{spec.name}")
-    ingested = spark.read.parquet(str(stage_dir(spec.name, "ingest", args.run_id) / "data"))
-    result = validate(ingested, spec, args.run_id, stage_dir(spec.name, "validate", args.run_id),
-                      args.max_quarantine_fraction)
+    ingest_dir = stage_dir(spec.name, stage_for("ingest", args.for_scoring), args.run_id)
+    out_dir = stage_dir(spec.name, stage_for("validate", args.for_scoring), args.run_id)
+    result = validate(spark.read.parquet(str(ingest_dir / "data")), spec, args.run_id, out_dir,
+                      args.max_quarantine_fraction, labelled=not args.for_scoring)
     print(f"validate: {result.rows_in} rows in = {result.valid} valid + {result.quarantined} quarantined "
           f"({result.quarantine_fraction:.2%}); reasons: {result.reasons}")
 

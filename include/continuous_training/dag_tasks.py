@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import asdict
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
+import jinja2
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.providers.standard.operators.python import PythonOperator
+from airflow.sdk import Param
 from airflow.sdk.exceptions import AirflowFailException
 
 from continuous_training.config import get_settings
-from continuous_training.paths import local_matches
+from continuous_training.errors import PipelineError
+from continuous_training.paths import data_path, local_matches
 from continuous_training.registry import promote_candidate, register_candidate
-from continuous_training.spec import SpecError, load_spec
+from continuous_training.spec import DatasetSpec, SpecError, load_spec
+
+RESOLVE_SCORING_RUN = "resolve_scoring_run"
+# One slot: registry moves (register, promote) of all runs and DAGs happen one at a time (make creates it).
+REGISTRY_POOL = "mlflow_registry"
+ALIAS_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]*$"
 
 
 def default_task_args() -> dict[str, Any]:
@@ -71,4 +80,56 @@ def _promote(params: dict[str, Any], run_id: str) -> bool:
 
 def registry_task(step: Literal["register", "promote"]) -> PythonOperator:
     """A registry transition for the run's candidate (MLflow client calls; no Spark needed)."""
-    return PythonOperator(task_id=step, python_callable=_register if step == "register" else _promote)
+    return PythonOperator(task_id=step, python_callable=_register if step == "register" else _promote,
+                          pool=REGISTRY_POOL)
+
+
+def scoring_params(spec: DatasetSpec | None) -> dict[str, Param]:
+    """The form of a scoring run: a dataset's own DAG fixes `dataset`; the generic DAG takes a name or a path."""
+    scoring = spec.scoring if spec else None
+    if spec is None:
+        dataset = Param("churn", type="string", minLength=1,
+                        description="Dataset name (include/datasets/<name>.yaml) or path to a spec file.")
+    else:
+        dataset = Param(spec.name, type="string", enum=[spec.name], description="The dataset this DAG scores.")
+    return {
+        "dataset": dataset,
+        "input": Param(None, type=["null", "string"], minLength=1,
+                       description="File or glob of the batch to score (relative to DATA_DIR, may use {{ ds }}); "
+                                   "default: the spec's scoring.path for the run's date."),
+        "model_alias": Param(scoring.model_alias if scoring else "champion", type="string", pattern=ALIAS_PATTERN,
+                             description="Registered model alias to score with (resolved once, at the start)."),
+        "max_quarantine_fraction": Param(get_settings().quarantine_max_fraction, type="number", minimum=0,
+                                         maximum=1, description="validate fails above this quarantined fraction."),
+    }
+
+
+def _resolve_scoring_run(params: dict[str, Any], logical_date: datetime | None, dag_run: Any) -> dict[str, Any]:
+    from continuous_training.scoring import resolve_model
+
+    scored_for = (logical_date or dag_run.run_after).date()
+    try:
+        spec = load_spec(params["dataset"])
+        template = params["input"] or (spec.scoring.path if spec.scoring else None)
+        if template is None:
+            raise SpecError(f"dataset {spec.name!r} has no scoring section: give the batch with the `input` param")
+        source = data_path(jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(template).render(
+            ds=scored_for.isoformat(), ds_nodash=scored_for.strftime("%Y%m%d")))
+        if local_matches(source) == []:
+            raise PipelineError(f"no batch to score for {scored_for}: nothing matches {source}")
+        model = resolve_model(spec, params["model_alias"])
+    except (SpecError, PipelineError, jinja2.TemplateError) as error:
+        raise AirflowFailException(str(error)) from None
+    return {"input": source, "scored_for": scored_for.isoformat(), "model": asdict(model)}
+
+
+def resolve_scoring_run() -> PythonOperator:
+    """Fixes what a scoring run reads and which model version scores it, once, at its start (XCom for the rest).
+    User errors (no model under the alias, no batch, a bad spec) fail at once without retries."""
+    return PythonOperator(task_id=RESOLVE_SCORING_RUN, python_callable=_resolve_scoring_run)
+
+
+def resolved(*keys: str) -> str:
+    """A template of one field the run's `resolve_scoring_run` task resolved, e.g. `resolved("model", "version")`."""
+    path = "".join(f"['{key}']" for key in keys)
+    return f"{{{{ ti.xcom_pull(task_ids='{RESOLVE_SCORING_RUN}'){path} }}}}"

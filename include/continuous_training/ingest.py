@@ -69,10 +69,13 @@ class IngestResult:
 
 
 def read_source(spark: SparkSession, spec: DatasetSpec, paths: str | Sequence[str] | None = None,
-                settings: Settings | None = None) -> DataFrame:
-    """Read landing files (default: the spec's source glob) with the explicit schema; unparsable rows keep their
-    raw text."""
-    schema = StructType.fromDDL(spec.ddl_schema).add(StructField(CORRUPT_RECORD, StringType()))
+                settings: Settings | None = None, columns: Sequence[str] | None = None) -> DataFrame:
+    """Read landing files (default: the spec's source glob) with the explicit schema of `columns` (default: every
+    spec column, in spec order); unparsable rows keep their raw text."""
+    schema = StructType.fromDDL(spec.ddl_schema)
+    if columns is not None:
+        schema = StructType([schema[column] for column in columns])
+    schema = schema.add(StructField(CORRUPT_RECORD, StringType()))
     reader = spark.read.format(spec.source.format).schema(schema)
     if spec.source.format in {"csv", "json"}:
         reader = reader.option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT_RECORD)
@@ -89,6 +92,27 @@ def read_source(spark: SparkSession, spec: DatasetSpec, paths: str | Sequence[st
     if CORRUPT_RECORD not in frame.columns:
         frame = frame.withColumn(CORRUPT_RECORD, F.lit(None).cast("string"))
     return frame.withColumn(SOURCE_FILE, F.col("_metadata.file_path"))
+
+
+def batch_columns(spark: SparkSession, spec: DatasetSpec, paths: Sequence[str]) -> list[str]:
+    """The spec columns a batch to score holds, in file order: the features and the id column are required, the
+    label and the other spec columns may be absent; a column the spec does not know is an error."""
+    if spec.source.format == "json":
+        return list(spec.schema_)
+    options = {key: str(value) for key, value in spec.source.options.items()}
+    if spec.source.format == "csv":
+        options["header"] = "true"
+    present = spark.read.format(spec.source.format).options(**options).load(list(paths)).columns
+    unknown = [column for column in present if column not in spec.schema_]
+    required = [*spec.feature_columns, *([spec.id_column] if spec.id_column else [])]
+    missing = [column for column in required if column not in present]
+    if missing or unknown:
+        raise PipelineError(
+            f"ingest: the batch {paths[0]} does not fit the spec of {spec.name!r}: "
+            + "; ".join(filter(None, [missing and f"required columns {missing} are missing",
+                                      unknown and f"columns {unknown} are not in the spec's schema"]))
+        )
+    return present
 
 
 def _canonical(uri: str) -> str:
@@ -108,8 +132,10 @@ def _stat(spark: SparkSession, paths: Sequence[str]) -> list[InputFile]:
     return files
 
 
-def pin_inputs(spark: SparkSession, spec: DatasetSpec, out_dir: Path, settings: Settings | None = None) -> PinnedInputs:
-    """The run's input files: listed from the source glob on the first attempt, read back from `inputs.json` after.
+def pin_inputs(spark: SparkSession, spec: DatasetSpec, out_dir: Path, settings: Settings | None = None,
+               source: str | None = None) -> PinnedInputs:
+    """The run's input files: listed from the glob (default: the spec's source) on the first attempt, read back
+    from `inputs.json` after.
 
     Raises PipelineError when nothing matches, or when a pinned file changed or vanished since it was pinned.
     """
@@ -118,13 +144,14 @@ def pin_inputs(spark: SparkSession, spec: DatasetSpec, out_dir: Path, settings: 
         pinned = PinnedInputs.of([InputFile(**file) for file in json.loads(pinned_path.read_text())["files"]])
         _check_unchanged(spark, spec, pinned)
         return pinned
-    listed = [_canonical(file) for file in read_source(spark, spec, settings=settings).inputFiles()]
+    source = source or spec.source_path(settings)
+    listed = [_canonical(file) for file in read_source(spark, spec, source, settings).inputFiles()]
     if not listed:
-        raise PipelineError(f"ingest: no input files match {spec.source_path(settings)} (dataset {spec.name!r})")
+        raise PipelineError(f"ingest: no input files match {source} (dataset {spec.name!r})")
     pinned = PinnedInputs.of(_stat(spark, listed))
     out_dir.mkdir(parents=True, exist_ok=True)
     scratch = pinned_path.with_name(f".{INPUTS_FILE}.tmp")
-    scratch.write_text(json.dumps({"source": spec.source_path(settings), **asdict(pinned)}, indent=2))
+    scratch.write_text(json.dumps({"source": source, **asdict(pinned)}, indent=2))
     os.replace(scratch, pinned_path)
     return pinned
 
@@ -163,14 +190,20 @@ def _explain_read_error(error: Exception, spec: DatasetSpec) -> PipelineError:
     return PipelineError(f"ingest: cannot read the source of {spec.name!r}: {detail[:2000]}")
 
 
-def ingest(spark: SparkSession, spec: DatasetSpec, run_id: str, out_dir: Path,
-           settings: Settings | None = None) -> IngestResult:
+def ingest(spark: SparkSession, spec: DatasetSpec, run_id: str, out_dir: Path, settings: Settings | None = None,
+           source: str | None = None, scoring: bool = False) -> IngestResult:
     """Read the run's pinned input files and write `out_dir/data` (Parquet) and `out_dir/manifest.json`; a rerun
-    of the same run reads the same files and overwrites its output."""
+    of the same run reads the same files and overwrites its output.
+
+    `source` replaces the spec's source glob. A `scoring` batch needs only the features and the id column
+    (`batch_columns`); the columns it lacks are absent from the output.
+    """
     settings = settings or get_settings()
-    pinned = pin_inputs(spark, spec, out_dir, settings)
+    source = source or spec.source_path(settings)
+    pinned = pin_inputs(spark, spec, out_dir, settings, source)
     source_files = [file.path for file in pinned.files]
-    frame = read_source(spark, spec, source_files, settings)
+    columns = batch_columns(spark, spec, source_files) if scoring else None
+    frame = read_source(spark, spec, source_files, settings, columns)
     files = _output_file_count(pinned, settings.parquet_target_file_mb)
     data_dir = out_dir / "data"
     try:
@@ -186,11 +219,11 @@ def ingest(spark: SparkSession, spec: DatasetSpec, run_id: str, out_dir: Path,
     counts = {row[SOURCE_FILE]: row["rows"] for row in per_file}
     rows = sum(counts.values())
     if rows == 0:
-        raise PipelineError(f"ingest: the input of {spec.name!r} ({spec.source_path(settings)}) holds no rows")
+        raise PipelineError(f"ingest: the input of {spec.name!r} ({source}) holds no rows")
     result = IngestResult(
         dataset=spec.name,
         run_id=run_id,
-        source=spec.source_path(settings),
+        source=source,
         rows=rows,
         corrupt_rows=sum(row["corrupt"] for row in per_file),
         files={file: counts.get(file, 0) for file in sorted({*source_files, *counts})},

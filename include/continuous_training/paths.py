@@ -23,6 +23,19 @@ def stage_dir(dataset: str, stage: str, run_id: str, settings: Settings | None =
     return (settings or get_settings()).data_dir / dataset / stage / run_dir_name(run_id)
 
 
+def stage_for(stage: str, scoring: bool) -> str:
+    """The stage folder name: scoring runs keep their ingest and validate outputs under `scoring/`."""
+    return f"scoring/{stage}" if scoring else stage
+
+
+def data_path(path: str, settings: Settings | None = None) -> str:
+    """A file, folder or glob: URIs pass through, relative paths resolve against DATA_DIR."""
+    if "://" in path:
+        return path
+    local = Path(path).expanduser()
+    return str(local if local.is_absolute() else (settings or get_settings()).data_dir / local)
+
+
 def local_matches(pattern: str) -> list[str] | None:
     """Local files and folders a source glob matches; None when Python cannot tell (a URI other than file:, or
     Hadoop's `{a,b}` alternation), in which case the reader decides."""

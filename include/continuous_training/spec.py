@@ -69,6 +69,26 @@ class Promotion(_Strict):
     threshold: float | None = Field(None, description="Absolute bar a candidate must pass.")
 
 
+class Scoring(_Strict):
+    """Where a dataset's batches to score arrive, when, and with which model alias."""
+
+    path: str = Field(description="File or glob of one day's batch, a template of the logical date "
+                                  "(e.g. incoming/churn/date={{ ds }}/*.csv); relative paths resolve against DATA_DIR.")
+    schedule: str = Field("@daily", min_length=1, description="Cron expression or preset of batch_scoring__<name>.")
+    model_alias: str = Field("champion", pattern=r"^[A-Za-z][A-Za-z0-9_-]*$",
+                             description="Registered model alias whose version scores the batch.")
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_schedule(cls, schedule: str) -> str:
+        from croniter import croniter
+
+        presets = {"@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly"}
+        if schedule not in presets and not croniter.is_valid(schedule):
+            raise ValueError(f"{schedule!r} is neither a cron expression nor one of {sorted(presets)}")
+        return schedule
+
+
 class DatasetSpec(_Strict):
     """A validated dataset spec."""
 
@@ -83,6 +103,7 @@ class DatasetSpec(_Strict):
     rules: dict[str, ColumnRules] = Field(default_factory=dict)
     model_name: str | None = None
     promotion: Promotion = Field(default_factory=Promotion)
+    scoring: Scoring | None = None
 
     @field_validator("schema_")
     @classmethod
@@ -188,3 +209,10 @@ def load_spec(name_or_path: str, settings: Settings | None = None) -> DatasetSpe
     except yaml.YAMLError as error:
         raise SpecError(f"dataset spec {path} is not valid YAML: {error}") from None
     return parse_spec(document, str(path))
+
+
+def specs_with_scoring(settings: Settings | None = None) -> list[DatasetSpec]:
+    """The named specs (under the datasets dir) that declare a `scoring` section, by name."""
+    settings = settings or get_settings()
+    specs = [load_spec(str(path), settings) for path in sorted(settings.datasets_dir.glob("*.y*ml"))]
+    return [spec for spec in specs if spec.scoring is not None]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -40,17 +41,23 @@ def _literal_list(values: list) -> list[Column]:
     return [F.lit(value) for value in values]
 
 
-def rule_checks(spec: DatasetSpec) -> list[tuple[str, Column]]:
-    """(reason, failed-condition) pairs; a row fails a check when its condition is true."""
+def rule_checks(spec: DatasetSpec, columns: Collection[str] | None = None,
+                labelled: bool = True) -> list[tuple[str, Column]]:
+    """(reason, failed-condition) pairs over `columns` (default: every spec column); a row fails a check when its
+    condition is true. Unlabelled rows (batches to score) may lack the label or have it null."""
+    columns = set(spec.schema_ if columns is None else columns)
     checks: list[tuple[str, Column]] = [
         ("malformed record: does not parse against the schema", F.col(CORRUPT_RECORD).isNotNull()),
-        (f"label {spec.label!r} is null", _col(spec.label).isNull()),
     ]
+    if labelled:
+        checks.append((f"label {spec.label!r} is null", _col(spec.label).isNull()))
     for column, spark_type in spec.schema_.items():
-        if spark_type in {"double", "float"}:
+        if spark_type in {"double", "float"} and column in columns:
             value = _col(column)
             checks.append((f"{column!r} is NaN or infinite", F.isnan(value) | value.isin(float("inf"), float("-inf"))))
     for column, rules in spec.rules.items():
+        if column not in columns:
+            continue
         value = _col(column)
         if rules.not_null and column != spec.label:
             checks.append((f"{column!r} is null", value.isNull()))
@@ -63,7 +70,7 @@ def rule_checks(spec: DatasetSpec) -> list[tuple[str, Column]]:
             if not is_numeric_type(spec.schema_[column]):
                 allowed = [str(v).lower() if isinstance(v, bool) else str(v) for v in allowed]
             checks.append((f"{column!r} not in allowed values", ~value.isin(*_literal_list(allowed))))
-    for column in _unique_columns(spec):
+    for column in (c for c in _unique_columns(spec) if c in columns):
         occurrences = F.count(F.lit(1)).over(Window.partitionBy(_col(column)))
         checks.append((f"duplicate {column!r}", _col(column).isNotNull() & (occurrences > 1)))
     return checks
@@ -76,27 +83,31 @@ def _unique_columns(spec: DatasetSpec) -> list[str]:
     return unique
 
 
-def annotate(frame: DataFrame, spec: DatasetSpec) -> DataFrame:
-    """Add an array column of every reason a row fails (empty when valid).
+def annotate(frame: DataFrame, spec: DatasetSpec, labelled: bool = True) -> DataFrame:
+    """Add an array column of every reason a row fails (empty when valid), checking the spec columns the frame has.
 
     A check on a null value passes; only not_null rules and the label check catch nulls.
     """
-    reasons = [F.when(F.coalesce(condition, F.lit(False)), F.lit(reason)) for reason, condition in rule_checks(spec)]
+    checks = rule_checks(spec, [column for column in frame.columns if column in spec.schema_], labelled)
+    reasons = [F.when(F.coalesce(condition, F.lit(False)), F.lit(reason)) for reason, condition in checks]
     return frame.withColumn(REASONS, F.filter(F.array(*reasons), lambda reason: reason.isNotNull()))
 
 
 def validate(frame: DataFrame, spec: DatasetSpec, run_id: str, out_dir: Path,
-             max_quarantine_fraction: float) -> ValidationResult:
+             max_quarantine_fraction: float, labelled: bool = True) -> ValidationResult:
     """Write `out_dir/valid`, `out_dir/quarantine` (with `quarantine_reason`) and `validation.json`.
 
-    Raises PipelineError after writing when the quarantined fraction exceeds `max_quarantine_fraction`.
+    The spec columns the frame has are checked and kept (a batch to score may lack the label and other non-feature
+    columns; with `labelled=False` a null label is no reason to quarantine). Raises PipelineError after writing
+    when the quarantined fraction exceeds `max_quarantine_fraction`.
     """
-    annotated = annotate(frame, spec).persist(StorageLevel.MEMORY_AND_DISK)
+    columns = [_col(column) for column in spec.schema_ if column in frame.columns]
+    annotated = annotate(frame, spec, labelled).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         is_valid = F.size(REASONS) == 0
-        valid = annotated.where(is_valid).select(*[_col(column) for column in spec.schema_])
+        valid = annotated.where(is_valid).select(*columns)
         quarantine = annotated.where(~is_valid).select(
-            F.array_join(REASONS, "; ").alias(REASON), *[_col(c) for c in spec.schema_], CORRUPT_RECORD, SOURCE_FILE
+            F.array_join(REASONS, "; ").alias(REASON), *columns, CORRUPT_RECORD, SOURCE_FILE
         )
         valid.write.mode("overwrite").parquet(str(out_dir / "valid"))
         quarantine.write.mode("overwrite").parquet(str(out_dir / "quarantine"))

@@ -1,0 +1,55 @@
+"""
+### batch_scoring__&lt;dataset&gt; and batch_scoring
+
+Scores a batch of new, unlabelled rows with the registered model that holds an alias (default `@champion`):
+
+`resolve_scoring_run` → `ingest` → `validate` → `score`
+
+* **resolve_scoring_run**: fixes the batch (the spec's `scoring.path` for the run's date, or the `input` param)
+  and resolves the alias to one model version, once; every later task uses that version.
+* **ingest**, **validate**: the training jobs, spec and rules on the batch (`--for-scoring`: the label and
+  non-feature columns may be absent); bad rows are quarantined with a reason.
+* **score**: the pyfunc in Spark executors (Arrow batches, one model load per Python worker); predictions with
+  lineage to `$DATA_DIR/<dataset>/predictions/scored_for=<date>/`, a rerun replaces that partition only; a
+  summary beside it and as an MLflow run in experiment `<dataset>-scoring`.
+
+One `batch_scoring__<dataset>` DAG exists per spec under `include/datasets/` with a `scoring` section, on that
+section's schedule. `batch_scoring` takes any spec by name or path, and the batch with `input`.
+"""
+
+from airflow.sdk import DAG, chain
+from continuous_training.dag_tasks import (
+    default_task_args,
+    resolve_scoring_run,
+    resolved,
+    scoring_params,
+    spark_job,
+)
+from continuous_training.spec import DatasetSpec, specs_with_scoring
+
+
+def batch_scoring_dag(dag_id: str, spec: DatasetSpec | None) -> DAG:
+    with DAG(
+        dag_id=dag_id,
+        doc_md=__doc__,
+        schedule=spec.scoring.schedule if spec else None,
+        max_active_runs=1,
+        catchup=False,
+        default_args=default_task_args(),
+        tags=["scoring", "spark", "mlflow", *([spec.name] if spec else [])],
+        params=scoring_params(spec),
+    ) as dag:
+        chain(
+            resolve_scoring_run(),
+            spark_job("ingest", "--for-scoring", "--input", resolved("input")),
+            spark_job("validate", "--for-scoring", "--max-quarantine-fraction", "{{ params.max_quarantine_fraction }}"),
+            spark_job("score", "--scored-for", resolved("scored_for"), "--model-version", resolved("model", "version"),
+                      "--model-alias", "{{ params.model_alias }}"),
+        )
+    return dag
+
+
+for dataset_spec in specs_with_scoring():
+    globals()[f"batch_scoring__{dataset_spec.name}"] = batch_scoring_dag(f"batch_scoring__{dataset_spec.name}",
+                                                                         dataset_spec)
+batch_scoring = batch_scoring_dag("batch_scoring", None)

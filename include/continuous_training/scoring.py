@@ -1,0 +1,178 @@
+"""Batch scoring: the validated rows of one batch scored in Spark with one pinned model version, written with
+per-row lineage to `$DATA_DIR/<dataset>/predictions/scored_for=<date>/`, and a summary beside the partition that
+is also an MLflow run in experiment `<dataset>-scoring`.
+
+The model version is resolved from its alias once, at the start of a scoring run (`resolve_model`), and every
+later task of the run scores with that version, so a promotion during the run cannot mix versions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from continuous_training.config import Settings, get_settings
+from continuous_training.errors import PipelineError
+from continuous_training.paths import stage_dir, stage_for
+from continuous_training.registry import alias_version
+from continuous_training.serving import PREDICTION, PROBABILITIES, PROBABILITY, model_classes, predict_spark
+from continuous_training.spec import DatasetSpec
+from continuous_training.tracking import AIRFLOW_RUN_ID_TAG, ensure_experiment, filter_literal, mlflow_client
+
+log = logging.getLogger(__name__)
+
+PREDICTIONS = "predictions"
+PARTITION = "scored_for"
+SUMMARY_FILE = "_summary.json"
+LINEAGE = ("model_name", "model_version", "model_run_id", PARTITION, "airflow_run_id")
+QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """The one model version a scoring run uses."""
+
+    name: str
+    version: str
+    run_id: str
+    alias: str
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+def resolve_model(spec: DatasetSpec, alias: str, settings: Settings | None = None) -> ResolvedModel:
+    """The version that holds `alias` now; PipelineError in one line when none does."""
+    client = mlflow_client(settings)
+    version = alias_version(client, spec.registered_model_name, alias)
+    if version is None:
+        raise PipelineError(f"no version of model {spec.registered_model_name!r} holds @{alias}: train one with "
+                            f"`make train DATASET={spec.name}` (or trigger training_pipeline for {spec.name!r})")
+    return ResolvedModel(name=spec.registered_model_name, version=str(version.version), run_id=version.run_id,
+                         alias=alias)
+
+
+def predictions_dir(spec: DatasetSpec, settings: Settings | None = None) -> Path:
+    return (settings or get_settings()).data_dir / spec.name / PREDICTIONS
+
+
+def partition_dir(spec: DatasetSpec, scored_for: date, settings: Settings | None = None) -> Path:
+    return predictions_dir(spec, settings) / f"{PARTITION}={scored_for.isoformat()}"
+
+
+def _col(name: str) -> Column:
+    return F.col(f"`{name.replace('`', '``')}`")
+
+
+def probability_columns(task: str, classes: list[str] | None) -> list[Column]:
+    """One `probability_<class>` column per class, from the pyfunc's probability outputs."""
+    if task == "regression":
+        return []
+    if task == "binary_classification":
+        return [(1 - F.col(PROBABILITY)).alias(f"probability_{classes[0]}"),
+                F.col(PROBABILITY).alias(f"probability_{classes[1]}")]
+    return [F.col(PROBABILITIES)[index].alias(f"probability_{label}") for index, label in enumerate(classes)]
+
+
+def score(valid: DataFrame, spec: DatasetSpec, model: ResolvedModel, scored_for: date,
+          airflow_run_id: str) -> DataFrame:
+    """Predictions with lineage: id, timestamp, prediction, class probabilities, lineage, then the batch's other
+    columns unchanged."""
+    classes = model_classes(model.uri)
+    keys = [column for column in (spec.id_column, spec.timestamp_column) if column and column in valid.columns]
+    carried = [column for column in valid.columns if column not in keys]
+    scored = predict_spark(valid, model.uri, spec.task)
+    return scored.select(
+        *[_col(column) for column in keys],
+        F.col(PREDICTION),
+        *probability_columns(spec.task, classes),
+        F.lit(model.name).alias("model_name"),
+        F.lit(model.version).alias("model_version"),
+        F.lit(model.run_id).alias("model_run_id"),
+        F.lit(scored_for).alias(PARTITION),
+        F.lit(airflow_run_id).alias("airflow_run_id"),
+        *[_col(column) for column in carried],
+    )
+
+
+def write_predictions(predictions: DataFrame, spec: DatasetSpec, settings: Settings | None = None) -> None:
+    """Replace the run's `scored_for` partition and touch no other."""
+    (predictions.write.mode("overwrite").option("partitionOverwriteMode", "dynamic").partitionBy(PARTITION)
+     .parquet(str(predictions_dir(spec, settings))))
+
+
+def prediction_distribution(predictions: DataFrame, task: str) -> dict[str, Any]:
+    """Quantiles and mean (regression) or class shares (classifiers) of the predictions, computed in Spark."""
+    if task == "regression":
+        quantiles = predictions.approxQuantile(PREDICTION, list(QUANTILES), 0.001)
+        mean = predictions.select(F.avg(PREDICTION)).first()[0]
+        return {"mean": mean, "quantiles": {f"p{round(q * 100):02d}": value
+                                            for q, value in zip(QUANTILES, quantiles, strict=True)}}
+    counts = {row[PREDICTION]: row["count"] for row in predictions.groupBy(PREDICTION).count().collect()}
+    total = sum(counts.values())
+    return {"class_shares": {label: count / total for label, count in sorted(counts.items())}}
+
+
+def score_batch(valid: DataFrame, spec: DatasetSpec, model: ResolvedModel, scored_for: date, airflow_run_id: str,
+                settings: Settings | None = None) -> dict[str, Any]:
+    """Score a validated batch, write its partition and summary, log the summary to MLflow; returns the summary."""
+    settings = settings or get_settings()
+    write_predictions(score(valid, spec, model, scored_for, airflow_run_id), spec, settings)
+    partition = partition_dir(spec, scored_for, settings)
+    written = valid.sparkSession.read.parquet(str(partition))
+    validation = json.loads((stage_dir(spec.name, stage_for("validate", True), airflow_run_id, settings)
+                             / "validation.json").read_text())
+    summary = {
+        "dataset": spec.name, PARTITION: scored_for.isoformat(), "airflow_run_id": airflow_run_id,
+        "model": asdict(model), "rows_in": validation["rows_in"], "quarantined": validation["quarantined"],
+        "scored": written.count(), "quarantine_reasons": validation["reasons"],
+        "predictions": str(partition), "distribution": prediction_distribution(written, spec.task),
+    }
+    if summary["scored"] != validation["valid"] or summary["scored"] + summary["quarantined"] != summary["rows_in"]:
+        raise PipelineError(f"score: {summary['rows_in']} rows in, {validation['valid']} valid, but "
+                            f"{summary['scored']} scored and {summary['quarantined']} quarantined")
+    (partition / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+    summary["mlflow_run_id"] = log_summary(summary, spec, settings)
+    (partition / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+    log.info("scored %d rows of %s for %s with %s version %s", summary["scored"], spec.name, scored_for,
+             model.name, model.version)
+    return summary
+
+
+def scoring_experiment(spec: DatasetSpec) -> str:
+    return f"{spec.name}-scoring"
+
+
+def log_summary(summary: dict[str, Any], spec: DatasetSpec, settings: Settings) -> str:
+    """The scoring run of an Airflow run in `<dataset>-scoring` (found again on rerun); returns its id."""
+    client = mlflow_client(settings)
+    experiment_id = ensure_experiment(client, scoring_experiment(spec), settings)
+    airflow_run_id, model = summary["airflow_run_id"], summary["model"]
+    existing = client.search_runs([experiment_id], f"tags.`{AIRFLOW_RUN_ID_TAG}` = {filter_literal(airflow_run_id)}",
+                                  max_results=1)
+    run = existing[0] if existing else client.create_run(
+        experiment_id, run_name=f"score {summary[PARTITION]}", tags={AIRFLOW_RUN_ID_TAG: airflow_run_id})
+    run_id = run.info.run_id
+    for key, value in {"model.name": model["name"], "model.version": model["version"], "model.alias": model["alias"],
+                       "model.run_id": model["run_id"], PARTITION: summary[PARTITION]}.items():
+        client.set_tag(run_id, key, value)
+    metrics = {"rows_in": summary["rows_in"], "rows_scored": summary["scored"],
+               "rows_quarantined": summary["quarantined"]}
+    distribution = summary["distribution"]
+    metrics |= {f"prediction_{name}": value for name, value in distribution.get("quantiles", {}).items()}
+    if "mean" in distribution:
+        metrics["prediction_mean"] = distribution["mean"]
+    metrics |= {f"share_{label}": share for label, share in distribution.get("class_shares", {}).items()}
+    for key, value in metrics.items():
+        client.log_metric(run_id, key, float(value))
+    client.log_text(run_id, json.dumps(summary, indent=2), "scoring_summary.json")
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
