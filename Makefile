@@ -9,9 +9,14 @@ DATASET ?= churn
 CONF ?= {}
 DEMO_ROWS ?= 100000
 DEMO_BAD_FRACTION ?= 0.01
+# The demo trains on 4 daily batches from 2026-11-01 and scores the next day's batch.
+DEMO_SCORING_DATE := 2026-11-05
+DATE ?= $(shell date -u +%F)
+INPUT ?=
 REGISTRY_POOL := mlflow_registry
-# Runs training_pipeline through `airflow dags test`; on failure the last line is the error that failed it.
-DAG_TEST = set -o pipefail; airflow dags test training_pipeline --conf "$(1)" 2>&1 | tee $(AIRFLOW_HOME)/last-run.log \
+# Runs a DAG ($(1)) through `airflow dags test` with conf $(2) [and logical date $(3)]; on failure the last line
+# is the error that failed it.
+DAG_TEST = set -o pipefail; airflow dags test $(1) $(3) --conf "$(2)" 2>&1 | tee $(AIRFLOW_HOME)/last-run.log \
 	|| { echo; { grep -E 'ERROR continuous_training: ' $(AIRFLOW_HOME)/last-run.log \
 	|| grep -E '^[A-Za-z_.]*(Exception|Error): ' $(AIRFLOW_HOME)/last-run.log; } | tail -1; exit 1; }
 
@@ -23,7 +28,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW_CONN_SPARK_DEFAULT ?= {"conn_type": "spark", "host": "local[*]"}
 export PYSPARK_PYTHON := $(PY)
 
-.PHONY: setup demo demo-data train test lint bench clean
+.PHONY: setup demo demo-data train score test lint bench clean
 
 setup: $(STAMP)
 
@@ -43,15 +48,21 @@ $(AIRFLOW_HOME)/airflow.db: $(STAMP)
 	touch $@
 
 demo-data: setup
-	$(PY) -m continuous_training.demo_data --rows $(DEMO_ROWS) --bad-fraction $(DEMO_BAD_FRACTION)
+	$(PY) -m continuous_training.demo_data --rows $(DEMO_ROWS) --bad-fraction $(DEMO_BAD_FRACTION) --scoring-days 1
 
 demo: demo-data $(AIRFLOW_HOME)/airflow.db
-	$(call DAG_TEST,{\"dataset\": \"churn\"})
+	$(call DAG_TEST,training_pipeline,{\"dataset\": \"churn\"})
 	$(PY) -m continuous_training.summary --dataset churn
+	$(call DAG_TEST,batch_scoring__churn,{},$(DEMO_SCORING_DATE))
+	$(PY) -m continuous_training.summary --dataset churn --scored-for $(DEMO_SCORING_DATE)
 
 train: setup $(AIRFLOW_HOME)/airflow.db
-	$(call DAG_TEST,$$($(PY) -c 'import json, sys; print(json.dumps({"dataset": sys.argv[1], **json.loads(sys.argv[2])}))' '$(DATASET)' '$(CONF)'))
+	$(call DAG_TEST,training_pipeline,$$($(PY) -c 'import json, sys; print(json.dumps({"dataset": sys.argv[1], **json.loads(sys.argv[2])}))' '$(DATASET)' '$(CONF)'))
 	$(PY) -m continuous_training.summary --dataset '$(DATASET)'
+
+score: setup $(AIRFLOW_HOME)/airflow.db
+	$(call DAG_TEST,$$($(PY) -m continuous_training.summary --dataset '$(DATASET)' --scoring-dag),$$($(PY) -c 'import json, sys; print(json.dumps({"dataset": sys.argv[1], "input": sys.argv[2] or None}))' '$(DATASET)' '$(INPUT)'),$(DATE))
+	$(PY) -m continuous_training.summary --dataset '$(DATASET)' --scored-for '$(DATE)'
 
 test: setup
 	$(PY) -m pytest

@@ -1,14 +1,16 @@
-"""Print what a training_pipeline run produced: rows per stage, quarantine, where outputs and reports are."""
+"""Print what a run produced: a training_pipeline run (rows per stage, quarantine, the gate's verdict, where
+outputs and reports are) or a scoring run (rows scored and quarantined, the model version, where predictions are)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from datetime import date
 from pathlib import Path
 
 from continuous_training.config import Settings, get_settings
 from continuous_training.paths import run_dir_name
-from continuous_training.spec import load_spec
+from continuous_training.spec import load_spec, resolve_spec_path
 
 
 def latest_run_dir_name(dataset: str, settings: Settings) -> str:
@@ -73,12 +75,55 @@ def summarize(dataset: str, run_id: str | None = None, settings: Settings | None
     return "\n".join(lines)
 
 
+def summarize_scoring(dataset: str, scored_for: date, settings: Settings | None = None) -> str:
+    """A human-readable summary of the scoring of one date."""
+    from continuous_training.scoring import SUMMARY_FILE, partition_dir
+
+    spec = load_spec(dataset, settings)
+    partition = partition_dir(spec, scored_for, settings)
+    summary = _read(partition / SUMMARY_FILE)
+    if summary is None:
+        raise SystemExit(f"no scoring of {spec.name!r} for {scored_for} under {partition}")
+    model = summary["model"]
+    distribution = summary["distribution"]
+    kind, values = ("class shares", distribution["class_shares"]) if "class_shares" in distribution else (
+        "quantiles", distribution["quantiles"])
+    lines = [
+        f"batch scoring summary for {spec.name!r}, scored_for={summary['scored_for']} ({summary['airflow_run_id']})",
+        "",
+        f"  model      {model['name']} version {model['version']} (@{model['alias']}, MLflow run {model['run_id']})",
+        f"  rows       {summary['rows_in']:,} in = {summary['scored']:,} scored + {summary['quarantined']:,} "
+        "quarantined",
+        *[f"               {count:>8,}  {reason}" for reason, count in summary["quarantine_reasons"].items()],
+        f"  predicted  {kind}: " + ", ".join(f"{key}: {value:.4g}" for key, value in values.items()),
+        "",
+        f"  predictions {summary['predictions']}",
+        f"  MLflow run  {summary['mlflow_run_id']} in experiment {spec.name + '-scoring'!r}",
+    ]
+    return "\n".join(lines)
+
+
+def scoring_dag_id(dataset: str, settings: Settings | None = None) -> str:
+    """The DAG that scores a dataset: its own `batch_scoring__<name>` when the name's spec declares scoring,
+    otherwise the generic `batch_scoring` (specs given by path, or without a scoring section)."""
+    spec = load_spec(dataset, settings)
+    named = resolve_spec_path(dataset, settings).parent == (settings or get_settings()).datasets_dir
+    return f"batch_scoring__{spec.name}" if named and spec.scoring else "batch_scoring"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--run-id", help="Airflow run id (default: the latest run)")
+    parser.add_argument("--dataset", required=True, help="Dataset name or spec path.")
+    parser.add_argument("--run-id", help="Airflow run id of a training run (default: the latest run)")
+    parser.add_argument("--scored-for", type=date.fromisoformat, help="Summarise the scoring of this date instead.")
+    parser.add_argument("--scoring-dag", action="store_true", help="Print the id of the DAG that scores the dataset.")
     args = parser.parse_args(argv)
-    print(summarize(args.dataset, args.run_id))
+    if args.scoring_dag:
+        print(scoring_dag_id(args.dataset))
+    elif args.scored_for:
+        print(summarize_scoring(args.dataset, args.scored_for))
+    else:
+        print(summarize(args.dataset, args.run_id))
 
 
 if __name__ == "__main__":
