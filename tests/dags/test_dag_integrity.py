@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 
 import pytest
+import yaml
 
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
@@ -64,4 +68,43 @@ def test_params_validate_good_and_reject_bad(dagbag: DagBag) -> None:
         candidate = ParamsDict({k: params.get_param(k) for k in params})
         with pytest.raises(ParamValidationError):
             candidate[key] = bad_value
+            candidate.validate()
+
+
+SCORING_STAGES = ["resolve_scoring_run", "ingest", "validate", "score"]
+
+
+def test_one_scoring_dag_per_named_spec_that_declares_scoring(tmp_path) -> None:
+    churn = yaml.safe_load((PROJECT_ROOT / "include" / "datasets" / "churn.yaml").read_text())
+    (tmp_path / "alpha.yaml").write_text(yaml.safe_dump({**churn, "name": "alpha"}))
+    (tmp_path / "beta.yaml").write_text(yaml.safe_dump({key: value for key, value in {**churn, "name": "beta"}.items()
+                                                        if key != "scoring"}))
+    listing = ("import json; from airflow.dag_processing.dagbag import DagBag; "
+               f"bag = DagBag(dag_folder={str(PROJECT_ROOT / 'dags')!r}); "
+               "print(json.dumps([sorted(bag.dags), list(bag.import_errors)]))")
+    result = subprocess.run([sys.executable, "-c", listing], capture_output=True, text=True, check=True,
+                            env={**os.environ, "DATASETS_DIR": str(tmp_path)})
+
+    dag_ids, errors = json.loads(result.stdout.strip().splitlines()[-1])
+    assert errors == []
+    assert dag_ids == ["batch_scoring", "batch_scoring__alpha", "training_pipeline"]
+
+
+def test_scoring_dags_are_a_chain_on_the_spec_schedule(dagbag: DagBag) -> None:
+    for dag_id in ("batch_scoring__churn", "batch_scoring"):
+        dag = dagbag.dags[dag_id]
+        assert [task.task_id for task in dag.topological_sort()] == SCORING_STAGES
+        assert dag.catchup is False and dag.max_active_runs == 1
+    assert dagbag.dags["batch_scoring__churn"].schedule == "@daily"
+    assert dagbag.dags["batch_scoring"].schedule is None
+
+
+def test_scoring_params_validate_good_and_reject_bad(dagbag: DagBag) -> None:
+    for dag_id, bad in [("batch_scoring__churn", ("dataset", "churn_value")), ("batch_scoring", ("dataset", "")),
+                        ("batch_scoring", ("model_alias", "not an alias")), ("batch_scoring", ("input", ""))]:
+        params: ParamsDict = dagbag.dags[dag_id].params
+        params.validate()
+        candidate = ParamsDict({k: params.get_param(k) for k in params})
+        with pytest.raises(ParamValidationError):
+            candidate[bad[0]] = bad[1]
             candidate.validate()
