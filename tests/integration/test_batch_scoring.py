@@ -49,7 +49,7 @@ def log_candidate(spec: DatasetSpec, transform: FeatureTransform, example: pd.Da
 
 @pytest.fixture(scope="module")
 def scoring(spark, tmp_path_factory) -> Scoring:
-    from continuous_training.features import build_feature_pipeline
+    from continuous_training.features import fit_feature_pipeline
 
     root = tmp_path_factory.mktemp("scoring")
     settings = Settings(data_dir=root / "data", mlflow_tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
@@ -57,7 +57,7 @@ def scoring(spark, tmp_path_factory) -> Scoring:
     spec = load_spec("churn", settings)
     generate(rows=400, batches=1, seed=5, data_dir=settings.data_dir)
     frame = spark.read.csv(str(settings.data_dir / "landing" / "churn"), header=True, schema=spec.ddl_schema)
-    transform = FeatureTransform.from_pipeline(build_feature_pipeline(spec).fit(frame), spec)
+    transform = FeatureTransform.from_pipeline(fit_feature_pipeline(frame, spec), spec)
     client = mlflow_client(settings)
     mlflow.set_experiment(experiment_id=client.create_experiment(
         "scoring-models", artifact_location=(root / "artifacts").as_uri()))
