@@ -80,7 +80,8 @@ def pipeline(spark: SparkSession, spec: DatasetSpec, settings: Settings, run_id:
     valid_path = str(dirs["validate"] / "valid")
     _, seconds["stats"] = timed(lambda: write_stats(spark.read.parquet(valid_path), spec, dirs["stats"]))
     featurized, seconds["featurize"] = timed(
-        lambda: featurize(spark.read.parquet(valid_path), spec, run_id, dirs["featurize"], settings)
+        lambda: featurize(spark.read.parquet(valid_path), spec, run_id, dirs["featurize"], ingested.input_fingerprint,
+                          settings)
     )
     return {
         "seconds": seconds,

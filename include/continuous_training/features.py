@@ -2,17 +2,23 @@
 
 The fitted pipeline (stage order matters to `continuous_training.serving.FeatureTransform`, which mirrors it):
 Imputer(median) on numeric features → VectorAssembler → StandardScaler(mean, std) → per categorical feature
-StringIndexer(handleInvalid="keep", frequencyDesc) → OneHotEncoder(dropLast=False; the extra "unknown" slot
-holds categories and nulls never seen in training) → VectorAssembler([scaled numeric, one-hots]) → `features`.
+StringIndexer(handleInvalid="keep") whose labels are the `features.max_categories` most frequent training values
+(ties alphabetical) → OneHotEncoder(dropLast=False; the extra last "other" slot holds rarer categories, categories
+never seen in training and nulls) → VectorAssembler([scaled numeric, one-hots]) → `features`. The pipeline reads
+`pipeline_input(rows)`: StringIndexer takes only string and numeric columns, so boolean, date and timestamp
+categoricals are cast to strings first (the cast StringIndexer applies to numeric columns itself).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pyspark.ml import Pipeline, PipelineModel
+import numpy as np
+from pyspark.ml import Pipeline, PipelineModel, Transformer
 from pyspark.ml.feature import (
     Imputer,
     OneHotEncoder,
@@ -22,12 +28,15 @@ from pyspark.ml.feature import (
     VectorAssembler,
 )
 from pyspark.ml.functions import vector_to_array
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from continuous_training.config import Settings, get_settings
 from continuous_training.errors import PipelineError
-from continuous_training.spec import DatasetSpec
+from continuous_training.spec import DatasetSpec, is_numeric_type
+
+if TYPE_CHECKING:
+    from continuous_training.serving import FeatureTransform
 
 FEATURES = "features"
 LABEL = "label"
@@ -36,6 +45,7 @@ SPLITS = ("train", "validation", "test")
 _NUMERIC_IMPUTED, _NUMERIC_VECTOR, _NUMERIC_SCALED = "_numeric_imputed_{}", "_numeric_vector", "_numeric_scaled"
 _CATEGORY_INDEX, _CATEGORY_ONEHOT = "_category_index_{}", "_category_onehot_{}"
 _LABEL_INDEX = "_label_index"
+_PARITY_FEATURES, _PARITY_RAW = "_parity_features", "_parity_raw_{}"
 
 
 @dataclass(frozen=True)
@@ -51,16 +61,21 @@ class FeaturizeResult:
     rows: dict[str, int]
     numeric: list[str]
     categorical: list[str]
+    data_fingerprint: str
 
 
 def _col(name: str) -> Column:
     return F.col(f"`{name.replace('`', '``')}`")
 
 
+def _row_keys(spec: DatasetSpec) -> list[Column]:
+    """The columns that identify a row: the id column, or every column."""
+    return [_col(key) for key in ([spec.id_column] if spec.id_column else spec.schema_)]
+
+
 def split_bucket(spec: DatasetSpec) -> Column:
     """A number in [0, 1) per row: a hash of the id column (or every column), independent of partitioning."""
-    keys = [spec.id_column] if spec.id_column else list(spec.schema_)
-    return (F.abs(F.xxhash64(*[_col(key) for key in keys])) % 10_000) / 10_000.0
+    return (F.abs(F.xxhash64(*_row_keys(spec))) % 10_000) / 10_000.0
 
 
 def assign_split(frame: DataFrame, spec: DatasetSpec, fractions: tuple[float, float, float]) -> DataFrame:
@@ -71,44 +86,75 @@ def assign_split(frame: DataFrame, spec: DatasetSpec, fractions: tuple[float, fl
     return frame.withColumn(SPLIT, split)
 
 
-def build_feature_pipeline(spec: DatasetSpec) -> Pipeline:
-    """The unfitted feature pipeline for a spec (see the module docstring)."""
+def pipeline_input(frame: DataFrame, spec: DatasetSpec) -> DataFrame:
+    """Raw rows as the feature pipeline reads them: boolean, date and timestamp categoricals cast to strings."""
+    casts = {column: _col(column).cast("string") for column in spec.features.categorical
+             if spec.schema_[column] != "string" and not is_numeric_type(spec.schema_[column])}
+    return frame.withColumns(casts) if casts else frame
+
+
+def _top_categories(train: DataFrame, columns: list[str], limit: int) -> list[list[str]]:
+    """Per column, its `limit` most frequent non-null values as Spark casts them to strings (ties alphabetical)."""
+    values = F.explode(F.array(*[
+        F.struct(F.lit(position).alias("column"), _col(column).cast("string").alias("value"))
+        for position, column in enumerate(columns)
+    ])).alias("pair")
+    counts = train.select(values).select("pair.*").where(F.col("value").isNotNull()).groupBy("column", "value").count()
+    rank = F.row_number().over(Window.partitionBy("column").orderBy(F.desc("count"), F.asc("value")))
+    top = counts.withColumn("rank", rank).where(F.col("rank") <= limit).orderBy("column", "rank")
+    labels: list[list[str]] = [[] for _ in columns]
+    for row in top.collect():
+        labels[row["column"]].append(row["value"])
+    return labels
+
+
+def _fit_capped_indexer(train: DataFrame, columns: list[str], outputs: list[str], limit: int) -> StringIndexerModel:
+    """StringIndexer(handleInvalid="keep", frequencyDesc) knowing only each column's `limit` most frequent values:
+    fitted with every other value nulled, so rarer values share the extra last index with unseen values and nulls."""
+    kept = _top_categories(train, columns, limit)
+    masked = train.select(*[F.when(_col(column).cast("string").isin(labels), _col(column)).alias(column)
+                            for column, labels in zip(columns, kept, strict=True)])
+    return StringIndexer(inputCols=columns, outputCols=outputs, handleInvalid="keep",
+                         stringOrderType="frequencyDesc").fit(masked)
+
+
+def fit_feature_pipeline(train: DataFrame, spec: DatasetSpec) -> PipelineModel:
+    """The feature pipeline fitted on the raw training rows (see the module docstring)."""
+    train = pipeline_input(train, spec)
     numeric, categorical = spec.features.numeric, spec.features.categorical
-    stages: list = []
+    stages: list[Transformer] = []
     assembled: list[str] = []
     if numeric:
         imputed = [_NUMERIC_IMPUTED.format(i) for i in range(len(numeric))]
-        stages += [
+        stages += Pipeline(stages=[
             Imputer(inputCols=numeric, outputCols=imputed, strategy="median"),
             VectorAssembler(inputCols=imputed, outputCol=_NUMERIC_VECTOR),
             StandardScaler(inputCol=_NUMERIC_VECTOR, outputCol=_NUMERIC_SCALED, withMean=True, withStd=True),
-        ]
+        ]).fit(train).stages
         assembled.append(_NUMERIC_SCALED)
     if categorical:
         indices = [_CATEGORY_INDEX.format(i) for i in range(len(categorical))]
         onehots = [_CATEGORY_ONEHOT.format(i) for i in range(len(categorical))]
-        stages += [
-            StringIndexer(inputCols=categorical, outputCols=indices, handleInvalid="keep",
-                          stringOrderType="frequencyDesc"),
-            OneHotEncoder(inputCols=indices, outputCols=onehots, dropLast=False),
-        ]
+        indexer = _fit_capped_indexer(train, categorical, indices, spec.features.max_categories)
+        encoder = OneHotEncoder(inputCols=indices, outputCols=onehots, dropLast=False).fit(indexer.transform(train))
+        stages += [indexer, encoder]
         assembled += onehots
     stages.append(VectorAssembler(inputCols=assembled, outputCol=FEATURES))
-    return Pipeline(stages=stages)
+    return PipelineModel(stages)
 
 
-def fit_label_indexer(train: DataFrame, spec: DatasetSpec) -> StringIndexerModel | None:
-    """Classes in alphabetical order for classification tasks; None for regression."""
+def fit_label_indexer(rows: DataFrame, spec: DatasetSpec) -> StringIndexerModel | None:
+    """Classes (every label value in `rows`, i.e. all splits) in alphabetical order; None for regression."""
     if spec.task == "regression":
         return None
     return StringIndexer(inputCol=spec.label, outputCol=_LABEL_INDEX, stringOrderType="alphabetAsc",
-                         handleInvalid="error").fit(train.withColumn(spec.label, _col(spec.label).cast("string")))
+                         handleInvalid="error").fit(rows.withColumn(spec.label, _col(spec.label).cast("string")))
 
 
 def to_feature_rows(frame: DataFrame, pipeline: PipelineModel, label_indexer: StringIndexerModel | None,
                     spec: DatasetSpec) -> DataFrame:
     """`features` as a fixed-length float32 array and `label` as float32 (class index for classification)."""
-    transformed = pipeline.transform(frame)
+    transformed = pipeline.transform(pipeline_input(frame, spec))
     if label_indexer is None:
         label = _col(spec.label)
     else:
@@ -119,9 +165,18 @@ def to_feature_rows(frame: DataFrame, pipeline: PipelineModel, label_indexer: St
     )
 
 
-def featurize(valid: DataFrame, spec: DatasetSpec, run_id: str, out_dir: Path,
+def fingerprint_data(input_fingerprint: str, spec: DatasetSpec, rows: dict[str, int], feature_dim: int,
+                     classes: list[str] | None) -> str:
+    """A digest of what a model trains on: the pinned input files, the spec's content and the featurize output."""
+    document = {"inputs": input_fingerprint, "spec": spec.model_dump(mode="json", by_alias=True),
+                "featurize": {"rows": rows, "feature_dim": feature_dim, "classes": classes}}
+    return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def featurize(valid: DataFrame, spec: DatasetSpec, run_id: str, out_dir: Path, input_fingerprint: str,
               settings: Settings | None = None) -> FeaturizeResult:
-    """Fit on the train split only; write pipeline, label indexer, feature splits, raw test rows, manifest."""
+    """Fit the features on the train split and the classes on all splits; write pipeline, label indexer, feature
+    splits, raw split rows, manifest (with the data fingerprint, from `input_fingerprint` of the pinned input)."""
     settings = settings or get_settings()
     spark = valid.sparkSession
     with_split = assign_split(valid, spec, settings.split_fractions)
@@ -133,8 +188,8 @@ def featurize(valid: DataFrame, spec: DatasetSpec, run_id: str, out_dir: Path,
     if rows["train"] == 0:
         raise PipelineError(f"featurize: the train split of {spec.name!r} is empty ({rows}); more rows are needed")
     train_raw = raw.where(F.col(SPLIT) == "train").drop(SPLIT)
-    pipeline = build_feature_pipeline(spec).fit(train_raw)
-    label_indexer = fit_label_indexer(train_raw, spec)
+    pipeline = fit_feature_pipeline(train_raw, spec)
+    label_indexer = fit_label_indexer(raw.drop(SPLIT), spec)
     pipeline.write().overwrite().save(str(out_dir / "pipeline"))
     if label_indexer is not None:
         label_indexer.write().overwrite().save(str(out_dir / "label_indexer"))
@@ -154,6 +209,7 @@ def featurize(valid: DataFrame, spec: DatasetSpec, run_id: str, out_dir: Path,
         rows=rows,
         numeric=list(spec.features.numeric),
         categorical=list(spec.features.categorical),
+        data_fingerprint=fingerprint_data(input_fingerprint, spec, rows, int(feature_dim), classes),
     )
     (out_dir / "featurize.json").write_text(json.dumps(asdict(result), indent=2))
     return result
@@ -162,3 +218,51 @@ def featurize(valid: DataFrame, spec: DatasetSpec, run_id: str, out_dir: Path,
 def read_featurize_result(out_dir: Path) -> FeaturizeResult:
     """The manifest a featurize run wrote."""
     return FeaturizeResult(**json.loads((out_dir / "featurize.json").read_text()))
+
+
+def _feature_sources(transform: FeatureTransform) -> list[tuple[str, str]]:
+    """Per position of the feature vector: the raw column it comes from, and a description of the position."""
+    sources = [(column, f"numeric column {column!r}") for column in transform.numeric]
+    for column, labels, size in zip(transform.categorical, transform.labels, transform.category_sizes, strict=True):
+        sources += [(column, f"categorical column {column!r} (slot for {label!r})") for label in labels]
+        sources += [(column, f"categorical column {column!r} ('other' slot)")] * (size - len(labels))
+    return sources
+
+
+def check_serving_parity(rows: DataFrame, pipeline: PipelineModel, transform: FeatureTransform, spec: DatasetSpec,
+                         sample_rows: int = 1000, tolerance: float = 1e-5) -> int:
+    """Check that the serving transform reproduces Spark's feature vectors on a sample of raw `rows`.
+
+    The sample is the first `sample_rows` rows in the order of a hash of their key columns (deterministic, no
+    full collect); Spark's vectors and the raw values come from one query, so each pair is the same row. A value
+    off by more than `tolerance` (absolute, and relative to Spark's value) raises a PipelineError naming the raw
+    column, the row (its id, or its position in the sample) and both values. Returns the number of rows checked.
+    """
+    keys = _row_keys(spec)
+    id_columns = [spec.id_column] if spec.id_column and spec.id_column not in transform.input_columns else []
+    raw_columns = [*id_columns, *transform.input_columns]
+    sample = rows.orderBy(F.xxhash64(*keys), *keys).limit(sample_rows).select(
+        *[_col(column) for column in transform.input_columns],
+        *[_col(column).alias(_PARITY_RAW.format(position)) for position, column in enumerate(raw_columns)],
+    )
+    scored = pipeline.transform(pipeline_input(sample, spec)).select(
+        *[_PARITY_RAW.format(position) for position in range(len(raw_columns))],
+        vector_to_array(FEATURES).alias(_PARITY_FEATURES),
+    ).toPandas().rename(columns={_PARITY_RAW.format(position): column for position, column in enumerate(raw_columns)})
+    if scored.empty:
+        return 0
+    expected = np.array(scored[_PARITY_FEATURES].tolist(), dtype=np.float64)
+    served = transform.transform(scored).astype(np.float64)
+    if expected.shape != served.shape:
+        raise PipelineError(f"serving parity: Spark's feature vectors have {expected.shape[1]} values, the serving "
+                            f"transform's {served.shape[1]}")
+    mismatches = np.argwhere(~np.isclose(served, expected, rtol=tolerance, atol=tolerance, equal_nan=True))
+    if len(mismatches):
+        row, index = map(int, mismatches[0])
+        column, feature = _feature_sources(transform)[index]
+        where = f"{spec.id_column} {scored[spec.id_column].iloc[row]!r}" if spec.id_column else f"sample row {row}"
+        raise PipelineError(
+            f"serving parity: {feature} differs at {where} (raw value {scored[column].iloc[row]!r}): Spark's pipeline "
+            f"gives {expected[row, index]!r}, the serving transform {served[row, index]!r}"
+        )
+    return len(scored)

@@ -2,37 +2,39 @@
 
 Running the fitted Spark `PipelineModel` inside a pyfunc would need a SparkSession (and a JVM) in every serving
 process and executor task: heavy and fragile. Instead `FeatureTransform.from_pipeline` extracts the fitted
-parameters of the pipeline that `continuous_training.features.build_feature_pipeline` builds into a small
+parameters of the pipeline that `continuous_training.features.fit_feature_pipeline` fits into a small
 JSON document, and `FeatureTransform.transform` re-applies them with numpy/pandas exactly as Spark does:
 
-* numeric features: values cast to the spec's Spark type, nulls and NaN replaced by the Imputer surrogate (cast
-  back to the column type, as Spark's Imputer does), then `(x - mean) * (1 / std)` with Spark's rule that a
-  zero-std feature maps to 0;
-* categorical features: values cast to strings the way Spark's cast does (`1` for integers, `1.0` / `1.0E7` for
-  doubles, `true` for booleans, plain decimals, `yyyy-MM-dd[ HH:mm:ss[.ffffff]]` in UTC, the project's session
-  time zone), looked up in the StringIndexer labels; unknown values and nulls take the extra last index
+* numeric features: values cast to the spec's Spark type (decimals rounded HALF_UP from their decimal text, as
+  Spark's cast does), nulls and NaN replaced by the Imputer surrogate (cast back to the column type, as Spark's
+  Imputer does), then `(x - mean) * (1 / std)` with Spark's rule that a zero-std feature maps to 0;
+* categorical features: values cast to the column type and then to strings the way Spark's ANSI casts do (`1`
+  for integers, `1.0` / `1.0E7` for doubles, `true`/`false` for booleans, also from strings such as "no" or "0",
+  plain decimals, `yyyy-MM-dd[ HH:mm:ss[.ffffff]]` in UTC, the project's session time zone; a value Spark could
+  not cast is an error), looked up in the StringIndexer labels; other values and nulls take the extra last index
   (handleInvalid="keep"), then one-hot (dropLast=False);
 * blocks in the VectorAssembler order: scaled numeric, then one one-hot block per categorical; float32 output.
 
-`TabularModel` (the pyfunc) therefore computes with numpy, pandas and torch only (no SparkSession, no JVM;
-`pyspark` is in its requirements only because `continuous_training.training` imports it): the same artifact
-scores batches inside Spark executors (`predict_spark`, via `mapInPandas`) and serves online (`mlflow models
-serve`). Its input signature comes from the spec types, not from the example's pandas dtypes, so nullable
-integer columns and batch/online dtype differences do not fail schema enforcement: numeric columns and
-non-string categoricals with a numeric type are `double`, string categoricals `string`, other categoricals
-`any`.
+`TabularModel` (the pyfunc) therefore computes with numpy, pandas and torch only (no SparkSession, no JVM, and
+neither pyspark nor Airflow imported when it loads): the same artifact scores batches inside Spark executors
+(`predict_spark`, via `mapInPandas`) and serves online (`mlflow models serve`). Its input signature comes from
+the spec types, not from the example's pandas dtypes, so nullable integer columns and batch/online dtype
+differences do not fail schema enforcement: numeric columns and non-string categoricals with a numeric type are
+`double`, string categoricals `string`, other categoricals `any`.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
-from decimal import ROUND_HALF_UP, Decimal
-from functools import partial
+from decimal import ROUND_HALF_UP, Context, Decimal
+from functools import cache, partial
 from importlib.metadata import version
+from itertools import zip_longest
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,17 +60,64 @@ TRANSFORM_FILE, WEIGHTS_FILE, CONFIG_FILE = "feature_transform.json", "state_dic
 PREDICTION, PROBABILITY, PROBABILITIES = "prediction", "probability", "probabilities"
 _INTEGRAL = {"tinyint", "byte", "smallint", "short", "int", "integer", "bigint", "long"}
 _FLOATING = {"float", "double"}
-_SERVING_PACKAGES = ("mlflow", "torch", "numpy", "pandas", "pyspark")
+_TRUE_STRINGS, _FALSE_STRINGS = {"t", "true", "y", "yes", "1"}, {"f", "false", "n", "no", "0"}
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
+_SERVING_PACKAGES = ("mlflow", "torch", "numpy", "pandas")
 
 
-def _decimal_scale(spark_type: str) -> int | None:
+def _decimal_type(spark_type: str) -> tuple[int, int] | None:
+    """(precision, scale) of a `decimal(p,s)` type; None for other types."""
     if not spark_type.startswith("decimal("):
         return None
-    return int(spark_type[len("decimal("):-1].split(",")[1])
+    precision, scale = spark_type[len("decimal("):-1].split(",")
+    return int(precision), int(scale)
 
 
 def _is_numeric(spark_type: str) -> bool:
-    return spark_type in _INTEGRAL or spark_type in _FLOATING or _decimal_scale(spark_type) is not None
+    return spark_type in _INTEGRAL or spark_type in _FLOATING or _decimal_type(spark_type) is not None
+
+
+def _is_null(value: Any) -> bool:
+    return value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and math.isnan(value))
+
+
+def _spark_decimal(value: Any, precision: int, scale: int) -> Decimal:
+    """`CAST(value AS DECIMAL(p,s))`: HALF_UP on the value's decimal text (a float's shortest repr, as Spark's
+    Double.toString); a value with more than p - s integer digits is an error, as under Spark's ANSI mode."""
+    try:
+        number = Decimal(str(value).strip()).quantize(Decimal(1).scaleb(-scale), rounding=ROUND_HALF_UP,
+                                                      context=Context(prec=precision))
+        if number.is_finite():
+            return number
+    except ArithmeticError:
+        pass
+    raise ValueError(f"{value!r} is not a decimal({precision},{scale})")
+
+
+def _spark_boolean(value: Any) -> bool:
+    """`CAST(value AS BOOLEAN)`: trimmed, case-insensitive t/true/y/yes/1 and f/false/n/no/0; numbers: non-zero."""
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE_STRINGS or text in _FALSE_STRINGS:
+            return text in _TRUE_STRINGS
+        raise ValueError(f"{value!r} is not a boolean (true/false, t/f, yes/no, y/n, 1/0)")
+    if isinstance(value, int | float | Decimal | np.number):
+        return value != 0
+    raise ValueError(f"{value!r} is not a boolean")
+
+
+def _spark_integer(value: Any, spark_type: str) -> int:
+    """`CAST(value AS <integral type>)`: integer text only (as under Spark's ANSI mode); numbers truncated."""
+    if isinstance(value, str):
+        if not _INTEGER_TEXT.fullmatch(value.strip()):
+            raise ValueError(f"{value!r} is not an integer ({spark_type})")
+        return int(value)
+    try:
+        return int(value)
+    except (TypeError, ValueError, ArithmeticError):
+        raise ValueError(f"{value!r} is not an integer ({spark_type})") from None
 
 
 def _as_spark_numeric(values: np.ndarray, spark_type: str) -> np.ndarray:
@@ -77,23 +126,24 @@ def _as_spark_numeric(values: np.ndarray, spark_type: str) -> np.ndarray:
         return np.trunc(values)
     if spark_type == "float":
         return values.astype(np.float32).astype(np.float64)
-    scale = _decimal_scale(spark_type)
-    if scale is not None:
-        factor = 10.0**scale
-        return np.sign(values) * np.floor(np.abs(values) * factor + 0.5) / factor
+    decimal = _decimal_type(spark_type)
+    if decimal is not None:
+        return np.array([value if math.isnan(value) else float(_spark_decimal(value, *decimal))
+                         for value in values.tolist()], dtype=np.float64)
     return values
 
 
 def _numeric_values(series: pd.Series, spark_type: str) -> np.ndarray:
+    """A raw numeric column as Spark stores it, as doubles (NaN for nulls); decimals from each value's own text."""
+    decimal = _decimal_type(spark_type)
     try:
+        if decimal is not None:
+            return np.array([math.nan if _is_null(value) else float(_spark_decimal(value, *decimal))
+                             for value in series.tolist()], dtype=np.float64)
         values = pd.to_numeric(series).to_numpy(dtype=np.float64, na_value=np.nan)
     except (TypeError, ValueError) as error:
         raise PipelineError(f"model input: column {series.name!r} must be numeric ({spark_type}): {error}") from None
     return _as_spark_numeric(values, spark_type)
-
-
-def _is_null(value: Any) -> bool:
-    return value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and math.isnan(value))
 
 
 def _java_number(text: str) -> str:
@@ -111,15 +161,17 @@ def _java_number(text: str) -> str:
 
 
 def _spark_string(value: Any, spark_type: str) -> str | None:
-    """`CAST(value AS STRING)` as Spark computes it for a value of the given column type; None for null."""
+    """`CAST(value AS STRING)` as Spark computes it for a value of the given column type; None for null.
+
+    Raises ValueError for a value Spark could not cast to that type."""
     if _is_null(value):
         return None
     if spark_type == "string":
         return value if isinstance(value, str) else str(value)
     if spark_type == "boolean":
-        return "true" if bool(value) else "false"
+        return "true" if _spark_boolean(value) else "false"
     if spark_type in _INTEGRAL:
-        return str(int(value))
+        return str(_spark_integer(value, spark_type))
     if spark_type in _FLOATING:
         number = float(value)
         if math.isnan(number):
@@ -127,9 +179,9 @@ def _spark_string(value: Any, spark_type: str) -> str | None:
         if math.isinf(number):
             return "Infinity" if number > 0 else "-Infinity"
         return _java_number(str(np.float32(number)) if spark_type == "float" else repr(number))
-    scale = _decimal_scale(spark_type)
-    if scale is not None:
-        return f"{Decimal(str(value)).quantize(Decimal(1).scaleb(-scale), rounding=ROUND_HALF_UP):f}"
+    decimal = _decimal_type(spark_type)
+    if decimal is not None:
+        return f"{_spark_decimal(value, *decimal):f}"
     stamp = pd.Timestamp(value)
     if stamp.tzinfo is not None:
         stamp = stamp.tz_convert("UTC").tz_localize(None)
@@ -137,6 +189,41 @@ def _spark_string(value: Any, spark_type: str) -> str | None:
         return stamp.strftime("%Y-%m-%d")
     text = stamp.strftime("%Y-%m-%d %H:%M:%S")
     return f"{text}.{stamp.microsecond:06d}".rstrip("0") if stamp.microsecond else text
+
+
+def _require(condition: bool, spec: DatasetSpec, problem: str) -> None:
+    if not condition:
+        raise PipelineError(f"feature pipeline does not match spec {spec.name!r}: {problem}")
+
+
+def _checked_stages(pipeline_model: PipelineModel, spec: DatasetSpec) -> list:
+    """The pipeline's stages, checked to be exactly the sequence `fit_feature_pipeline` builds for the spec."""
+    from pyspark.ml.feature import (
+        ImputerModel,
+        OneHotEncoderModel,
+        StandardScalerModel,
+        StringIndexerModel,
+        VectorAssembler,
+    )
+
+    expected = [
+        *([ImputerModel, VectorAssembler, StandardScalerModel] if spec.features.numeric else []),
+        *([StringIndexerModel, OneHotEncoderModel] if spec.features.categorical else []),
+        VectorAssembler,
+    ]
+    stages = list(pipeline_model.stages)
+    for position, (stage, stage_type) in enumerate(zip_longest(stages, expected)):
+        if stage_type is None:
+            problem = f"unexpected stage {position} {type(stage).__name__} after the final VectorAssembler"
+        elif stage is None:
+            problem = f"stage {position} {stage_type.__name__} is missing"
+        elif type(stage) is not stage_type:
+            problem = f"unexpected stage {position} {type(stage).__name__} where {stage_type.__name__} belongs"
+        else:
+            continue
+        sequence = " → ".join(expected_type.__name__ for expected_type in expected)
+        raise PipelineError(f"feature pipeline does not match spec {spec.name!r}: {problem} (expected {sequence})")
+    return stages
 
 
 @dataclass
@@ -174,37 +261,47 @@ class FeatureTransform:
 
     @classmethod
     def from_pipeline(cls, pipeline_model: PipelineModel, spec: DatasetSpec) -> FeatureTransform:
-        """Extract the parameters of a PipelineModel fitted from `build_feature_pipeline(spec)`."""
-        from pyspark.ml.feature import ImputerModel, OneHotEncoderModel, StandardScalerModel, StringIndexerModel
-
-        stages = {type(stage): stage for stage in pipeline_model.stages}
+        """Extract the parameters of the PipelineModel `continuous_training.features.fit_feature_pipeline(spec)`
+        fits; any other pipeline (stages, their order or their columns) is a PipelineError naming the stage."""
         numeric, categorical = list(spec.features.numeric), list(spec.features.categorical)
+        stages = _checked_stages(pipeline_model, spec)
         surrogates: list[float] = []
         means: list[float] = []
         stds: list[float] = []
         labels: list[list[str]] = []
         sizes: list[int] = []
+        assembled: list[str] = []
         if numeric:
-            imputer, scaler = stages.get(ImputerModel), stages.get(StandardScalerModel)
-            if imputer is None or scaler is None or list(imputer.getInputCols()) != numeric:
-                raise PipelineError(f"feature pipeline does not match spec {spec.name!r}: expected an Imputer "
-                                    f"and a StandardScaler over the numeric features {numeric}")
+            imputer, assembler, scaler = stages[:3]
+            _require(list(imputer.getInputCols()) == numeric, spec, f"the Imputer reads {imputer.getInputCols()}, "
+                     f"not the numeric features {numeric}")
+            chained = (assembler.getInputCols() == imputer.getOutputCols()
+                       and scaler.getInputCol() == assembler.getOutputCol())
+            _require(chained, spec, "the numeric VectorAssembler and StandardScaler do not chain the Imputer's output")
+            _require(scaler.getWithMean() and scaler.getWithStd(), spec,
+                     "the StandardScaler must have withMean=True and withStd=True")
             surrogate_row = imputer.surrogateDF.first()
             surrogates = [
                 float(_as_spark_numeric(np.array([float(surrogate_row[column])]), spec.schema_[column])[0])
                 for column in numeric
             ]
             means, stds = scaler.mean.toArray().tolist(), scaler.std.toArray().tolist()
+            assembled.append(scaler.getOutputCol())
         if categorical:
-            indexer, encoder = stages.get(StringIndexerModel), stages.get(OneHotEncoderModel)
-            if indexer is None or encoder is None or list(indexer.getInputCols()) != categorical:
-                raise PipelineError(f"feature pipeline does not match spec {spec.name!r}: expected a StringIndexer "
-                                    f"and a OneHotEncoder over the categorical features {categorical}")
-            if indexer.getHandleInvalid() != "keep" or encoder.getDropLast():
-                raise PipelineError("feature pipeline: expected StringIndexer(handleInvalid='keep') and "
-                                    "OneHotEncoder(dropLast=False)")
+            indexer, encoder = stages[-3:-1]
+            _require(list(indexer.getInputCols()) == categorical, spec, f"the StringIndexer reads "
+                     f"{indexer.getInputCols()}, not the categorical features {categorical}")
+            _require(encoder.getInputCols() == indexer.getOutputCols(), spec,
+                     "the OneHotEncoder does not read the StringIndexer's output")
+            _require(indexer.getHandleInvalid() == "keep" and not encoder.getDropLast(), spec,
+                     "expected StringIndexer(handleInvalid='keep') and OneHotEncoder(dropLast=False)")
             labels = [list(column_labels) for column_labels in indexer.labelsArray]
             sizes = [int(size) for size in encoder.categorySizes]
+            _require(sizes == [len(column_labels) + 1 for column_labels in labels], spec,
+                     f"the OneHotEncoder's category sizes {sizes} are not the StringIndexer's label counts + 1")
+            assembled += encoder.getOutputCols()
+        _require(stages[-1].getInputCols() == assembled, spec,
+                 f"the final VectorAssembler reads {stages[-1].getInputCols()}, expected {assembled}")
         return cls(
             numeric=numeric,
             numeric_types=[spec.schema_[column] for column in numeric],
@@ -237,7 +334,10 @@ class FeatureTransform:
         for column, spark_type, column_labels, size in zip(
             self.categorical, self.categorical_types, self.labels, self.category_sizes, strict=True
         ):
-            strings = [_spark_string(value, spark_type) for value in frame[column].tolist()]
+            try:
+                strings = [_spark_string(value, spark_type) for value in frame[column].tolist()]
+            except (TypeError, ValueError) as error:
+                raise PipelineError(f"model input: column {column!r} ({spark_type}): {error}") from None
             index = pd.Index(column_labels, dtype=object).get_indexer(pd.Index(strings, dtype=object))
             index[index < 0] = len(column_labels)
             onehot = np.zeros((len(frame), size))
@@ -322,8 +422,7 @@ def log_pyfunc_model(*, state_dict: dict[str, torch.Tensor], transform: FeatureT
 
     The signature's inputs are `transform.input_schema()`, its outputs inferred from the predictions on
     `input_example` (its feature columns, conformed to the signature, are saved as the input example).
-    Requirements pin mlflow/torch/numpy/pandas, and pyspark because the `continuous_training.training`
-    package imports it.
+    Requirements pin mlflow/torch/numpy/pandas: loading and predicting imports neither pyspark nor Airflow.
     """
     if transform.feature_dim != feature_dim:
         raise PipelineError(f"feature_dim {feature_dim} does not match the transform's {transform.feature_dim}")
@@ -377,26 +476,30 @@ def _pin_alias(model_uri: str) -> str:
     return f"models:/{name}/{mlflow.MlflowClient().get_model_version_by_alias(name, alias).version}"
 
 
+@cache
+def _worker_model(model_uri: str, tracking_uri: str, registry_uri: str) -> mlflow.pyfunc.PyFuncModel:
+    """The pyfunc, loaded once per Python worker (Spark reuses workers across tasks) for a pinned version URI."""
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(registry_uri)
+    return mlflow.pyfunc.load_model(model_uri)
+
+
 def _score_batches(batches: Iterator[pd.DataFrame], *, model_uri: str, tracking_uri: str,
                    registry_uri: str) -> Iterator[pd.DataFrame]:
     from pyspark import TaskContext
 
-    model, schema = None, None
+    torch.set_num_threads(TaskContext.get().cpus())
+    model = _worker_model(model_uri, tracking_uri, registry_uri)
+    schema = model.metadata.get_input_schema()
     for batch in batches:
-        if model is None:
-            torch.set_num_threads(TaskContext.get().cpus())
-            mlflow.set_tracking_uri(tracking_uri)
-            mlflow.set_registry_uri(registry_uri)
-            model = mlflow.pyfunc.load_model(model_uri)
-            schema = model.metadata.get_input_schema()
         features = batch if schema is None else batch[[c for c in schema.input_names() if c in batch.columns]]
         scored = model.predict(conform_input(features, schema))
         yield pd.concat([batch.reset_index(drop=True), scored.reset_index(drop=True)], axis=1)
 
 
 def predict_spark(df: DataFrame, model_uri: str, task: str) -> DataFrame:
-    """Score a Spark DataFrame in the executors (`mapInPandas`, the pyfunc loaded once per partition, torch
-    limited to the task's cores).
+    """Score a Spark DataFrame in the executors (`mapInPandas` on Arrow batches, the pyfunc loaded once per Python
+    worker, torch limited to the task's cores).
 
     An alias URI is resolved to its version on the driver first. Returns the input columns plus the task's
     prediction columns (`prediction_fields`).

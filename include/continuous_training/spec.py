@@ -62,6 +62,8 @@ class ColumnRules(_Strict):
 class Features(_Strict):
     numeric: list[str] = Field(default_factory=list)
     categorical: list[str] = Field(default_factory=list)
+    max_categories: int = Field(100, ge=1, description="Categories kept per categorical feature (the most frequent "
+                                "in training); the rest, unseen values and nulls share one extra 'other' slot.")
 
 
 class Promotion(_Strict):

@@ -183,7 +183,8 @@ def test_unknown_category_without_rule_is_kept_and_featurized_to_the_unknown_slo
     assert outcome.quarantined == {} and new_id in outcome.valid_ids
 
     valid = spark.read.parquet(str(stage_dir(spec.name, "validate", RUN_ID, settings) / "valid"))
-    result = featurize(valid, spec, RUN_ID, stage_dir(spec.name, "featurize", RUN_ID, settings), settings)
+    result = featurize(valid, spec, RUN_ID, stage_dir(spec.name, "featurize", RUN_ID, settings),
+                       outcome.ingested.input_fingerprint, settings)
 
     assert result.feature_dim == 1 + 2 + 1
     assert sum(result.rows.values()) == len(expected_ids)

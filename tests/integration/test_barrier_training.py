@@ -9,13 +9,9 @@ from pathlib import Path
 
 import pytest
 from continuous_training.errors import PipelineError
-from continuous_training.training import (
-    BarrierStageError,
-    TrainConfig,
-    fit,
-    run_in_barrier,
-)
 from continuous_training.training import barrier as barrier_module
+from continuous_training.training.barrier import BarrierStageError, run_in_barrier
+from continuous_training.training.loop import TrainConfig, fit
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 

@@ -209,11 +209,11 @@ def featurized(tmp_path: Path) -> tuple[Path, Settings]:
         spark.sparkContext.setLogLevel("ERROR")
     try:
         ingest_dir = stage_dir(spec.name, "ingest", RUN_ID, settings)
-        ingest(spark, spec, RUN_ID, ingest_dir, settings)
+        ingested = ingest(spark, spec, RUN_ID, ingest_dir, settings)
         validate_dir = stage_dir(spec.name, "validate", RUN_ID, settings)
         validate(spark.read.parquet(str(ingest_dir / "data")), spec, RUN_ID, validate_dir, 0.0)
         featurize(spark.read.parquet(str(validate_dir / "valid")), spec, RUN_ID,
-                  stage_dir(spec.name, "featurize", RUN_ID, settings), settings)
+                  stage_dir(spec.name, "featurize", RUN_ID, settings), ingested.input_fingerprint, settings)
     finally:
         if active is None:
             spark.stop()

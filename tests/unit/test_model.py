@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 from continuous_training.errors import PipelineError
-from continuous_training.training import TrainConfig, barrier_spark_conf, build_mlp, loss_for
-from continuous_training.training.barrier import local_master_slots
-from continuous_training.training.loop import steps_per_epoch
+from continuous_training.training.barrier import barrier_spark_conf, local_master_slots
+from continuous_training.training.loop import TrainConfig, steps_per_epoch
+from continuous_training.training.model import build_mlp, loss_for
 from torch import nn
 
 

@@ -90,6 +90,8 @@ def _mutate(document: dict[str, Any], change: str) -> dict[str, Any]:
         doc["label"] = "plan_tier"
     elif change == "bad_format":
         doc["source"]["format"] = "xlsx"
+    elif change == "max_categories_zero":
+        doc["features"]["max_categories"] = 0
     return doc
 
 
@@ -108,6 +110,7 @@ def _mutate(document: dict[str, Any], change: str) -> dict[str, Any]:
         ("unknown_field", ["field 'labels'", "Extra inputs"]),
         ("string_regression_label", ["label", "numeric label"]),
         ("bad_format", ["field 'source.format'"]),
+        ("max_categories_zero", ["field 'features.max_categories'", "greater than or equal to 1"]),
     ],
 )
 def test_spec_errors_name_the_field(document: dict[str, Any], change: str, expected: list[str]) -> None:
@@ -117,6 +120,14 @@ def test_spec_errors_name_the_field(document: dict[str, Any], change: str, expec
     assert "dataset spec test.yaml is invalid" in message
     for fragment in expected:
         assert fragment in message
+
+
+def test_max_categories_defaults_to_100(document: dict[str, Any]) -> None:
+    assert "max_categories" not in document["features"]
+    assert parse_spec(document).features.max_categories == 100
+    capped = copy.deepcopy(document)
+    capped["features"]["max_categories"] = 50
+    assert parse_spec(capped).features.max_categories == 50
 
 
 def test_top_level_must_be_a_mapping() -> None:

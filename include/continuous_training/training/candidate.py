@@ -10,12 +10,12 @@ from typing import Literal
 
 import torch
 from pyspark.ml import PipelineModel
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from continuous_training.config import Settings, get_settings
 from continuous_training.errors import PipelineError
-from continuous_training.features import SPLIT, read_featurize_result
+from continuous_training.features import SPLIT, check_serving_parity, read_featurize_result
 from continuous_training.paths import stage_dir
 from continuous_training.serving import FeatureTransform, log_pyfunc_model
 from continuous_training.spec import DatasetSpec
@@ -120,6 +120,7 @@ def _train_and_log(spark: SparkSession, client, run, spec: DatasetSpec, run_id: 
             raise PipelineError(f"MLflow run {mlflow_run_id} was started with {key}={run.data.params[key]}; a rerun "
                                 f"of the same Airflow run cannot change it to {value} (trigger a new run)")
         client.log_param(mlflow_run_id, key, value)
+    transform = _checked_serving_transform(spark, spec, featurize_dir)
     result = fit(spark, config, params.num_proc, use_gpu)
     _log_history(client, mlflow_run_id, result)
     client.set_tag(mlflow_run_id, "horovod.size", str(result.num_proc))
@@ -130,7 +131,7 @@ def _train_and_log(spark: SparkSession, client, run, spec: DatasetSpec, run_id: 
     client.set_tag(mlflow_run_id, "best_epoch", str(result.best_epoch))
     _log_data_artifacts(client, mlflow_run_id, spec, run_id, settings)
     if CANDIDATE_MODEL_TAG not in run.data.tags:
-        model_uri = _log_model(spark, spec, featurize_dir, features, config, result, mlflow_run_id)
+        model_uri = _log_model(spark, spec, featurize_dir, transform, features, config, result, mlflow_run_id)
         client.set_tag(mlflow_run_id, CANDIDATE_MODEL_TAG, model_uri)
 
 
@@ -155,15 +156,26 @@ def _log_data_artifacts(client, mlflow_run_id: str, spec: DatasetSpec, run_id: s
     client.log_artifacts(mlflow_run_id, str(featurize_dir / "pipeline"), "feature_pipeline")
 
 
-def _log_model(spark: SparkSession, spec: DatasetSpec, featurize_dir, features, config: TrainConfig,
-               result: TrainResult, mlflow_run_id: str) -> str:
+def _test_rows(spark: SparkSession, featurize_dir: Path) -> DataFrame:
+    return spark.read.parquet(str(featurize_dir / "raw_splits")).where(F.col(SPLIT) == "test").drop(SPLIT)
+
+
+def _checked_serving_transform(spark: SparkSession, spec: DatasetSpec, featurize_dir: Path) -> FeatureTransform:
+    """The pyfunc's feature transform, checked against the fitted Spark pipeline on a sample of the test split
+    before any training (a mismatch above 1e-5 fails the task, naming the column and the row)."""
+    pipeline = PipelineModel.load(str(featurize_dir / "pipeline"))
+    transform = FeatureTransform.from_pipeline(pipeline, spec)
+    checked = check_serving_parity(_test_rows(spark, featurize_dir), pipeline, transform, spec)
+    log.info("serving transform matches the Spark feature pipeline on %d test rows", checked)
+    return transform
+
+
+def _log_model(spark: SparkSession, spec: DatasetSpec, featurize_dir: Path, transform: FeatureTransform, features,
+               config: TrainConfig, result: TrainResult, mlflow_run_id: str) -> str:
     import mlflow
 
-    transform = FeatureTransform.from_pipeline(PipelineModel.load(str(featurize_dir / "pipeline")), spec)
-    example = (
-        spark.read.parquet(str(featurize_dir / "raw_splits"))
-        .where(F.col(SPLIT) == "test").select(*[F.col(f"`{c}`") for c in spec.feature_columns]).limit(5).toPandas()
-    )
+    example = _test_rows(spark, featurize_dir).select(*[F.col(f"`{c}`") for c in spec.feature_columns]).limit(5)
+    example = example.toPandas()
     with mlflow.start_run(run_id=mlflow_run_id):
         info = log_pyfunc_model(
             state_dict={name: torch.from_numpy(value) for name, value in result.best_state.items()},
