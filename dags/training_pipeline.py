@@ -21,14 +21,18 @@ Spark stages are `spark-submit`s of `jobs/<stage>.py` against the `spark_default
 * **evaluate**: scores the test split with the candidate and the current `@champion`.
 * **register**: creates the model version, tags it, points `@challenger` at it.
 * **promote**: moves `@champion` only if the candidate passes the threshold and beats the champion by
-  `min_improvement`; otherwise tags it rejected (the run stays green).
+  `min_improvement` on the same rows; if `@champion` moved since `evaluate`, it scores the new champion first.
+  Otherwise it tags the candidate rejected (the run stays green).
+
+`register` and `promote` run in the one-slot pool `mlflow_registry` and under a lock per model, so registry
+moves of different runs and DAGs never interleave.
 
 Trigger with `{"dataset": "<name under include/datasets/ or path to a spec>"}`.
 """
 
 from airflow.sdk import DAG, Param, chain
 from continuous_training.config import get_settings
-from continuous_training.dag_tasks import check_spec, default_task_args, registry_task, spark_job
+from continuous_training.dag_tasks import check_spec, default_task_args, promote_task, register_task, spark_job
 
 with DAG(
     dag_id="training_pipeline",
@@ -73,6 +77,6 @@ with DAG(
             "--airflow-dag-id", "{{ dag.dag_id }}", "--airflow-task-id", "{{ task.task_id }}",
         ),
         spark_job("evaluate"),
-        registry_task("register"),
-        registry_task("promote"),
+        register_task(),
+        promote_task(),
     )

@@ -10,8 +10,10 @@ def main() -> None:
     args = job_parser("evaluate").parse_args()
     spec = load_spec(args.dataset)
     spark = build_spark_session(f"evaluate-{spec.name}")
-    metrics = evaluate_candidate(spark, spec, args.run_id)
-    print("evaluate: " + ", ".join(f"{key}={value:.4f}" for key, value in sorted(metrics.items())))
+    evaluation = evaluate_candidate(spark, spec, args.run_id)
+    print("evaluate: " + ", ".join(f"{key}={value:.4f}" for key, value in sorted(evaluation.metrics.items()))
+          + f" on {evaluation.rows_evaluated} test rows ({sum(evaluation.unknown_labels.values())} left out: "
+          "a label a model does not know)")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 import jinja2
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
@@ -15,7 +15,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from continuous_training.config import get_settings
 from continuous_training.errors import PipelineError
 from continuous_training.paths import data_path, local_matches
-from continuous_training.registry import promote_candidate, register_candidate
+from continuous_training.registry import register_candidate
 from continuous_training.spec import DatasetSpec, SpecError, load_spec
 
 RESOLVE_SCORING_RUN = "resolve_scoring_run"
@@ -72,16 +72,15 @@ def _register(params: dict[str, Any], run_id: str) -> str:
     return version.version
 
 
-def _promote(params: dict[str, Any], run_id: str) -> bool:
-    decision = promote_candidate(load_spec(params["dataset"]), run_id, params.get("promotion_threshold"),
-                                 params["min_improvement"])
-    return decision.promoted
+def register_task() -> PythonOperator:
+    """Registers the run's candidate as `@challenger` (MLflow client calls, no Spark), in the registry pool."""
+    return PythonOperator(task_id="register", python_callable=_register, pool=REGISTRY_POOL)
 
 
-def registry_task(step: Literal["register", "promote"]) -> PythonOperator:
-    """A registry transition for the run's candidate (MLflow client calls; no Spark needed)."""
-    return PythonOperator(task_id=step, python_callable=_register if step == "register" else _promote,
-                          pool=REGISTRY_POOL)
+def promote_task() -> SparkSubmitOperator:
+    """The gate (a Spark job: it re-scores the champion if `@champion` moved since evaluate), in the registry pool."""
+    return spark_job("promote", "--promotion-threshold", "{{ params.promotion_threshold }}",
+                     "--min-improvement", "{{ params.min_improvement }}", pool=REGISTRY_POOL)
 
 
 def scoring_params(spec: DatasetSpec | None) -> dict[str, Param]:

@@ -3,14 +3,36 @@
 Aliases are the source of truth; classic stages are mirrored for tools that still read them
 (challenger → Staging, champion → Production with the previous Production archived, rejected → Archived).
 Every move is idempotent: rerunning a step for the same Airflow run finds the same version and changes nothing twice.
+
+The gate cannot promote a model that is worse than the champion it replaces (decided, see `promote_candidate`):
+
+* Registry moves of one model are serialised by `registry_lock`, an exclusive `flock` on a file under
+  `$DATA_DIR/_locks/` (the storage every task shares), with a bounded wait. `register_candidate` and
+  `promote_candidate` hold it from reading the aliases to moving them. The Airflow pool `mlflow_registry` runs those
+  tasks one at a time as well, but only the tasks its scheduler sees; the lock also covers jobs run by hand, tests
+  and anything else sharing the registry and DATA_DIR.
+* `promote_candidate` re-evaluates itself: under the lock it reads the version holding `@champion` at that moment.
+  If that is not the version evaluate scored (the run's tag `champion_version_evaluated`, absent when there was no
+  champion), another run moved `@champion` since, so promote scores the candidate and the current champion again on
+  the same rows of the run's test split (`continuous_training.evaluation.evaluate_against`), logs the fresh metrics
+  and gates against that champion. The candidate is scored again too: the current champion may know other classes,
+  which changes the rows both are compared on.
 """
 
 from __future__ import annotations
 
+import fcntl
+import itertools
 import json
 import logging
+import re
+import time
 import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
@@ -23,15 +45,25 @@ from continuous_training.paths import stage_dir
 from continuous_training.spec import LOWER_IS_BETTER, DatasetSpec
 from continuous_training.tracking import AIRFLOW_RUN_ID_TAG, CANDIDATE_MODEL_TAG, mlflow_client, require_training_run
 
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
 log = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 STAGE_FOR = {CHALLENGER: "Staging", CHAMPION: "Production", "rejected": "Archived"}
+CHAMPION_EVALUATED_TAG = "champion_version_evaluated"
+REGISTRY_LOCK_TIMEOUT_S = 600.0
+_LOCK_POLL_S = 0.2
+_UNSAFE_FILE_NAME = re.compile(r"[^A-Za-z0-9_.+=-]")
 
 
 @dataclass(frozen=True)
 class PromotionDecision:
-    """The gate's verdict for one candidate version; written as `promotion.json`."""
+    """The gate's verdict for one candidate version; written as `promotion.json`.
+
+    `champion_version` is the version that held `@champion` when the gate decided; `champion_version_at_evaluate`
+    the one evaluate had scored; `reevaluated` says whether promote scored both again because they differ."""
 
     model_name: str
     version: str
@@ -39,10 +71,47 @@ class PromotionDecision:
     candidate_value: float
     champion_version: str | None
     champion_value: float | None
+    champion_version_at_evaluate: str | None
+    reevaluated: bool
     threshold: float | None
     min_improvement: float
     promoted: bool
     reason: str
+
+
+def registry_lock_path(model_name: str, settings: Settings | None = None) -> Path:
+    """The lock file that serialises the registry moves of one model."""
+    file_name = f"{_UNSAFE_FILE_NAME.sub('_', model_name)}.registry.lock"
+    return (settings or get_settings()).data_dir / "_locks" / file_name
+
+
+@contextmanager
+def registry_lock(model_name: str, settings: Settings | None = None,
+                  timeout_s: float = REGISTRY_LOCK_TIMEOUT_S) -> Iterator[Path]:
+    """Hold the exclusive lock on a model's registry moves (across processes and hosts sharing DATA_DIR).
+
+    Waits at most `timeout_s` for another holder, then raises a PipelineError naming the lock file."""
+    path = registry_lock_path(model_name, settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout_s
+    with path.open("a") as handle:
+        for attempt in itertools.count():
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise PipelineError(
+                        f"gave up after {timeout_s:g} s waiting for the registry lock {path}: another register or "
+                        "promote of this model still holds it (if no such task is running, retry this task)"
+                    ) from None
+                if attempt == 0:
+                    log.info("waiting for the registry lock %s (held by another register or promote)", path)
+                time.sleep(_LOCK_POLL_S)
+        try:
+            yield path
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _mirror_stage(client: MlflowClient, name: str, version: str, stage: str, archive_existing: bool = False) -> None:
@@ -67,31 +136,35 @@ def version_for_run(client: MlflowClient, name: str, training_run_id: str) -> Mo
     return min(versions, key=lambda v: int(v.version)) if versions else None
 
 
+def _metric_tags(metrics: Mapping[str, float]) -> dict[str, str]:
+    """The evaluation metrics a model version carries as tags."""
+    return {key: str(value) for key, value in metrics.items() if key.startswith(("test_", "champion_test_"))}
+
+
 def register_candidate(spec: DatasetSpec, airflow_run_id: str, settings: Settings | None = None) -> ModelVersion:
     """Create (or find) the model version of this run's candidate, tag it, and point `@challenger` at it."""
     client = mlflow_client(settings)
-    run = require_training_run(client, spec.name, airflow_run_id)
     name = spec.registered_model_name
-    version = version_for_run(client, name, run.info.run_id) if _model_exists(client, name) else None
-    if version is None:
-        version = mlflow.register_model(run.data.tags[CANDIDATE_MODEL_TAG], name)
-        log.info("registered %s version %s from run %s", name, version.version, run.info.run_id)
-    else:
-        log.info("run %s is already %s version %s; reusing it", run.info.run_id, name, version.version)
-    tags = {
-        key: str(value) for key, value in run.data.metrics.items() if key.startswith(("test_", "champion_test_"))
-    } | {
-        "data_run_id": airflow_run_id,
-        AIRFLOW_RUN_ID_TAG: airflow_run_id,
-        "training_run_id": run.info.run_id,
-        "validation_status": version.tags.get("validation_status", "pending"),
-    }
-    for key, value in tags.items():
-        client.set_model_version_tag(name, version.version, key, value)
-    if version.tags.get("validation_status", "pending") == "pending":
-        client.set_registered_model_alias(name, CHALLENGER, version.version)
-        _mirror_stage(client, name, version.version, STAGE_FOR[CHALLENGER])
-    return client.get_model_version(name, version.version)
+    with registry_lock(name, settings):
+        run = require_training_run(client, spec.name, airflow_run_id)
+        version = version_for_run(client, name, run.info.run_id) if _model_exists(client, name) else None
+        if version is None:
+            version = mlflow.register_model(run.data.tags[CANDIDATE_MODEL_TAG], name)
+            log.info("registered %s version %s from run %s", name, version.version, run.info.run_id)
+        else:
+            log.info("run %s is already %s version %s; reusing it", run.info.run_id, name, version.version)
+        tags = _metric_tags(run.data.metrics) | {
+            "data_run_id": airflow_run_id,
+            AIRFLOW_RUN_ID_TAG: airflow_run_id,
+            "training_run_id": run.info.run_id,
+            "validation_status": version.tags.get("validation_status", "pending"),
+        }
+        for key, value in tags.items():
+            client.set_model_version_tag(name, version.version, key, value)
+        if version.tags.get("validation_status", "pending") == "pending":
+            client.set_registered_model_alias(name, CHALLENGER, version.version)
+            _mirror_stage(client, name, version.version, STAGE_FOR[CHALLENGER])
+        return client.get_model_version(name, version.version)
 
 
 def _model_exists(client: MlflowClient, name: str) -> bool:
@@ -120,43 +193,58 @@ def decide(metric: str, candidate: float, champion: float | None, threshold: flo
     return True, f"{metric}={candidate:.6g} beats the champion's {champion:.6g} by {improvement:.6g}"
 
 
-def promote_candidate(spec: DatasetSpec, airflow_run_id: str, threshold: float | None = None,
+def promote_candidate(spark: SparkSession, spec: DatasetSpec, airflow_run_id: str, threshold: float | None = None,
                       min_improvement: float = 0.0, settings: Settings | None = None) -> PromotionDecision:
-    """Move `@champion` to this run's version only if it passes the gate; otherwise tag it rejected."""
+    """Move `@champion` to this run's version only if it passes the gate against the version holding `@champion`
+    now; otherwise tag it rejected. Holds the registry lock; re-evaluates when `@champion` moved since evaluate."""
+    # Imported here because evaluation imports this module (for the aliases).
+    from continuous_training.evaluation import evaluate_against
+
+    if min_improvement < 0:
+        raise PipelineError(f"min_improvement must be >= 0, got {min_improvement}")
     settings = settings or get_settings()
     client = mlflow_client(settings)
-    run = require_training_run(client, spec.name, airflow_run_id)
-    name = spec.registered_model_name
-    version = version_for_run(client, name, run.info.run_id) if _model_exists(client, name) else None
-    if version is None:
-        raise PipelineError(f"run {airflow_run_id!r} has no registered version of {name}; run register first")
-    metric = spec.promotion_metric
-    if metric not in run.data.metrics:
-        raise PipelineError(f"the candidate run has no {metric!r}; known metrics: {sorted(run.data.metrics)}")
-    candidate_value = run.data.metrics[metric]
-    champion = alias_version(client, name, CHAMPION)
-    champion_value = run.data.metrics.get(f"champion_{metric}")
+    name, metric = spec.registered_model_name, spec.promotion_metric
     threshold = spec.promotion.threshold if threshold is None else threshold
-    if champion is not None and champion.version == version.version:
-        promoted, reason = True, f"version {version.version} already holds @champion"
-    elif champion is not None and champion_value is None:
-        raise PipelineError(f"champion version {champion.version} was not scored on this run's holdout; run evaluate")
-    else:
-        promoted, reason = decide(metric, candidate_value, champion_value if champion else None, threshold,
-                                  min_improvement)
-    decision = PromotionDecision(
-        model_name=name, version=version.version, metric=metric, candidate_value=candidate_value,
-        champion_version=champion.version if champion else None,
-        champion_value=champion_value if champion else None, threshold=threshold,
-        min_improvement=min_improvement, promoted=promoted, reason=reason,
-    )
-    _apply(client, decision, champion)
+    with registry_lock(name, settings):
+        run = require_training_run(client, spec.name, airflow_run_id)
+        version = version_for_run(client, name, run.info.run_id) if _model_exists(client, name) else None
+        if version is None:
+            raise PipelineError(f"run {airflow_run_id!r} has no registered version of {name}; run register first")
+        if metric not in run.data.metrics:
+            raise PipelineError(f"the candidate run has no {metric!r}; run evaluate first "
+                                f"(known metrics: {sorted(run.data.metrics)})")
+        candidate_version = str(version.version)  # an int from some stores, a str from others
+        champion = alias_version(client, name, CHAMPION)
+        champion_now = str(champion.version) if champion else None
+        champion_at_evaluate = run.data.tags.get(CHAMPION_EVALUATED_TAG)
+        metrics, reevaluated = run.data.metrics, False
+        if champion_now == candidate_version:
+            promoted, reason = True, f"version {candidate_version} already holds @champion"
+            champion_value = metrics[metric]
+        else:
+            if champion_now != champion_at_evaluate or (champion and f"champion_{metric}" not in metrics):
+                log.warning("re-evaluating run %r: evaluate scored it against %s version %s, @champion is now "
+                            "version %s", airflow_run_id, name, champion_at_evaluate, champion_now)
+                metrics = evaluate_against(spark, spec, airflow_run_id, run, champion, client, settings).metrics
+                reevaluated = True
+                for key, value in _metric_tags(metrics).items():
+                    client.set_model_version_tag(name, candidate_version, key, value)
+            champion_value = metrics[f"champion_{metric}"] if champion else None
+            promoted, reason = decide(metric, metrics[metric], champion_value, threshold, min_improvement)
+        decision = PromotionDecision(
+            model_name=name, version=candidate_version, metric=metric, candidate_value=metrics[metric],
+            champion_version=champion_now, champion_value=champion_value,
+            champion_version_at_evaluate=champion_at_evaluate, reevaluated=reevaluated, threshold=threshold,
+            min_improvement=min_improvement, promoted=promoted, reason=reason,
+        )
+        _apply(client, decision, champion)
     out_dir = stage_dir(spec.name, "promote", airflow_run_id, settings)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "promotion.json").write_text(json.dumps(asdict(decision), indent=2))
     client.set_tag(run.info.run_id, "promotion", "promoted" if promoted else "rejected")
     client.set_tag(run.info.run_id, "promotion.reason", reason)
-    log.info("%s %s version %s: %s", "PROMOTED" if promoted else "REJECTED", name, version.version, reason)
+    log.info("%s %s version %s: %s", "PROMOTED" if promoted else "REJECTED", name, candidate_version, reason)
     return decision
 
 
@@ -165,10 +253,10 @@ def _apply(client: MlflowClient, decision: PromotionDecision, champion: ModelVer
     client.set_model_version_tag(name, version, "validation_status", "approved" if decision.promoted else "rejected")
     client.set_model_version_tag(name, version, "promotion_reason", decision.reason)
     challenger = alias_version(client, name, CHALLENGER)
-    if challenger is not None and challenger.version == version:
+    if challenger is not None and str(challenger.version) == version:
         client.delete_registered_model_alias(name, CHALLENGER)
     if decision.promoted:
-        if champion is None or champion.version != version:
+        if champion is None or str(champion.version) != version:
             client.set_registered_model_alias(name, CHAMPION, version)
             _mirror_stage(client, name, version, STAGE_FOR[CHAMPION], archive_existing=True)
     else:

@@ -17,7 +17,7 @@ JSON document, and `FeatureTransform.transform` re-applies them with numpy/panda
 
 `TabularModel` (the pyfunc) therefore computes with numpy, pandas and torch only (no SparkSession, no JVM, and
 neither pyspark nor Airflow imported when it loads): the same artifact scores batches inside Spark executors
-(`predict_spark`, via `mapInPandas`) and serves online (`mlflow models serve`). Its input signature comes from
+(`predict_spark`, a pandas iterator UDF) and serves online (`mlflow models serve`). Its input signature comes from
 the spec types, not from the example's pandas dtypes, so nullable integer columns and batch/online dtype
 differences do not fail schema enforcement: numeric columns and non-string categoricals with a numeric type are
 `double`, string categoricals `string`, other categoricals `any`.
@@ -32,7 +32,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from decimal import ROUND_HALF_UP, Context, Decimal
-from functools import cache, partial
+from functools import cache
 from importlib.metadata import version
 from itertools import zip_longest
 from pathlib import Path
@@ -484,36 +484,46 @@ def _worker_model(model_uri: str, tracking_uri: str, registry_uri: str) -> mlflo
     return mlflow.pyfunc.load_model(model_uri)
 
 
-def _score_batches(batches: Iterator[pd.DataFrame], *, model_uri: str, tracking_uri: str,
-                   registry_uri: str) -> Iterator[pd.DataFrame]:
+def _predict_batches(batches: Iterator[pd.DataFrame], *, model_uri: str, tracking_uri: str,
+                     registry_uri: str) -> Iterator[pd.DataFrame]:
     from pyspark import TaskContext
 
     torch.set_num_threads(TaskContext.get().cpus())
     model = _worker_model(model_uri, tracking_uri, registry_uri)
     schema = model.metadata.get_input_schema()
     for batch in batches:
-        features = batch if schema is None else batch[[c for c in schema.input_names() if c in batch.columns]]
-        scored = model.predict(conform_input(features, schema))
-        yield pd.concat([batch.reset_index(drop=True), scored.reset_index(drop=True)], axis=1)
+        yield model.predict(conform_input(batch, schema)).reset_index(drop=True)
 
 
 def predict_spark(df: DataFrame, model_uri: str, task: str) -> DataFrame:
-    """Score a Spark DataFrame in the executors (`mapInPandas` on Arrow batches, the pyfunc loaded once per Python
-    worker, torch limited to the task's cores).
+    """Score a Spark DataFrame in the executors: a pandas iterator UDF fed Arrow batches of the model's input
+    columns only (the other columns never leave the JVM), the pyfunc loaded once per Python worker, torch limited
+    to the task's cores.
 
     An alias URI is resolved to its version on the driver first. Returns the input columns plus the task's
     prediction columns (`prediction_fields`).
     """
+    from pyspark.sql import functions as F
+    from pyspark.sql.functions import pandas_udf
     from pyspark.sql.types import StructType
 
     fields = prediction_fields(task)
     clashes = [field.name for field in fields if field.name in df.columns]
     if clashes:
         raise PipelineError(f"predict_spark: the input already has columns named {clashes}; rename them first")
-    schema = StructType([*df.schema.fields, *fields])
-    score = partial(_score_batches, model_uri=_pin_alias(model_uri), tracking_uri=mlflow.get_tracking_uri(),
-                    registry_uri=mlflow.get_registry_uri())
-    return df.mapInPandas(score, schema)
+    pinned = _pin_alias(model_uri)
+    signature = mlflow.models.get_model_info(pinned).signature
+    inputs = [c for c in signature.inputs.input_names() if c in df.columns] if signature else df.columns
+    tracking_uri, registry_uri = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+
+    def predict(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        yield from _predict_batches(batches, model_uri=pinned, tracking_uri=tracking_uri, registry_uri=registry_uri)
+
+    def column(name: str):
+        return F.col(f"`{name.replace('`', '``')}`")
+
+    scored = pandas_udf(predict, StructType(fields))(F.struct(*[column(c) for c in inputs]))
+    return df.withColumn("_scored", scored).select(*[column(c) for c in df.columns], "_scored.*")
 
 
 def model_classes(model_uri: str) -> list[str] | None:

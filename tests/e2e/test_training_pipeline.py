@@ -181,7 +181,7 @@ def test_gate_promotes_a_better_candidate_and_never_a_worse_one(e2e: Workspace, 
     assert "does not beat the champion" in decisions["gate-3-worse"].reason
     client = e2e.client()
     champion = client.get_model_version_by_alias(spec.registered_model_name, "champion")
-    assert champion.version == decisions["gate-2-better"].version
+    assert str(champion.version) == decisions["gate-2-better"].version
     rejected = client.get_model_version(spec.registered_model_name, decisions["gate-3-worse"].version)
     assert rejected.tags["validation_status"] == "rejected"
     assert rejected.current_stage == "Archived"
