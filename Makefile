@@ -48,7 +48,7 @@ $(AIRFLOW_HOME)/airflow.db: $(STAMP)
 	touch $@
 
 demo-data: setup
-	$(PY) -m continuous_training.demo_data --rows $(DEMO_ROWS) --bad-fraction $(DEMO_BAD_FRACTION) --scoring-days 1
+	$(PY) -m continuous_training.data.demo --rows $(DEMO_ROWS) --bad-fraction $(DEMO_BAD_FRACTION) --scoring-days 1
 
 demo: demo-data $(AIRFLOW_HOME)/airflow.db
 	$(call DAG_TEST,training_pipeline,{\"dataset\": \"churn\"})

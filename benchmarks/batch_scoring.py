@@ -29,11 +29,11 @@ from typing import Any
 import mlflow
 import psutil
 from continuous_training.config import Settings
-from continuous_training.demo_data import generate, generate_scoring
-from continuous_training.features import fit_feature_pipeline
-from continuous_training.ingest import batch_columns
-from continuous_training.scoring import ResolvedModel, score
-from continuous_training.serving import FeatureTransform, log_pyfunc_model
+from continuous_training.data.demo import generate, generate_scoring
+from continuous_training.data.features import fit_feature_pipeline
+from continuous_training.data.ingest import batch_columns
+from continuous_training.serving.batch import ResolvedModel, score
+from continuous_training.serving.model import FeatureTransform, log_pyfunc_model
 from continuous_training.spark import build_spark_session
 from continuous_training.spec import DatasetSpec, load_spec
 from continuous_training.tracking import mlflow_client

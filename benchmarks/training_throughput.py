@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import torch
-from continuous_training.features import FEATURES, LABEL
+from continuous_training.data.features import FEATURES, LABEL
 from continuous_training.spark import build_spark_session
 from continuous_training.training.barrier import barrier_spark_conf
 from continuous_training.training.loop import TrainConfig, fit

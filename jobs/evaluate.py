@@ -1,9 +1,9 @@
 """Score the test split with the candidate and the champion: spark-submit jobs/evaluate.py --dataset churn ..."""
 
 from continuous_training.cli import job_parser, run_job
-from continuous_training.evaluation import evaluate_candidate
 from continuous_training.spark import build_spark_session
 from continuous_training.spec import load_spec
+from continuous_training.training.evaluation import evaluate_candidate
 
 
 def main() -> None:

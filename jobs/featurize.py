@@ -3,7 +3,7 @@
 import json
 
 from continuous_training.cli import job_parser, run_job
-from continuous_training.features import featurize
+from continuous_training.data.features import featurize
 from continuous_training.paths import stage_dir
 from continuous_training.spark import build_spark_session
 from continuous_training.spec import load_spec

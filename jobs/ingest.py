@@ -4,7 +4,7 @@ With --for-scoring it ingests a batch to score (--input, the glob of the batch) 
 """
 
 from continuous_training.cli import job_parser, run_job
-from continuous_training.ingest import ingest
+from continuous_training.data.ingest import ingest
 from continuous_training.paths import data_path, stage_dir, stage_for
 from continuous_training.spark import build_spark_session
 from continuous_training.spec import load_spec

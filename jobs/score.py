@@ -5,7 +5,7 @@ from datetime import date
 
 from continuous_training.cli import job_parser, run_job
 from continuous_training.paths import stage_dir, stage_for
-from continuous_training.scoring import ResolvedModel, score_batch
+from continuous_training.serving.batch import ResolvedModel, score_batch
 from continuous_training.spark import build_spark_session
 from continuous_training.spec import load_spec
 from continuous_training.tracking import mlflow_client

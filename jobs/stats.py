@@ -1,10 +1,10 @@
 """Profile validated rows into stats.json + report.html: spark-submit jobs/stats.py --dataset churn --run-id <id>."""
 
 from continuous_training.cli import job_parser, run_job
+from continuous_training.data.stats import write_stats
 from continuous_training.paths import stage_dir
 from continuous_training.spark import build_spark_session
 from continuous_training.spec import load_spec
-from continuous_training.stats import write_stats
 
 
 def main() -> None:

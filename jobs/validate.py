@@ -2,10 +2,10 @@
 
 from continuous_training.cli import job_parser, run_job
 from continuous_training.config import get_settings
+from continuous_training.data.validation import validate
 from continuous_training.paths import stage_dir, stage_for
 from continuous_training.spark import build_spark_session
 from continuous_training.spec import load_spec
-from continuous_training.validation import validate
 
 
 def main() -> None:

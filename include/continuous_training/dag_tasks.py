@@ -104,7 +104,7 @@ def scoring_params(spec: DatasetSpec | None) -> dict[str, Param]:
 
 
 def _resolve_scoring_run(params: dict[str, Any], logical_date: datetime | None, dag_run: Any) -> dict[str, Any]:
-    from continuous_training.scoring import resolve_model
+    from continuous_training.serving.batch import resolve_model
 
     scored_for = (logical_date or dag_run.run_after).date()
     try:

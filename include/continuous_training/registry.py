@@ -198,7 +198,7 @@ def promote_candidate(spark: SparkSession, spec: DatasetSpec, airflow_run_id: st
     """Move `@champion` to this run's version only if it passes the gate against the version holding `@champion`
     now; otherwise tag it rejected. Holds the registry lock; re-evaluates when `@champion` moved since evaluate."""
     # Imported here because evaluation imports this module (for the aliases).
-    from continuous_training.evaluation import evaluate_against
+    from continuous_training.training.evaluation import evaluate_against
 
     if min_improvement < 0:
         raise PipelineError(f"min_improvement must be >= 0, got {min_improvement}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from continuous_training.demo_data import generate
+from continuous_training.data.demo import generate
 from e2e_workspace import Workspace
 
 

@@ -10,13 +10,13 @@ import mlflow
 import pandas as pd
 import pytest
 import yaml
-from continuous_training.demo_data import generate
-from continuous_training.evaluation import evaluate_candidate
+from continuous_training.data.demo import generate
 from continuous_training.paths import stage_dir
 from continuous_training.registry import promote_candidate, register_candidate
 from continuous_training.spec import load_spec, parse_spec
 from continuous_training.tracking import find_training_run
 from continuous_training.training.candidate import AirflowContext, TrainParams, train_candidate
+from continuous_training.training.evaluation import evaluate_candidate
 from e2e_workspace import TRAIN_CONF, Workspace, dag_run_finished, task_final_state
 
 pytestmark = pytest.mark.e2e

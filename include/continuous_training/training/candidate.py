@@ -14,10 +14,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from continuous_training.config import Settings, get_settings
+from continuous_training.data.features import SPLIT, check_serving_parity, read_featurize_result
 from continuous_training.errors import PipelineError
-from continuous_training.features import SPLIT, check_serving_parity, read_featurize_result
 from continuous_training.paths import stage_dir
-from continuous_training.serving import FeatureTransform, log_pyfunc_model
+from continuous_training.serving.model import FeatureTransform, log_pyfunc_model
 from continuous_training.spec import DatasetSpec
 from continuous_training.tracking import CANDIDATE_MODEL_TAG, mlflow_client, start_training_run
 from continuous_training.training.loop import TrainConfig, TrainResult, fit

@@ -13,17 +13,17 @@ import numpy as np
 import pandas as pd
 import pytest
 from continuous_training.config import Settings
-from continuous_training.demo_data import generate, generate_scoring
+from continuous_training.data.demo import generate, generate_scoring
+from continuous_training.data.ingest import ingest
+from continuous_training.data.validation import validate
 from continuous_training.errors import PipelineError
-from continuous_training.ingest import ingest
 from continuous_training.paths import stage_dir, stage_for
 from continuous_training.registry import CHAMPION
-from continuous_training.scoring import ResolvedModel, partition_dir, predictions_dir, resolve_model, score_batch
-from continuous_training.serving import FeatureTransform, log_pyfunc_model
+from continuous_training.serving.batch import ResolvedModel, partition_dir, predictions_dir, resolve_model, score_batch
+from continuous_training.serving.model import FeatureTransform, log_pyfunc_model
 from continuous_training.spec import DatasetSpec, load_spec
 from continuous_training.tracking import mlflow_client
 from continuous_training.training.model import build_mlp
-from continuous_training.validation import validate
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +49,7 @@ def log_candidate(spec: DatasetSpec, transform: FeatureTransform, example: pd.Da
 
 @pytest.fixture(scope="module")
 def scoring(spark, tmp_path_factory) -> Scoring:
-    from continuous_training.features import fit_feature_pipeline
+    from continuous_training.data.features import fit_feature_pipeline
 
     root = tmp_path_factory.mktemp("scoring")
     settings = Settings(data_dir=root / "data", mlflow_tracking_uri=f"sqlite:///{root / 'mlflow.db'}",

@@ -9,7 +9,7 @@ from html import escape
 import numpy as np
 import pytest
 from continuous_training.spec import parse_spec
-from continuous_training.stats import write_stats
+from continuous_training.data.stats import write_stats
 
 pytestmark = pytest.mark.integration
 

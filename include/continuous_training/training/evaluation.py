@@ -28,11 +28,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from continuous_training.config import Settings, get_settings
+from continuous_training.data.features import SPLIT
 from continuous_training.errors import PipelineError
-from continuous_training.features import SPLIT
 from continuous_training.paths import stage_dir
 from continuous_training.registry import CHAMPION, CHAMPION_EVALUATED_TAG, alias_version
-from continuous_training.serving import model_classes, predict_spark
+from continuous_training.serving.model import model_classes, predict_spark
 from continuous_training.spec import DatasetSpec
 from continuous_training.tracking import CANDIDATE_MODEL_TAG, mlflow_client, require_training_run
 

@@ -447,7 +447,7 @@ def log_pyfunc_model(*, state_dict: dict[str, torch.Tensor], transform: FeatureT
             python_model=TabularModel(),
             artifacts={"feature_transform": str(folder / TRANSFORM_FILE), "model_config": str(folder / CONFIG_FILE),
                        "state_dict": str(folder / WEIGHTS_FILE)},
-            code_paths=[str(Path(__file__).resolve().parent)],
+            code_paths=[str(Path(__file__).resolve().parents[1])],  # the whole continuous_training package
             signature=signature,
             input_example=example,
             pip_requirements=[_pinned(package) for package in _SERVING_PACKAGES],

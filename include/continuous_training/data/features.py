@@ -1,6 +1,6 @@
 """Featurize: a Spark ML PipelineModel fitted on the training split, and Petastorm-ready feature Parquet.
 
-The fitted pipeline (stage order matters to `continuous_training.serving.FeatureTransform`, which mirrors it):
+The fitted pipeline (stage order matters to `continuous_training.serving.model.FeatureTransform`, which mirrors it):
 Imputer(median) on numeric features → VectorAssembler → StandardScaler(mean, std) → per categorical feature
 StringIndexer(handleInvalid="keep") whose labels are the `features.max_categories` most frequent training values
 (ties alphabetical) → OneHotEncoder(dropLast=False; the extra last "other" slot holds rarer categories, categories
@@ -36,7 +36,7 @@ from continuous_training.errors import PipelineError
 from continuous_training.spec import DatasetSpec, is_numeric_type
 
 if TYPE_CHECKING:
-    from continuous_training.serving import FeatureTransform
+    from continuous_training.serving.model import FeatureTransform
 
 FEATURES = "features"
 LABEL = "label"

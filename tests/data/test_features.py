@@ -7,14 +7,14 @@ import dataclasses
 import numpy as np
 import pytest
 from continuous_training.errors import PipelineError
-from continuous_training.features import (
+from continuous_training.data.features import (
     check_serving_parity,
     featurize,
     fit_feature_pipeline,
     split_bucket,
     to_feature_rows,
 )
-from continuous_training.serving import FeatureTransform
+from continuous_training.serving.model import FeatureTransform
 from continuous_training.spec import parse_spec
 from pyspark.ml import PipelineModel
 from pyspark.sql import functions as F

@@ -13,9 +13,9 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from continuous_training.data.features import fit_feature_pipeline, pipeline_input, to_feature_rows
 from continuous_training.errors import PipelineError
-from continuous_training.features import fit_feature_pipeline, pipeline_input, to_feature_rows
-from continuous_training.serving import FeatureTransform, log_pyfunc_model, predict_spark
+from continuous_training.serving.model import FeatureTransform, log_pyfunc_model, predict_spark
 from continuous_training.spec import parse_spec
 from continuous_training.training.model import build_mlp
 from mlflow.exceptions import MlflowException

@@ -22,7 +22,7 @@ from continuous_training.config import Settings, get_settings
 from continuous_training.errors import PipelineError
 from continuous_training.paths import stage_dir, stage_for
 from continuous_training.registry import alias_version
-from continuous_training.serving import PREDICTION, PROBABILITIES, PROBABILITY, model_classes, predict_spark
+from continuous_training.serving.model import PREDICTION, PROBABILITIES, PROBABILITY, model_classes, predict_spark
 from continuous_training.spec import DatasetSpec
 from continuous_training.tracking import AIRFLOW_RUN_ID_TAG, ensure_experiment, filter_literal, mlflow_client
 

@@ -25,12 +25,12 @@ import pyspark
 import pytest
 import yaml
 from continuous_training.config import PROJECT_ROOT, Settings
-from continuous_training.features import featurize
-from continuous_training.ingest import ingest
+from continuous_training.data.features import featurize
+from continuous_training.data.ingest import ingest
+from continuous_training.data.validation import validate
 from continuous_training.paths import stage_dir
 from continuous_training.spec import load_spec
 from continuous_training.tracking import find_training_run
-from continuous_training.validation import validate
 from mlflow.tracking import MlflowClient
 from pyspark.sql import SparkSession
 

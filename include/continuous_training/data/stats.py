@@ -17,7 +17,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from continuous_training.errors import PipelineError
-from continuous_training.report import render_report
+from continuous_training.data.report import render_report
 from continuous_training.spec import DatasetSpec
 
 QUANTILES: dict[str, float] = {
