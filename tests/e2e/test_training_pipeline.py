@@ -123,8 +123,9 @@ def test_a_failing_rank_fails_the_task_and_its_mlflow_run(e2e: Workspace) -> Non
     checkpoint.parent.mkdir(parents=True)
     checkpoint.write_bytes(b"not a checkpoint")
 
-    result = e2e.airflow("tasks", "test", "training_pipeline", "train", run_id, "--task-params",
-                         json.dumps({"dataset": "churn_value", **TRAIN_CONF}))
+    e2e.airflow("dags", "trigger", "training_pipeline", "--run-id", run_id, "--conf",
+                json.dumps({"dataset": "churn_value", **TRAIN_CONF}))
+    result = e2e.airflow("tasks", "test", "training_pipeline", "train", run_id)
 
     output = result.stdout + result.stderr
     assert task_final_state(output) == "failed"
