@@ -4,7 +4,7 @@
 
 In one Spark session: fits the churn feature pipeline on a small training sample, logs and registers a pyfunc
 with the training MLP's shape (random weights: the cost does not depend on them), then for each size writes an
-unlabelled demo batch as Parquet and times (a) `continuous_training.scoring.score` (predictions with lineage and
+unlabelled demo batch as Parquet and times (a) `continuous_training.serving.batch.score` (predictions with lineage and
 one probability column per class) and (b) `spark_udf(env_manager="local")` over the same columns. Both run to the
 end through Spark's `noop` sink, so neither is timed writing files. Prints rows/s of both, their ratio, and the
 driver's peak memory while scoring (this Python process, and the Spark driver JVM, which in local mode also hosts

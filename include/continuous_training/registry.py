@@ -14,9 +14,9 @@ The gate cannot promote a model that is worse than the champion it replaces (dec
 * `promote_candidate` re-evaluates itself: under the lock it reads the version holding `@champion` at that moment.
   If that is not the version evaluate scored (the run's tag `champion_version_evaluated`, absent when there was no
   champion), another run moved `@champion` since, so promote scores the candidate and the current champion again on
-  the same rows of the run's test split (`continuous_training.evaluation.evaluate_against`), logs the fresh metrics
-  and gates against that champion. The candidate is scored again too: the current champion may know other classes,
-  which changes the rows both are compared on.
+  the same rows of the run's test split (`continuous_training.training.evaluation.evaluate_against`), logs the
+  fresh metrics and gates against that champion. The candidate is scored again too: the current champion may know
+  other classes, which changes the rows both are compared on.
 """
 
 from __future__ import annotations

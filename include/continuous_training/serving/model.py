@@ -2,7 +2,7 @@
 
 Running the fitted Spark `PipelineModel` inside a pyfunc would need a SparkSession (and a JVM) in every serving
 process and executor task: heavy and fragile. Instead `FeatureTransform.from_pipeline` extracts the fitted
-parameters of the pipeline that `continuous_training.features.fit_feature_pipeline` fits into a small
+parameters of the pipeline that `continuous_training.data.features.fit_feature_pipeline` fits into a small
 JSON document, and `FeatureTransform.transform` re-applies them with numpy/pandas exactly as Spark does:
 
 * numeric features: values cast to the spec's Spark type (decimals rounded HALF_UP from their decimal text, as
@@ -261,7 +261,7 @@ class FeatureTransform:
 
     @classmethod
     def from_pipeline(cls, pipeline_model: PipelineModel, spec: DatasetSpec) -> FeatureTransform:
-        """Extract the parameters of the PipelineModel `continuous_training.features.fit_feature_pipeline(spec)`
+        """Extract the parameters of the PipelineModel `continuous_training.data.features.fit_feature_pipeline(spec)`
         fits; any other pipeline (stages, their order or their columns) is a PipelineError naming the stage."""
         numeric, categorical = list(spec.features.numeric), list(spec.features.categorical)
         stages = _checked_stages(pipeline_model, spec)
