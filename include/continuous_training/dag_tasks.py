@@ -14,7 +14,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from continuous_training.config import get_settings
 from continuous_training.errors import PipelineError
-from continuous_training.paths import data_path, local_matches
+from continuous_training.paths import dated_path, local_matches
 from continuous_training.registry import register_candidate
 from continuous_training.spec import DatasetSpec, SpecError, load_spec
 
@@ -112,8 +112,7 @@ def _resolve_scoring_run(params: dict[str, Any], logical_date: datetime | None, 
         template = params["input"] or (spec.scoring.path if spec.scoring else None)
         if template is None:
             raise SpecError(f"dataset {spec.name!r} has no scoring section: give the batch with the `input` param")
-        source = data_path(jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(template).render(
-            ds=scored_for.isoformat(), ds_nodash=scored_for.strftime("%Y%m%d")))
+        source = dated_path(template, scored_for)
         if local_matches(source) == []:
             raise PipelineError(f"no batch to score for {scored_for}: nothing matches {source}")
         model = resolve_model(spec, params["model_alias"])

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import glob
 import re
+from datetime import date
 from pathlib import Path
+
+import jinja2
 
 from continuous_training.config import Settings, get_settings
 
@@ -34,6 +37,14 @@ def data_path(path: str, settings: Settings | None = None) -> str:
         return path
     local = Path(path).expanduser()
     return str(local if local.is_absolute() else (settings or get_settings()).data_dir / local)
+
+
+def dated_path(template: str, day: date, settings: Settings | None = None) -> str:
+    """A path template of a date (`{{ ds }}`, `{{ ds_nodash }}`) rendered for `day`, resolved like `data_path`;
+    jinja2.TemplateError for a bad template."""
+    rendered = jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(template).render(
+        ds=day.isoformat(), ds_nodash=day.strftime("%Y%m%d"))
+    return data_path(rendered, settings)
 
 
 def local_matches(pattern: str) -> list[str] | None:

@@ -35,6 +35,15 @@ def is_numeric_type(spark_type: str) -> bool:
     return spark_type in NUMERIC_TYPES or bool(_DECIMAL.match(spark_type))
 
 
+def _check_schedule(schedule: str) -> str:
+    from croniter import croniter
+
+    presets = {"@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly"}
+    if schedule not in presets and not croniter.is_valid(schedule):
+        raise ValueError(f"{schedule!r} is neither a cron expression nor one of {sorted(presets)}")
+    return schedule
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -83,12 +92,39 @@ class Scoring(_Strict):
     @field_validator("schedule")
     @classmethod
     def _valid_schedule(cls, schedule: str) -> str:
-        from croniter import croniter
+        return _check_schedule(schedule)
 
-        presets = {"@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly"}
-        if schedule not in presets and not croniter.is_valid(schedule):
-            raise ValueError(f"{schedule!r} is neither a cron expression nor one of {sorted(presets)}")
-        return schedule
+
+class Monitoring(_Strict):
+    """Drift checks of a dataset's scored batches: when, over which window, the thresholds, where labels arrive."""
+
+    schedule: str = Field("0 6 * * *", min_length=1,
+                          description="Cron expression or preset of drift_check__<name> (default 06:00 UTC daily, "
+                                      "after the daily scoring run).")
+    window: int = Field(1, ge=1, description="Scored dates checked: the last N up to the run's date.")
+    psi_threshold: float = Field(0.2, gt=0, description="A feature (or the predictions) drifted above this PSI.")
+    ks_threshold: float = Field(0.1, gt=0, le=1, description="A numeric column drifted above this KS statistic.")
+    null_rate_threshold: float = Field(0.05, gt=0, le=1, description="A column drifted when its null rate moves by "
+                                                                     "more than this.")
+    unseen_share_threshold: float = Field(0.05, gt=0, le=1, description="A categorical drifted when more than this "
+                                                                        "share of values is outside its reference.")
+    drifted_feature_share: float = Field(0.3, gt=0, le=1, description="The dataset drifted when at least this share "
+                                                                      "of its features drifted.")
+    metric_drop: float = Field(0.05, gt=0, description="The dataset drifted when the promotion metric on labelled "
+                                                       "rows is worse than at training by more than this fraction.")
+    min_labelled_rows: int = Field(100, ge=1, description="Fewer labelled rows in the window: no performance check.")
+    cooldown_hours: float = Field(24, ge=0, description="No retraining trigger within this many hours (by logical "
+                                                        "date) of the previous one.")
+    labels: Source | None = Field(None, description="Where the delayed labels of a scored date arrive: path is a "
+                                                    "template of the date (e.g. labels/churn/date={{ ds }}/*.csv).")
+    labelled_batches: str | None = Field(None, description="Folder template (e.g. landing/churn/labelled_for={{ ds }})"
+                                                           " where a scored date's rows with their labels land as a "
+                                                           "training batch, in the source's format.")
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_schedule(cls, schedule: str) -> str:
+        return _check_schedule(schedule)
 
 
 class DatasetSpec(_Strict):
@@ -106,6 +142,7 @@ class DatasetSpec(_Strict):
     model_name: str | None = None
     promotion: Promotion = Field(default_factory=Promotion)
     scoring: Scoring | None = None
+    monitoring: Monitoring | None = None
 
     @field_validator("schema_")
     @classmethod
@@ -213,8 +250,17 @@ def load_spec(name_or_path: str, settings: Settings | None = None) -> DatasetSpe
     return parse_spec(document, str(path))
 
 
-def specs_with_scoring(settings: Settings | None = None) -> list[DatasetSpec]:
-    """The named specs (under the datasets dir) that declare a `scoring` section, by name."""
+def named_specs(settings: Settings | None = None) -> list[DatasetSpec]:
+    """The specs under the datasets dir, by name."""
     settings = settings or get_settings()
-    specs = [load_spec(str(path), settings) for path in sorted(settings.datasets_dir.glob("*.y*ml"))]
-    return [spec for spec in specs if spec.scoring is not None]
+    return [load_spec(str(path), settings) for path in sorted(settings.datasets_dir.glob("*.y*ml"))]
+
+
+def specs_with_scoring(settings: Settings | None = None) -> list[DatasetSpec]:
+    """The named specs that declare a `scoring` section."""
+    return [spec for spec in named_specs(settings) if spec.scoring is not None]
+
+
+def specs_with_monitoring(settings: Settings | None = None) -> list[DatasetSpec]:
+    """The named specs that declare a `monitoring` section (drift checks need scoring: the spec says both)."""
+    return [spec for spec in named_specs(settings) if spec.monitoring is not None]

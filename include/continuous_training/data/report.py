@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-_TEXT = {"parse_math": False}
-_STYLE = """
+PLAIN_TEXT = {"parse_math": False}
+STYLE = """
 body { font-family: sans-serif; margin: 2em; color: #222; }
 table { border-collapse: collapse; margin-bottom: 1.5em; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
@@ -23,7 +23,7 @@ figcaption { font-size: 0.9em; text-align: center; }
 """
 
 
-def _number(value: Any) -> str:
+def number(value: Any) -> str:
     if value is None:
         return "&ndash;"
     if isinstance(value, int):
@@ -37,7 +37,7 @@ def _png(figure: Figure) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _image(figure: Figure, caption: str) -> str:
+def figure_html(figure: Figure, caption: str) -> str:
     return (f'<figure><img src="data:image/png;base64,{_png(figure)}" alt="{escape(caption)}">'
             f"<figcaption>{escape(caption)}</figcaption></figure>")
 
@@ -50,7 +50,7 @@ def _histogram(name: str, histogram: dict) -> Figure:
         axes.stairs(counts, edges, fill=True, alpha=0.7)
     else:
         axes.text(0.5, 0.5, "no values", ha="center", va="center", transform=axes.transAxes)
-    axes.set_title(name, **_TEXT)
+    axes.set_title(name, **PLAIN_TEXT)
     axes.set_ylabel("rows")
     return figure
 
@@ -61,8 +61,8 @@ def _top_values(name: str, top_values: list[dict]) -> Figure:
     figure = Figure(figsize=(4.5, 0.6 + 0.25 * max(len(labels), 1)))
     axes = figure.add_subplot()
     axes.barh(range(len(labels)), counts)
-    axes.set_yticks(range(len(labels)), labels, **_TEXT)
-    axes.set_title(name, **_TEXT)
+    axes.set_yticks(range(len(labels)), labels, **PLAIN_TEXT)
+    axes.set_title(name, **PLAIN_TEXT)
     axes.set_xlabel("rows")
     return figure
 
@@ -73,8 +73,8 @@ def _heatmap(title: str, columns: list[str], matrix: list[list[float | None]]) -
     figure = Figure(figsize=(2 + 0.6 * size, 1.5 + 0.6 * size))
     axes = figure.add_subplot()
     image = axes.imshow(values, cmap="coolwarm", vmin=-1, vmax=1)
-    axes.set_xticks(range(size), columns, rotation=45, ha="right", **_TEXT)
-    axes.set_yticks(range(size), columns, **_TEXT)
+    axes.set_xticks(range(size), columns, rotation=45, ha="right", **PLAIN_TEXT)
+    axes.set_yticks(range(size), columns, **PLAIN_TEXT)
     if size <= 12:
         for i in range(size):
             for j in range(size):
@@ -93,8 +93,8 @@ def _numeric_table(columns: dict[str, dict]) -> str:
         cells = [column["count"], column["nulls"], column["mean"], column["std"], column["min"],
                  quantiles["p25"], quantiles["p50"], quantiles["p75"], column["max"],
                  column["skewness"], column["kurtosis"]]
-        rows.append(f"<tr><td>{escape(name)}</td>" + "".join(f"<td>{_number(c)}</td>" for c in cells) + "</tr>")
-    return _table(heads, rows)
+        rows.append(f"<tr><td>{escape(name)}</td>" + "".join(f"<td>{number(c)}</td>" for c in cells) + "</tr>")
+    return table(heads, rows)
 
 
 def _categorical_table(columns: dict[str, dict]) -> str:
@@ -103,13 +103,13 @@ def _categorical_table(columns: dict[str, dict]) -> str:
     for name, column in columns.items():
         top = column["top_values"][0] if column["top_values"] else {"value": None, "count": None}
         value = "&ndash;" if top["value"] is None else escape(str(top["value"]))
-        rows.append(f"<tr><td>{escape(name)}</td><td>{_number(column['count'])}</td>"
-                    f"<td>{_number(column['nulls'])}</td><td>{_number(column['distinct'])}</td>"
-                    f"<td>{value}</td><td>{_number(top['count'])}</td></tr>")
-    return _table(heads, rows)
+        rows.append(f"<tr><td>{escape(name)}</td><td>{number(column['count'])}</td>"
+                    f"<td>{number(column['nulls'])}</td><td>{number(column['distinct'])}</td>"
+                    f"<td>{value}</td><td>{number(top['count'])}</td></tr>")
+    return table(heads, rows)
 
 
-def _table(heads: list[str], rows: list[str]) -> str:
+def table(heads: list[str], rows: list[str]) -> str:
     return ("<table><tr>" + "".join(f"<th>{h}</th>" for h in heads) + "</tr>" + "".join(rows) + "</table>")
 
 
@@ -121,26 +121,26 @@ def render_report(stats: dict) -> str:
     title = f"Dataset profile: {stats['dataset']}"
     parts = [
         f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{escape(title)}</title>",
-        f"<style>{_STYLE}</style></head><body><h1>{escape(title)}</h1>",
-        f"<p>{_number(stats['rows'])} rows"
+        f"<style>{STYLE}</style></head><body><h1>{escape(title)}</h1>",
+        f"<p>{number(stats['rows'])} rows"
         + (f"; label: <code>{escape(label)}</code>" if label else "") + ".</p>",
     ]
     if numeric:
         parts += ["<h2>Numeric columns</h2>", _numeric_table(numeric), '<div class="figures">']
-        parts += [_image(_histogram(name, c["histogram"]), f"histogram of {name}") for name, c in numeric.items()]
+        parts += [figure_html(_histogram(name, c["histogram"]), f"histogram of {name}") for name, c in numeric.items()]
         parts.append("</div>")
     if categorical:
         parts += ["<h2>Categorical columns</h2>", _categorical_table(categorical), '<div class="figures">']
-        parts += [_image(_top_values(name, c["top_values"]), f"top values of {name}")
+        parts += [figure_html(_top_values(name, c["top_values"]), f"top values of {name}")
                   for name, c in categorical.items()]
         parts.append("</div>")
     correlation = stats["correlation"]
     if correlation["pearson"]["columns"]:
         parts += [
             "<h2>Correlations of the numeric features</h2>",
-            f"<p>Over the {_number(correlation['rows_used'])} rows where every numeric feature is set.</p>",
+            f"<p>Over the {number(correlation['rows_used'])} rows where every numeric feature is set.</p>",
             '<div class="figures">',
-            *(_image(_heatmap(method.capitalize(), correlation[method]["columns"], correlation[method]["matrix"]),
+            *(figure_html(_heatmap(method.capitalize(), correlation[method]["columns"], correlation[method]["matrix"]),
                      f"{method} correlation") for method in ("pearson", "spearman")),
             "</div>",
         ]

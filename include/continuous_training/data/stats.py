@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 
 from continuous_training.errors import PipelineError
 from continuous_training.data.report import render_report
+from continuous_training.monitoring.profile import reference_profiles
 from continuous_training.spec import DatasetSpec
 
 QUANTILES: dict[str, float] = {
@@ -92,8 +93,9 @@ def compute_stats(df: DataFrame, spec: DatasetSpec, bins: int = HISTOGRAM_BINS, 
     (at most `top_k`, nulls excluded, ties by value) come from one groupBy per categorical column. Pearson and
     Spearman correlations (ranks averaged over ties) over the numeric features use pyspark.ml.stat.Correlation
     on the rows where every numeric feature is set (`rows_used`); the diagonal is 1 and entries that are
-    undefined (a constant column, fewer than two rows) are null. Only aggregates reach the driver; the result
-    is strict JSON (NaN and infinities become null).
+    undefined (a constant column, fewer than two rows) are null. `drift_reference` holds each column's drift
+    profile (`continuous_training.monitoring.profile`): the bins drift checks compare later windows on. Only
+    aggregates reach the driver; the result is strict JSON (NaN and infinities become null).
     """
     missing = [column for column, _ in profiled_columns(spec) if column not in df.columns]
     if missing:
@@ -140,6 +142,7 @@ def compute_stats(df: DataFrame, spec: DatasetSpec, bins: int = HISTOGRAM_BINS, 
         "rows": rows,
         "columns": {name: result[name] for name, _ in columns},
         "correlation": _correlations(prepared, numeric, features, first.get("rows_used", 0)),
+        "drift_reference": {"columns": reference_profiles(df, columns)},
     }
 
 

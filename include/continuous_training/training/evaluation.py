@@ -30,6 +30,7 @@ from pyspark.sql import functions as F
 from continuous_training.config import Settings, get_settings
 from continuous_training.data.features import SPLIT
 from continuous_training.errors import PipelineError
+from continuous_training.monitoring.reference import PREDICTION_PROFILE_ARTIFACT, prediction_reference
 from continuous_training.paths import stage_dir
 from continuous_training.registry import CHAMPION, CHAMPION_EVALUATED_TAG, alias_version
 from continuous_training.serving.model import model_classes, predict_spark
@@ -39,7 +40,7 @@ from continuous_training.tracking import CANDIDATE_MODEL_TAG, mlflow_client, req
 log = logging.getLogger(__name__)
 
 ROWS_EVALUATED_METRIC, ROWS_UNKNOWN_LABEL_METRIC = "test_rows_evaluated", "test_rows_unknown_label"
-_LABEL, _LABEL_INDEX, _PREDICTED_INDEX, _PROBABILITY_VECTOR = "_label", "_label_index", "_predicted_index", "_probs"
+LABEL, _LABEL_INDEX, _PREDICTED_INDEX, _PROBABILITY_VECTOR = "_label", "_label_index", "_predicted_index", "_probs"
 _KNOWN, _UNKNOWN_LABEL = "_known", "_unknown_label"
 
 
@@ -110,41 +111,48 @@ def score_metrics(evaluation: EvaluationRows, model_uri: str, spec: DatasetSpec)
     """The fixed test metrics of one model (one of those the rows were chosen for), computed in Spark."""
     if model_uri not in evaluation.classes:
         raise ValueError(f"{model_uri} is not one of the models the evaluation rows were chosen for")
-    scored = predict_spark(evaluation.rows, model_uri, spec.task).withColumn(_LABEL, F.col(f"`{spec.label}`"))
-    if spec.task == "regression":
-        scored = scored.select(F.col(_LABEL).cast("double").alias(_LABEL), F.col("prediction").cast("double"))
+    scored = predict_spark(evaluation.rows, model_uri, spec.task).withColumn(LABEL, F.col(f"`{spec.label}`"))
+    return prediction_metrics(scored, spec.task, evaluation.classes[model_uri], prefix="test_")
+
+
+def prediction_metrics(scored: DataFrame, task: str, classes: list[str] | None, prefix: str = "") -> dict[str, float]:
+    """Metrics of scored rows, computed in Spark: columns `LABEL` (the true label), `prediction`, and `probability`
+    (binary) or `probabilities` (multiclass, in the order of `classes`). Regression: rmse, mae, r2; classifiers:
+    accuracy, logloss, f1 (of class 1 for binary, weighted for multiclass) and auc (binary)."""
+    if task == "regression":
+        scored = scored.select(F.col(LABEL).cast("double").alias(LABEL), F.col("prediction").cast("double"))
         scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            evaluator = RegressionEvaluator(labelCol=_LABEL, predictionCol="prediction")
-            return {f"test_{name}": evaluator.setMetricName(name).evaluate(scored) for name in ("rmse", "mae", "r2")}
+            evaluator = RegressionEvaluator(labelCol=LABEL, predictionCol="prediction")
+            return {f"{prefix}{name}": evaluator.setMetricName(name).evaluate(scored) for name in ("rmse", "mae", "r2")}
         finally:
             scored.unpersist()
-    class_array = F.array(*[F.lit(c) for c in evaluation.classes[model_uri]])
+    class_array = F.array(*[F.lit(c) for c in classes])
     probabilities = (
-        F.array(1 - F.col("probability"), F.col("probability")) if spec.task == "binary_classification"
+        F.array(1 - F.col("probability"), F.col("probability")) if task == "binary_classification"
         else F.col("probabilities")
     )
     scored = scored.select(
-        (F.array_position(class_array, F.col(_LABEL).cast("string")) - 1).cast("double").alias(_LABEL_INDEX),
+        (F.array_position(class_array, F.col(LABEL).cast("string")) - 1).cast("double").alias(_LABEL_INDEX),
         (F.array_position(class_array, F.col("prediction")) - 1).cast("double").alias(_PREDICTED_INDEX),
         array_to_vector(probabilities.cast("array<double>")).alias(_PROBABILITY_VECTOR),
-        F.col("probability").cast("double").alias("probability"),
+        (F.col("probability") if task == "binary_classification" else F.lit(None)).cast("double").alias("probability"),
     ).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         multiclass = MulticlassClassificationEvaluator(
             labelCol=_LABEL_INDEX, predictionCol=_PREDICTED_INDEX, probabilityCol=_PROBABILITY_VECTOR
         )
         metrics = {
-            "test_accuracy": multiclass.setMetricName("accuracy").evaluate(scored),
-            "test_logloss": multiclass.setMetricName("logLoss").evaluate(scored),
+            f"{prefix}accuracy": multiclass.setMetricName("accuracy").evaluate(scored),
+            f"{prefix}logloss": multiclass.setMetricName("logLoss").evaluate(scored),
         }
-        if spec.task == "binary_classification":
-            metrics["test_f1"] = multiclass.setMetricName("fMeasureByLabel").setMetricLabel(1.0).evaluate(scored)
-            metrics["test_auc"] = BinaryClassificationEvaluator(
+        if task == "binary_classification":
+            metrics[f"{prefix}f1"] = multiclass.setMetricName("fMeasureByLabel").setMetricLabel(1.0).evaluate(scored)
+            metrics[f"{prefix}auc"] = BinaryClassificationEvaluator(
                 labelCol=_LABEL_INDEX, rawPredictionCol="probability", metricName="areaUnderROC"
             ).evaluate(scored)
         else:
-            metrics["test_f1"] = multiclass.setMetricName("f1").evaluate(scored)
+            metrics[f"{prefix}f1"] = multiclass.setMetricName("f1").evaluate(scored)
         return metrics
     finally:
         scored.unpersist()
@@ -188,12 +196,16 @@ def evaluate_against(spark: SparkSession, spec: DatasetSpec, airflow_run_id: str
 def evaluate_candidate(spark: SparkSession, spec: DatasetSpec, run_id: str,
                        settings: Settings | None = None) -> Evaluation:
     """Score the candidate and the current `@champion` on the same test rows; log to the run, write
-    `evaluation.json`."""
+    `evaluation.json`; log the profile of the candidate's predictions on the test split (the reference of the
+    prediction drift checks)."""
     settings = settings or get_settings()
     client = mlflow_client(settings)
     run = require_training_run(client, spec.name, run_id)
     champion = alias_version(client, spec.registered_model_name, CHAMPION)
     evaluation = evaluate_against(spark, spec, run_id, run, champion, client, settings)
+    reference = prediction_reference(test_rows(spark, spec, run_id, settings), run.data.tags[CANDIDATE_MODEL_TAG],
+                                     spec)
+    client.log_dict(run.info.run_id, reference, PREDICTION_PROFILE_ARTIFACT)
     out_dir = stage_dir(spec.name, "evaluate", run_id, settings)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "evaluation.json").write_text(json.dumps(evaluation.to_json(), indent=2))

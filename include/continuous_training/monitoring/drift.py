@@ -1,0 +1,237 @@
+"""A drift check: the recent window of a dataset's scored batches against the reference of the model that scored it.
+
+The window is the last `window` scored dates up to the check's date (their `_summary.json` says which model
+version scored each). Dates scored by another version than the newest are left out and listed, so the window is
+always compared with one model's references (`continuous_training.monitoring.reference`). One Spark pass counts
+every feature and prediction column of the window on the reference's bins; `statistics.compare` turns the counts
+into PSI, KS, unseen share and null-rate change. When the labels of window dates have arrived, the window's rows
+joined with them give the model's promotion metric, compared with the same metric on its test split.
+
+Verdict: drift when the share of drifted features reaches `drifted_feature_share`, when a prediction column
+drifted, or when the metric is worse than at training by more than `metric_drop` (relative). The result is
+`drift.json` and `drift_report.html` in `$DATA_DIR/<dataset>/monitoring/run_id=<run>/` and an MLflow run in
+experiment `<dataset>-monitoring` (found again on rerun).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from continuous_training.config import Settings, get_settings
+from continuous_training.monitoring.labels import read_labels
+from continuous_training.monitoring.profile import window_profiles
+from continuous_training.monitoring.reference import ModelReference, load_reference
+from continuous_training.monitoring.report import render_drift_report
+from continuous_training.monitoring.statistics import compare
+from continuous_training.paths import stage_dir
+from continuous_training.serving.batch import PARTITION, SUMMARY_FILE, predictions_dir
+from continuous_training.spec import LOWER_IS_BETTER, DatasetSpec, Monitoring
+from continuous_training.tracking import AIRFLOW_RUN_ID_TAG, ensure_experiment, filter_literal, mlflow_client
+from continuous_training.training.evaluation import LABEL, prediction_metrics
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+log = logging.getLogger(__name__)
+
+MONITORING_STAGE = "monitoring"
+DRIFT_FILE, REPORT_FILE = "drift.json", "drift_report.html"
+DRIFT_DETECTED_TAG, RETRAIN_TRIGGERED_TAG = "drift.detected", "retrain.triggered"
+_METRIC_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]")
+
+
+@dataclass(frozen=True)
+class ScoredDate:
+    """A scored partition and the model version that scored it."""
+
+    day: date
+    model: dict[str, str]
+
+
+def scored_dates(spec: DatasetSpec, settings: Settings | None = None) -> list[ScoredDate]:
+    """Every completed scoring partition of the dataset (one with a summary), by date."""
+    found = []
+    for path in predictions_dir(spec, settings).glob(f"{PARTITION}=*/{SUMMARY_FILE}"):
+        summary = json.loads(path.read_text())
+        found.append(ScoredDate(date.fromisoformat(summary[PARTITION]), summary["model"]))
+    return sorted(found, key=lambda scored: scored.day)
+
+
+def drift_window(spec: DatasetSpec, checked_for: date, size: int,
+                 settings: Settings | None = None) -> tuple[list[ScoredDate], list[ScoredDate]]:
+    """(the window, the dates left out): the last `size` scored dates up to `checked_for`, keeping those scored by
+    the same model version as the newest."""
+    recent = [scored for scored in scored_dates(spec, settings) if scored.day <= checked_for][-size:]
+    if not recent:
+        return [], []
+    version = recent[-1].model["version"]
+    return ([scored for scored in recent if scored.model["version"] == version],
+            [scored for scored in recent if scored.model["version"] != version])
+
+
+def _metric_key(name: str) -> str:
+    return _METRIC_UNSAFE.sub("_", name)
+
+
+def performance(window: DataFrame, spec: DatasetSpec, reference: ModelReference, labels: DataFrame | None,
+                monitoring: Monitoring) -> dict[str, Any]:
+    """The promotion metric on the window's labelled rows against the model's test metric."""
+    metric = spec.promotion_metric
+    result: dict[str, Any] = {"metric": metric, "reference": reference.metrics.get(metric), "drifted": False}
+    if labels is None:
+        return {**result, "status": "no_labels"}
+    label = F.col(f"`{spec.label}`")
+    joined = window.join(labels.select(spec.id_column, label.alias(LABEL)).dropDuplicates([spec.id_column]),
+                         on=spec.id_column, how="left")
+    known = F.col(LABEL).isNotNull()
+    if reference.classes is not None:
+        known = known & F.col(LABEL).cast("string").isin(reference.classes)
+    probability = []
+    if spec.task == "binary_classification":
+        probability = [F.col(f"probability_{reference.classes[1]}").alias("probability")]
+    elif spec.task == "multiclass_classification":
+        probability = [F.array(*[F.col(f"`probability_{c}`") for c in reference.classes]).alias("probabilities")]
+    scored = joined.select(F.col(LABEL), F.col("prediction"), *probability, known.alias("_known"))
+    counts = scored.agg(F.count(F.lit(1)).alias("rows"), F.count(LABEL).alias("labelled"),
+                        F.count_if("_known").alias("known")).head()
+    result |= {"rows_window": counts["rows"], "rows_labelled": counts["known"],
+               "rows_without_label": counts["rows"] - counts["labelled"],
+               "rows_unknown_label": counts["labelled"] - counts["known"]}
+    if counts["known"] < monitoring.min_labelled_rows:
+        return {**result, "status": "insufficient_labels"}
+    labelled = scored.where("_known").drop("_known").persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        value = prediction_metrics(labelled, spec.task, reference.classes, prefix="test_")[metric]
+    finally:
+        labelled.unpersist()
+    result |= {"status": "checked", "window": value}
+    if result["reference"] is not None and result["reference"] != 0:
+        worse = value - result["reference"] if metric in LOWER_IS_BETTER else result["reference"] - value
+        result["drop"] = worse / abs(result["reference"])
+        result["drifted"] = result["drop"] > monitoring.metric_drop
+    return result
+
+
+def compare_window(window: DataFrame, spec: DatasetSpec, reference: ModelReference,
+                   monitoring: Monitoring) -> dict[str, Any]:
+    """Features and predictions of the window against the reference (one Spark pass) and the verdict."""
+    references = {**reference.features, **reference.predictions}
+    current = window_profiles(window, references)
+    columns = {name: {**compare(references[name], current[name], monitoring),
+                      "reference_profile": references[name], "window_profile": current[name]} for name in references}
+    features = {name: columns[name] for name in reference.features}
+    predictions = {name: columns[name] for name in reference.predictions}
+    drifted = [name for name, result in features.items() if result["drifted"]]
+    share = len(drifted) / len(features)
+    return {"rows": current[next(iter(current))]["rows"], "features": features, "predictions": predictions,
+            "drifted_features": drifted, "drifted_feature_share": share,
+            "prediction_drift": any(result["drifted"] for result in predictions.values())}
+
+
+def verdict(result: dict[str, Any], monitoring: Monitoring) -> list[str]:
+    """Why the dataset drifted (empty when it did not)."""
+    reasons = []
+    features, drifted = result["features"], result["drifted_features"]
+    if result["drifted_feature_share"] >= monitoring.drifted_feature_share:
+        reasons.append(f"{len(drifted)} of {len(features)} features drifted ({', '.join(drifted)}): "
+                       f"{result['drifted_feature_share']:.0%} >= {monitoring.drifted_feature_share:.0%}")
+    for name, column in result["predictions"].items():
+        if column["drifted"]:
+            reasons.append(f"prediction drift on {name}: {'; '.join(column['reasons'])}")
+    performance_result = result["performance"]
+    if performance_result["drifted"]:
+        reasons.append(f"{performance_result['metric']} {performance_result['window']:.4f} on "
+                       f"{performance_result['rows_labelled']:,} labelled rows vs {performance_result['reference']:.4f}"
+                       f" at training: {performance_result['drop']:.1%} worse > {monitoring.metric_drop:.0%}")
+    return reasons
+
+
+def check_drift(spark: SparkSession, spec: DatasetSpec, checked_for: date, airflow_run_id: str,
+                window_size: int | None = None, settings: Settings | None = None) -> dict[str, Any]:
+    """Run one check; writes drift.json and the report, logs the MLflow run; returns the result."""
+    settings = settings or get_settings()
+    monitoring = spec.monitoring or Monitoring()
+    window_size = window_size or monitoring.window
+    dates, left_out = drift_window(spec, checked_for, window_size, settings)
+    result: dict[str, Any] = {
+        "dataset": spec.name, "checked_for": checked_for.isoformat(), "airflow_run_id": airflow_run_id,
+        "thresholds": monitoring.model_dump(include={"psi_threshold", "ks_threshold", "null_rate_threshold",
+                                                     "unseen_share_threshold", "drifted_feature_share",
+                                                     "metric_drop", "min_labelled_rows"}),
+        "window": {"size": window_size, "dates": [scored.day.isoformat() for scored in dates],
+                   "left_out": [{"scored_for": scored.day.isoformat(), "model_version": scored.model["version"]}
+                                for scored in left_out]},
+    }
+    if not dates:
+        result |= {"outcome": "nothing_to_check", "drift_detected": False, "reasons": [],
+                   "message": f"nothing to check: no batch of {spec.name} scored on or before {checked_for}"}
+    else:
+        model = dates[-1].model
+        model_uri = f"models:/{model['name']}/{model['version']}"
+        reference = load_reference(mlflow_client(settings), spec, model["run_id"], model_uri)
+        window = (spark.read.parquet(str(predictions_dir(spec, settings)))
+                  .where(F.col(PARTITION).isin([scored.day for scored in dates])))
+        result["model"] = model
+        result |= compare_window(window, spec, reference, monitoring)
+        labels = read_labels(spark, spec, [scored.day for scored in dates], settings) if spec.id_column else None
+        result["performance"] = performance(window, spec, reference, labels, monitoring)
+        reasons = verdict(result, monitoring)
+        result |= {"outcome": "drift" if reasons else "no_drift", "drift_detected": bool(reasons),
+                   "reasons": reasons}
+    out_dir = stage_dir(spec.name, MONITORING_STAGE, airflow_run_id, settings)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / REPORT_FILE).write_text(render_drift_report(result), encoding="utf-8")
+    result["report"] = str(out_dir / REPORT_FILE)
+    result["mlflow_run_id"] = log_check(result, spec, out_dir, settings)
+    (out_dir / DRIFT_FILE).write_text(json.dumps(result, indent=2))
+    log.info("drift check of %s for %s: %s%s", spec.name, checked_for, result["outcome"],
+             "".join(f"\n  {reason}" for reason in result["reasons"]))
+    return result
+
+
+def monitoring_experiment(spec: DatasetSpec) -> str:
+    return f"{spec.name}-monitoring"
+
+
+def log_check(result: dict[str, Any], spec: DatasetSpec, out_dir, settings: Settings) -> str:
+    """The check's MLflow run in `<dataset>-monitoring` (found again on rerun by the Airflow run id)."""
+    client = mlflow_client(settings)
+    experiment_id = ensure_experiment(client, monitoring_experiment(spec), settings)
+    existing = client.search_runs([experiment_id],
+                                  f"tags.`{AIRFLOW_RUN_ID_TAG}` = {filter_literal(result['airflow_run_id'])}",
+                                  max_results=1)
+    run = existing[0] if existing else client.create_run(
+        experiment_id, run_name=f"drift check {result['checked_for']}",
+        tags={AIRFLOW_RUN_ID_TAG: result["airflow_run_id"]})
+    run_id = run.info.run_id
+    model = result.get("model", {})
+    tags = {DRIFT_DETECTED_TAG: str(result["drift_detected"]).lower(), "check.outcome": result["outcome"],
+            "checked_for": result["checked_for"], "window.dates": ",".join(result["window"]["dates"]),
+            "model.name": model.get("name", ""), "model.version": model.get("version", ""),
+            "model.run_id": model.get("run_id", "")}
+    if RETRAIN_TRIGGERED_TAG not in run.data.tags:
+        tags[RETRAIN_TRIGGERED_TAG] = "false"
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+    metrics: dict[str, float] = {"window_rows": result.get("rows", 0)}
+    if result["outcome"] != "nothing_to_check":
+        metrics["drifted_feature_share"] = result["drifted_feature_share"]
+        for name, column in {**result["features"], **result["predictions"]}.items():
+            for statistic in ("psi", "ks", "unseen_share", "null_rate_change"):
+                if column.get(statistic) is not None:
+                    metrics[f"{statistic}.{_metric_key(name)}"] = column[statistic]
+        performance_result = result["performance"]
+        for key in ("window", "drop", "rows_labelled"):
+            if performance_result.get(key) is not None:
+                metrics[f"performance.{key}"] = performance_result[key]
+    for key, value in metrics.items():
+        client.log_metric(run_id, key, float(value))
+    client.log_text(run_id, json.dumps(result, indent=2), DRIFT_FILE)
+    client.log_artifact(run_id, str(out_dir / REPORT_FILE))
+    client.set_terminated(run_id, "FINISHED")
+    return run_id

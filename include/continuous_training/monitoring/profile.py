@@ -1,0 +1,133 @@
+"""Drift profiles: a column's distribution on fixed bins, so that a reference and a later window compare bin by bin.
+
+A numeric column is binned on the reference's percentiles p1..p99 (duplicates merged, so a discrete column gets
+one bin per value): bins `(-inf, e0)`, `[e0, e1)`, ..., `[e_last, inf)`. A categorical column (cast to string)
+keeps its `MAX_REFERENCE_VALUES` most frequent reference values plus one last slot for every other value. Nulls
+(and NaN) are counted apart. A profile is JSON:
+
+    {"kind": "numeric", "rows": 100, "nulls": 2, "edges": [...], "counts": [... len(edges) + 1 ...]}
+    {"kind": "categorical", "rows": 100, "nulls": 0, "values": [...], "counts": [... len(values) + 1 ...]}
+
+`reference_profiles` fixes the bins from data (two Spark passes); `window_profiles` counts any other data on those
+bins in one pass. Only per-bin counts reach the driver.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+Kind = Literal["numeric", "categorical"]
+
+PERCENTILES = [p / 100 for p in range(1, 100)]
+PERCENTILE_ACCURACY = 10_000
+MAX_REFERENCE_VALUES = 1_000
+
+
+def _quoted(name: str) -> Column:
+    return F.col(f"`{name.replace('`', '``')}`")
+
+
+def _value(name: str, kind: Kind) -> Column:
+    """The column as profiled: numeric as double with NaN as null, categorical as string."""
+    if kind == "numeric":
+        return F.nanvl(_quoted(name).cast("double"), F.lit(None).cast("double"))
+    return _quoted(name).cast("string")
+
+
+def _bin_counts(df: DataFrame, keys: Sequence[Column]) -> dict[int, dict[int | None, int]]:
+    """Rows per (column position, bin) in one pass, a null bin for nulls."""
+    cells = F.explode(F.array(*(F.struct(F.lit(i).alias("column"), key.alias("bin"))
+                                for i, key in enumerate(keys)))).alias("cell")
+    grouped = df.select(cells).groupBy(F.col("cell.column").alias("column"), F.col("cell.bin").alias("bin")).count()
+    counts: dict[int, dict[int | None, int]] = {i: {} for i in range(len(keys))}
+    for row in grouped.collect():
+        counts[row["column"]][row["bin"]] = row["count"]
+    return counts
+
+
+def _numeric_bin(value: Column, edges: Sequence[float]) -> Column:
+    """Index of the bin holding the value: how many edges are <= it (null stays null)."""
+    if not edges:
+        return F.when(value.isNotNull(), F.lit(0))
+    below = F.size(F.filter(F.array(*(F.lit(float(edge)) for edge in edges)), lambda edge: edge <= value))
+    return F.when(value.isNotNull(), below)
+
+
+def _categorical_bin(value: Column, values: Sequence[str]) -> Column:
+    """Position of the value among the reference values; the last slot for any other value (null stays null)."""
+    if not values:
+        return F.when(value.isNotNull(), F.lit(0))
+    position = F.array_position(F.array(*(F.lit(v) for v in values)), value).cast("int")
+    return F.when(value.isNotNull(), F.when(position > 0, position - 1).otherwise(F.lit(len(values))))
+
+
+def window_profiles(df: DataFrame, references: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The profiles of `df` on the bins of `references` (column name -> reference profile), in one Spark pass."""
+    names = list(references)
+    keys = [
+        _numeric_bin(_value(name, "numeric"), references[name]["edges"]) if references[name]["kind"] == "numeric"
+        else _categorical_bin(_value(name, "categorical"), references[name]["values"])
+        for name in names
+    ]
+    counts = _bin_counts(df, keys)
+    profiles = {}
+    for i, name in enumerate(names):
+        reference = references[name]
+        slots = len(reference["counts"])
+        per_bin = counts[i]
+        layout = {"edges": reference["edges"]} if reference["kind"] == "numeric" else {"values": reference["values"]}
+        profiles[name] = {
+            "kind": reference["kind"], "rows": sum(per_bin.values()), "nulls": per_bin.get(None, 0), **layout,
+            "counts": [per_bin.get(slot, 0) for slot in range(slots)],
+        }
+    return profiles
+
+
+def reference_profiles(df: DataFrame, columns: Sequence[tuple[str, Kind]],
+                       max_values: int = MAX_REFERENCE_VALUES) -> dict[str, dict[str, Any]]:
+    """Profiles of `columns` ((name, kind) pairs) that fix the bins: a pass for percentiles and null counts, one to
+    count numeric bins and one grouping categorical values (the top `max_values` per column reach the driver)."""
+    numeric = [name for name, kind in columns if kind == "numeric"]
+    categorical = [name for name, kind in columns if kind == "categorical"]
+    aggregates = [F.count(F.lit(1)).alias("rows")]
+    for i, name in enumerate(numeric):
+        value = _value(name, "numeric")
+        aggregates += [F.count(value).alias(f"n{i}_count"),
+                       F.percentile_approx(value, PERCENTILES, PERCENTILE_ACCURACY).alias(f"n{i}_percentiles")]
+    aggregates += [F.count(_value(name, "categorical")).alias(f"c{i}_count") for i, name in enumerate(categorical)]
+    first = df.agg(*aggregates).head().asDict()
+    rows = first["rows"]
+
+    profiles: dict[str, dict[str, Any]] = {}
+    edges = {name: sorted({float(p) for p in first[f"n{i}_percentiles"] or [] if p is not None and math.isfinite(p)})
+             for i, name in enumerate(numeric)}
+    counts = _bin_counts(df, [_numeric_bin(_value(name, "numeric"), edges[name]) for name in numeric]) if numeric \
+        else {}
+    for i, name in enumerate(numeric):
+        profiles[name] = {"kind": "numeric", "rows": rows, "nulls": rows - first[f"n{i}_count"], "edges": edges[name],
+                          "counts": [counts[i].get(slot, 0) for slot in range(len(edges[name]) + 1)]}
+    top = _top_values(df, categorical, max_values) if categorical else {}
+    for i, name in enumerate(categorical):
+        values = top.get(i, [])
+        non_null = first[f"c{i}_count"]
+        listed = [count for _, count in values]
+        profiles[name] = {"kind": "categorical", "rows": rows, "nulls": rows - non_null,
+                          "values": [value for value, _ in values], "counts": [*listed, non_null - sum(listed)]}
+    return {name: profiles[name] for name, _ in columns}
+
+
+def _top_values(df: DataFrame, names: Sequence[str], max_values: int) -> dict[int, list[tuple[str, int]]]:
+    cells = F.explode(F.array(*(F.struct(F.lit(i).alias("column"), _value(name, "categorical").alias("value"))
+                                for i, name in enumerate(names)))).alias("cell")
+    counted = (df.select(cells).where(F.col("cell.value").isNotNull())
+               .groupBy(F.col("cell.column").alias("column"), F.col("cell.value").alias("value")).count())
+    rank = F.row_number().over(Window.partitionBy("column").orderBy(F.desc("count"), F.asc("value")))
+    top: dict[int, list[tuple[str, int]]] = {}
+    for row in counted.withColumn("rank", rank).where(F.col("rank") <= max_values).orderBy("column", "rank").collect():
+        top.setdefault(row["column"], []).append((row["value"], row["count"]))
+    return top

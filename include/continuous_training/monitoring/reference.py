@@ -1,0 +1,77 @@
+"""What a model is checked against: the drift profiles logged with its training run.
+
+* `data/stats.json` (the `stats` stage): `drift_reference` profiles of the features and the label on the rows the
+  model was trained from;
+* `data/prediction_profile.json` (the `evaluate` stage): the profile of the model's own predictions on its test
+  split, the reference of prediction drift;
+* the run's `test_*` metrics, the reference of performance drift.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from continuous_training.errors import PipelineError
+from continuous_training.monitoring.profile import Kind, reference_profiles
+from continuous_training.serving.batch import probability_columns
+from continuous_training.serving.model import PREDICTION, model_classes, predict_spark
+from continuous_training.spec import DatasetSpec
+from mlflow.tracking import MlflowClient
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+STATS_ARTIFACT = "data/stats.json"
+PREDICTION_PROFILE_ARTIFACT = "data/prediction_profile.json"
+
+
+def prediction_columns(task: str, classes: list[str] | None) -> list[tuple[str, Kind]]:
+    """The scored columns whose drift is checked: the prediction (a class or a number) and, for a binary
+    classifier, the probability of the positive class as written by batch scoring."""
+    if task == "regression":
+        return [(PREDICTION, "numeric")]
+    if task == "binary_classification":
+        return [(PREDICTION, "categorical"), (f"probability_{classes[1]}", "numeric")]
+    return [(PREDICTION, "categorical")]
+
+
+def prediction_reference(rows: DataFrame, model_uri: str, spec: DatasetSpec) -> dict[str, Any]:
+    """The profile of a model's predictions on `rows` (raw spec columns), as `prediction_profile.json`."""
+    classes = model_classes(model_uri)
+    scored = predict_spark(rows, model_uri, spec.task).select(F.col(PREDICTION),
+                                                               *probability_columns(spec.task, classes))
+    return {"model_uri": model_uri, "columns": reference_profiles(scored, prediction_columns(spec.task, classes))}
+
+
+@dataclass(frozen=True)
+class ModelReference:
+    """The drift references of one model version."""
+
+    features: dict[str, dict[str, Any]]
+    predictions: dict[str, dict[str, Any]]
+    metrics: dict[str, float]
+    classes: list[str] | None
+
+
+def load_reference(client: MlflowClient, spec: DatasetSpec, run_id: str, model_uri: str) -> ModelReference:
+    """The references logged with a model's training run; a clear error when the run predates them."""
+    with tempfile.TemporaryDirectory() as folder:
+        documents = {}
+        for artifact in (STATS_ARTIFACT, PREDICTION_PROFILE_ARTIFACT):
+            try:
+                path = client.download_artifacts(run_id, artifact, folder)
+            except Exception as error:  # noqa: BLE001 - MLflow raises store-specific errors for a missing file
+                raise PipelineError(f"the training run {run_id} of {model_uri} has no {artifact} ({error}); "
+                                    "retrain to get a model drift checks can compare against") from None
+            documents[artifact] = json.loads(Path(path).read_text())
+    stats = documents[STATS_ARTIFACT]
+    if "drift_reference" not in stats:
+        raise PipelineError(f"{STATS_ARTIFACT} of run {run_id} ({model_uri}) has no drift_reference (written by an "
+                            "older version): retrain to get a model drift checks can compare against")
+    features = {name: stats["drift_reference"]["columns"][name] for name in spec.feature_columns}
+    metrics = {key: value for key, value in client.get_run(run_id).data.metrics.items() if key.startswith("test_")}
+    return ModelReference(features=features, predictions=documents[PREDICTION_PROFILE_ARTIFACT]["columns"],
+                          metrics=metrics, classes=model_classes(model_uri))
