@@ -13,6 +13,7 @@ DEMO_BAD_FRACTION ?= 0.01
 DEMO_SCORING_DATE := 2026-11-05
 DATE ?= $(shell date -u +%F)
 INPUT ?=
+WINDOW ?=
 REGISTRY_POOL := mlflow_registry
 # Runs a DAG ($(1)) through `airflow dags test` with conf $(2) [and logical date $(3)]; on failure the last line
 # is the error that failed it.
@@ -28,7 +29,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW_CONN_SPARK_DEFAULT ?= {"conn_type": "spark", "host": "local[*]"}
 export PYSPARK_PYTHON := $(PY)
 
-.PHONY: setup demo demo-data train score test lint bench clean
+.PHONY: setup demo demo-data train score drift test lint bench clean
 
 setup: $(STAMP)
 
@@ -63,6 +64,10 @@ train: setup $(AIRFLOW_HOME)/airflow.db
 score: setup $(AIRFLOW_HOME)/airflow.db
 	$(call DAG_TEST,$$($(PY) -m continuous_training.summary --dataset '$(DATASET)' --scoring-dag),$$($(PY) -c 'import json, sys; print(json.dumps({"dataset": sys.argv[1], "input": sys.argv[2] or None}))' '$(DATASET)' '$(INPUT)'),$(DATE))
 	$(PY) -m continuous_training.summary --dataset '$(DATASET)' --scored-for '$(DATE)'
+
+drift: setup $(AIRFLOW_HOME)/airflow.db
+	$(call DAG_TEST,$$($(PY) -m continuous_training.summary --dataset '$(DATASET)' --drift-dag),$$($(PY) -c 'import json, sys; print(json.dumps({"dataset": sys.argv[1], **({"window": int(sys.argv[2])} if sys.argv[2] else {})}))' '$(DATASET)' '$(WINDOW)'),$(DATE))
+	$(PY) -m continuous_training.summary --dataset '$(DATASET)' --checked-for '$(DATE)'
 
 test: setup
 	$(PY) -m pytest

@@ -60,6 +60,8 @@ with DAG(
                                      description="Absolute bar on the dataset's promotion metric (default: spec)."),
         "min_improvement": Param(0.0, type="number", minimum=0,
                                  description="How much the candidate must beat the champion by."),
+        "triggered_by": Param("", type="string", description="What started this run; drift checks that trigger "
+                                                                "retraining say which check and batch."),
     },
 ):
     chain(
@@ -75,6 +77,7 @@ with DAG(
             "--learning-rate", "{{ params.learning_rate }}", "--patience", "{{ params.patience }}",
             "--seed", "{{ params.seed }}",
             "--airflow-dag-id", "{{ dag.dag_id }}", "--airflow-task-id", "{{ task.task_id }}",
+            "--triggered-by", "{{ params.triggered_by }}",
         ),
         spark_job("evaluate"),
         register_task(),

@@ -20,12 +20,14 @@ def main() -> None:
             parser.add_argument(flag, type=type(getattr(defaults, field.name)), default=getattr(defaults, field.name))
     parser.add_argument("--airflow-dag-id", default=AirflowContext.dag_id)
     parser.add_argument("--airflow-task-id", default=AirflowContext.task_id)
+    parser.add_argument("--triggered-by", default="", help="What triggered the run (a drift check), as a tag.")
     args = parser.parse_args()
     params = TrainParams(**{field.name: getattr(args, field.name) for field in fields(TrainParams)})
     spec = load_spec(args.dataset)
     spark = build_spark_session(f"train-{spec.name}", barrier_spark_conf(params.use_gpu == "true"))
     mlflow_run_id = train_candidate(spark, spec, args.run_id, params,
-                                    AirflowContext(args.airflow_dag_id, args.airflow_task_id))
+                                    AirflowContext(args.airflow_dag_id, args.airflow_task_id,
+                                                   args.triggered_by))
     print(f"train: candidate logged to MLflow run {mlflow_run_id}")
 
 

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
 
 import jinja2
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from airflow.providers.standard.operators.python import PythonOperator
+from airflow.providers.standard.operators.python import PythonOperator, ShortCircuitOperator
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param
 from airflow.sdk.exceptions import AirflowFailException
 
 from continuous_training.config import get_settings
 from continuous_training.errors import PipelineError
-from continuous_training.paths import dated_path, local_matches
+from continuous_training.paths import dated_path, local_matches, stage_dir
 from continuous_training.registry import register_candidate
 from continuous_training.spec import DatasetSpec, SpecError, load_spec
 
 RESOLVE_SCORING_RUN = "resolve_scoring_run"
+DECIDE_RETRAINING = "decide_retraining"
+# The run's date: its logical date, or when it was queued for runs without one.
+RUN_DATE = "{{ (logical_date or dag_run.run_after) | ds }}"
 # One slot: registry moves (register, promote) of all runs and DAGs happen one at a time (make creates it).
 REGISTRY_POOL = "mlflow_registry"
 ALIAS_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]*$"
@@ -131,3 +136,49 @@ def resolved(*keys: str) -> str:
     """A template of one field the run's `resolve_scoring_run` task resolved, e.g. `resolved("model", "version")`."""
     path = "".join(f"['{key}']" for key in keys)
     return f"{{{{ ti.xcom_pull(task_ids='{RESOLVE_SCORING_RUN}'){path} }}}}"
+
+
+def drift_params(spec: DatasetSpec | None) -> dict[str, Param]:
+    """The form of a drift check: a dataset's own DAG fixes `dataset`; the generic DAG takes a name or a path."""
+    if spec is None:
+        dataset = Param("churn", type="string", minLength=1,
+                        description="Dataset name (include/datasets/<name>.yaml) or path to a spec file.")
+    else:
+        dataset = Param(spec.name, type="string", enum=[spec.name], description="The dataset this DAG checks.")
+    window = spec.monitoring.window if spec and spec.monitoring else 1
+    return {
+        "dataset": dataset,
+        "window": Param(window, type="integer", minimum=1,
+                        description="Scored dates checked: the last N up to the run's date."),
+    }
+
+
+def _decide_retraining(params: dict[str, Any], run_id: str, logical_date: datetime | None, dag_run: Any,
+                       ti: Any) -> dict[str, Any] | None:
+    from continuous_training.monitoring.drift import DRIFT_FILE, MONITORING_STAGE
+    from continuous_training.monitoring.retraining import ACTIVE_STATES, decide_retraining
+
+    spec = load_spec(params["dataset"])
+    result = json.loads((stage_dir(spec.name, MONITORING_STAGE, run_id) / DRIFT_FILE).read_text())
+    decision = decide_retraining(
+        spec, params["dataset"], result, logical_date or dag_run.run_after,
+        lambda dag_id, run_ids: ti.get_dr_count(dag_id=dag_id, run_ids=list(run_ids), states=list(ACTIVE_STATES)))
+    return {"run_id": decision.run_id, "conf": decision.conf} if decision.trigger else None
+
+
+def decide_retraining() -> ShortCircuitOperator:
+    """Triggers retraining only on drift, never while a triggered run is active nor within the cooldown; records
+    the decision and its reason on the check's MLflow run (`continuous_training.monitoring.retraining`)."""
+    return ShortCircuitOperator(task_id=DECIDE_RETRAINING, python_callable=_decide_retraining)
+
+
+def trigger_retraining() -> TriggerDagRunOperator:
+    """Starts the training run decide_retraining named (a retry finds it and does not start a second)."""
+    from continuous_training.monitoring.retraining import RETRAIN_DAG
+
+    decided = f"ti.xcom_pull(task_ids='{DECIDE_RETRAINING}')"
+    return TriggerDagRunOperator(
+        task_id="trigger_retraining", trigger_dag_id=RETRAIN_DAG, trigger_run_id=f"{{{{ {decided}['run_id'] }}}}",
+        conf={key: f"{{{{ {decided}['conf']['{key}'] }}}}" for key in ("dataset", "triggered_by")},
+        logical_date=None, skip_when_already_exists=True,
+    )

@@ -1,5 +1,6 @@
 """Print what a run produced: a training_pipeline run (rows per stage, quarantine, the gate's verdict, where
-outputs and reports are) or a scoring run (rows scored and quarantined, the model version, where predictions are)."""
+outputs and reports are), a scoring run (rows scored and quarantined, the model version, where predictions are) or
+a drift check (the verdict and why, the retraining decision, where the report is)."""
 
 from __future__ import annotations
 
@@ -103,12 +104,69 @@ def summarize_scoring(dataset: str, scored_for: date, settings: Settings | None 
     return "\n".join(lines)
 
 
+def latest_drift_check(dataset: str, checked_for: date, settings: Settings | None = None) -> dict:
+    """The drift.json of the latest check of one date."""
+    from continuous_training.monitoring.drift import DRIFT_FILE, MONITORING_STAGE
+
+    settings = settings or get_settings()
+    spec = load_spec(dataset, settings)
+    checks = [(path.stat().st_mtime, json.loads(path.read_text()))
+              for path in (settings.data_dir / spec.name / MONITORING_STAGE).glob(f"run_id=*/{DRIFT_FILE}")]
+    of_date = [check for _, check in sorted(checks, key=lambda pair: pair[0])
+               if check["checked_for"] == checked_for.isoformat()]
+    if not of_date:
+        raise SystemExit(f"no drift check of {spec.name!r} for {checked_for}")
+    return of_date[-1]
+
+
+def summarize_drift(dataset: str, checked_for: date, settings: Settings | None = None) -> str:
+    """A human-readable verdict of the latest drift check of one date, with the retraining decision."""
+    from continuous_training.monitoring.drift import RETRAIN_TRIGGERED_TAG, monitoring_experiment
+    from continuous_training.monitoring.retraining import RETRAIN_REASON_TAG, RETRAIN_RUN_ID_TAG
+    from continuous_training.tracking import mlflow_client
+
+    check = latest_drift_check(dataset, checked_for, settings)
+    tags = mlflow_client(settings).get_run(check["mlflow_run_id"]).data.tags
+    headline = {"drift": "DRIFT", "no_drift": "no drift", "nothing_to_check": "nothing to check"}[check["outcome"]]
+    lines = [f"drift check of {check['dataset']!r} for {check['checked_for']} ({check['airflow_run_id']}): {headline}",
+             ""]
+    if "model" in check:
+        lines.append(f"  window     {', '.join(check['window']['dates'])}: {check['rows']:,} scored rows, model "
+                     f"{check['model']['name']} version {check['model']['version']}")
+        lines.append(f"  features   {len(check['drifted_features'])} of {len(check['features'])} drifted"
+                     + (f": {', '.join(check['drifted_features'])}" if check["drifted_features"] else ""))
+        performance = check["performance"]
+        lines.append(f"  metric     {performance['metric']}: " + (
+            f"{performance['window']:.4f} on {performance['rows_labelled']:,} labelled rows vs "
+            f"{performance['reference']:.4f} at training" if performance["status"] == "checked"
+            else performance["status"].replace("_", " ")))
+    lines += [f"  why        {reason}" for reason in check["reasons"]]
+    if check["outcome"] == "nothing_to_check":
+        lines.append(f"  why        {check['message']}")
+    triggered = tags.get(RETRAIN_TRIGGERED_TAG) == "true"
+    lines.append(f"  retrain    {'triggered: ' + tags[RETRAIN_RUN_ID_TAG] if triggered else 'not triggered'}"
+                 f" ({tags.get(RETRAIN_REASON_TAG, 'not decided yet')})")
+    lines += ["", f"  report     {check['report']}",
+              f"  MLflow run {check['mlflow_run_id']} in experiment "
+              f"{monitoring_experiment(load_spec(dataset, settings))!r}"]
+    return "\n".join(lines)
+
+
+def _own_dag_id(kind: str, dataset: str, has_section: bool, settings: Settings | None) -> str:
+    named = resolve_spec_path(dataset, settings).parent == (settings or get_settings()).datasets_dir
+    return f"{kind}__{load_spec(dataset, settings).name}" if named and has_section else kind
+
+
 def scoring_dag_id(dataset: str, settings: Settings | None = None) -> str:
     """The DAG that scores a dataset: its own `batch_scoring__<name>` when the name's spec declares scoring,
     otherwise the generic `batch_scoring` (specs given by path, or without a scoring section)."""
-    spec = load_spec(dataset, settings)
-    named = resolve_spec_path(dataset, settings).parent == (settings or get_settings()).datasets_dir
-    return f"batch_scoring__{spec.name}" if named and spec.scoring else "batch_scoring"
+    return _own_dag_id("batch_scoring", dataset, load_spec(dataset, settings).scoring is not None, settings)
+
+
+def drift_dag_id(dataset: str, settings: Settings | None = None) -> str:
+    """The DAG that checks a dataset: its own `drift_check__<name>` when the name's spec declares monitoring,
+    otherwise the generic `drift_check`."""
+    return _own_dag_id("drift_check", dataset, load_spec(dataset, settings).monitoring is not None, settings)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -117,9 +175,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--run-id", help="Airflow run id of a training run (default: the latest run)")
     parser.add_argument("--scored-for", type=date.fromisoformat, help="Summarise the scoring of this date instead.")
     parser.add_argument("--scoring-dag", action="store_true", help="Print the id of the DAG that scores the dataset.")
+    parser.add_argument("--checked-for", type=date.fromisoformat, help="Summarise the drift check of this date.")
+    parser.add_argument("--drift-dag", action="store_true", help="Print the id of the DAG that checks the dataset.")
+    parser.add_argument("--retrain-run-id", type=date.fromisoformat, metavar="DATE",
+                        help="Print the training run the latest drift check of DATE triggered (nothing if none).")
     args = parser.parse_args(argv)
     if args.scoring_dag:
         print(scoring_dag_id(args.dataset))
+    elif args.drift_dag:
+        print(drift_dag_id(args.dataset))
+    elif args.retrain_run_id:
+        from continuous_training.monitoring.retraining import RETRAIN_RUN_ID_TAG
+        from continuous_training.tracking import mlflow_client
+
+        check = latest_drift_check(args.dataset, args.retrain_run_id)
+        print(mlflow_client().get_run(check["mlflow_run_id"]).data.tags.get(RETRAIN_RUN_ID_TAG, ""))
+    elif args.checked_for:
+        print(summarize_drift(args.dataset, args.checked_for))
     elif args.scored_for:
         print(summarize_scoring(args.dataset, args.scored_for))
     else:

@@ -340,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="Also write this many unlabelled daily batches to score, from the day after the last "
                              "training batch, and their labels apart.")
     parser.add_argument("--scoring-rows", type=int, default=5_000, help="Rows per scoring batch.")
+    parser.add_argument("--drifted-scoring-days", type=int, default=0,
+                        help="The last N scoring days drift by --scoring-drift instead of --drift.")
+    parser.add_argument("--scoring-drift", type=float, default=1.0, help="Drift of the drifted scoring days (0..1).")
     parser.add_argument(
         "--overwrite",
         action=argparse.BooleanOptionalAction,
@@ -368,12 +371,18 @@ def main(argv: list[str] | None = None) -> int:
         f"to {result.landing_dir} ({folders[0]} .. {folders[-1]})"
     )
     if args.scoring_days:
+        if not 0 <= args.drifted_scoring_days <= args.scoring_days:
+            parser.error("--drifted-scoring-days must be between 0 and --scoring-days")
         first_scoring_day = date.fromisoformat(args.start_date) + timedelta(days=args.batches)
-        scoring = generate_scoring(days=args.scoring_days, rows_per_day=args.scoring_rows,
-                                   start_date=first_scoring_day, seed=args.seed, drift=args.drift,
-                                   data_dir=args.data_dir, dataset_name=args.dataset_name)
-        print(f"wrote {args.scoring_days} scoring batch(es) of {scoring.rows_per_day:,} rows to "
-              f"{scoring.batches[0].parent.parent} and their labels to {scoring.labels[0].parent.parent}")
+        steady_days = args.scoring_days - args.drifted_scoring_days
+        for days, offset, drift in ((steady_days, 0, args.drift),
+                                    (args.drifted_scoring_days, steady_days, args.scoring_drift)):
+            if days:
+                scoring = generate_scoring(days=days, rows_per_day=args.scoring_rows,
+                                           start_date=first_scoring_day + timedelta(days=offset), seed=args.seed,
+                                           drift=drift, data_dir=args.data_dir, dataset_name=args.dataset_name)
+                print(f"wrote {days} scoring batch(es) of {scoring.rows_per_day:,} rows (drift {drift:g}) to "
+                      f"{scoring.batches[0].parent.parent} and their labels to {scoring.labels[0].parent.parent}")
     return 0
 
 

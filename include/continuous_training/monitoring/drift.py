@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -29,7 +28,7 @@ from continuous_training.monitoring.reference import ModelReference, load_refere
 from continuous_training.monitoring.report import render_drift_report
 from continuous_training.monitoring.statistics import compare
 from continuous_training.paths import stage_dir
-from continuous_training.serving.batch import PARTITION, SUMMARY_FILE, predictions_dir
+from continuous_training.serving.batch import PARTITION, ScoredDate, predictions_dir, scored_dates
 from continuous_training.spec import LOWER_IS_BETTER, DatasetSpec, Monitoring
 from continuous_training.tracking import AIRFLOW_RUN_ID_TAG, ensure_experiment, filter_literal, mlflow_client
 from continuous_training.training.evaluation import LABEL, prediction_metrics
@@ -40,26 +39,9 @@ from pyspark.sql import functions as F
 log = logging.getLogger(__name__)
 
 MONITORING_STAGE = "monitoring"
-DRIFT_FILE, REPORT_FILE = "drift.json", "drift_report.html"
+DRIFT_FILE, REPORT_FILE, LANDED_FILE = "drift.json", "drift_report.html", "labelled_batches.json"
 DRIFT_DETECTED_TAG, RETRAIN_TRIGGERED_TAG = "drift.detected", "retrain.triggered"
 _METRIC_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]")
-
-
-@dataclass(frozen=True)
-class ScoredDate:
-    """A scored partition and the model version that scored it."""
-
-    day: date
-    model: dict[str, str]
-
-
-def scored_dates(spec: DatasetSpec, settings: Settings | None = None) -> list[ScoredDate]:
-    """Every completed scoring partition of the dataset (one with a summary), by date."""
-    found = []
-    for path in predictions_dir(spec, settings).glob(f"{PARTITION}=*/{SUMMARY_FILE}"):
-        summary = json.loads(path.read_text())
-        found.append(ScoredDate(date.fromisoformat(summary[PARTITION]), summary["model"]))
-    return sorted(found, key=lambda scored: scored.day)
 
 
 def drift_window(spec: DatasetSpec, checked_for: date, size: int,
@@ -185,6 +167,8 @@ def check_drift(spark: SparkSession, spec: DatasetSpec, checked_for: date, airfl
                    "reasons": reasons}
     out_dir = stage_dir(spec.name, MONITORING_STAGE, airflow_run_id, settings)
     out_dir.mkdir(parents=True, exist_ok=True)
+    landed = out_dir / LANDED_FILE
+    result["labelled_batches"] = json.loads(landed.read_text()) if landed.is_file() else []
     (out_dir / REPORT_FILE).write_text(render_drift_report(result), encoding="utf-8")
     result["report"] = str(out_dir / REPORT_FILE)
     result["mlflow_run_id"] = log_check(result, spec, out_dir, settings)
@@ -229,6 +213,8 @@ def log_check(result: dict[str, Any], spec: DatasetSpec, out_dir, settings: Sett
         for key in ("window", "drop", "rows_labelled"):
             if performance_result.get(key) is not None:
                 metrics[f"performance.{key}"] = performance_result[key]
+    metrics["labelled_rows_landed"] = sum(batch.get("rows_landed", 0) for batch in result["labelled_batches"]
+                                          if batch["status"] == "landed")
     for key, value in metrics.items():
         client.log_metric(run_id, key, float(value))
     client.log_text(run_id, json.dumps(result, indent=2), DRIFT_FILE)

@@ -21,7 +21,7 @@ from typing import Any
 from continuous_training.config import Settings, get_settings
 from continuous_training.errors import PipelineError
 from continuous_training.paths import dated_path, local_matches
-from continuous_training.serving.batch import partition_dir
+from continuous_training.serving.batch import partition_dir, scored_dates
 from continuous_training.spec import DatasetSpec
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -100,3 +100,13 @@ def land_labelled_batch(spark: SparkSession, spec: DatasetSpec, day: date,
     log.info("landed %d labelled rows of %s scored for %s in %s (%d without a label kept out)",
              counts["labelled"], spec.name, day, target, rows_without_label)
     return {**outcome, **landed, "status": "landed"}
+
+
+def land_labelled_batches(spark: SparkSession, spec: DatasetSpec, up_to: date,
+                          settings: Settings | None = None) -> list[dict[str, Any]]:
+    """Land every scored date up to `up_to` whose labels arrived and that has not landed yet; one outcome per
+    scored date (nothing when the spec lands no labelled batches)."""
+    if spec.monitoring is None or spec.monitoring.labelled_batches is None:
+        return []
+    return [land_labelled_batch(spark, spec, scored.day, settings)
+            for scored in scored_dates(spec, settings) if scored.day <= up_to]

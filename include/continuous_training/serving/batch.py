@@ -60,6 +60,23 @@ def resolve_model(spec: DatasetSpec, alias: str, settings: Settings | None = Non
                          alias=alias)
 
 
+@dataclass(frozen=True)
+class ScoredDate:
+    """A scored partition and the model version that scored it."""
+
+    day: date
+    model: dict[str, str]
+
+
+def scored_dates(spec: DatasetSpec, settings: Settings | None = None) -> list[ScoredDate]:
+    """Every completed scoring partition of the dataset (one with a summary), by date."""
+    found = []
+    for path in predictions_dir(spec, settings).glob(f"{PARTITION}=*/{SUMMARY_FILE}"):
+        summary = json.loads(path.read_text())
+        found.append(ScoredDate(date.fromisoformat(summary[PARTITION]), summary["model"]))
+    return sorted(found, key=lambda scored: scored.day)
+
+
 def predictions_dir(spec: DatasetSpec, settings: Settings | None = None) -> Path:
     return (settings or get_settings()).data_dir / spec.name / PREDICTIONS
 

@@ -48,6 +48,7 @@ class AirflowContext:
 
     dag_id: str = "manual"
     task_id: str = "train"
+    triggered_by: str = ""
 
 
 def resolve_use_gpu(mode: UseGpu, spark: SparkSession) -> bool:
@@ -80,6 +81,7 @@ def train_candidate(spark: SparkSession, spec: DatasetSpec, run_id: str, params:
     client = mlflow_client(settings)
     run = start_training_run(client, spec.name, run_id, {
         "airflow.dag_id": airflow.dag_id, "airflow.task_id": airflow.task_id, "dataset": spec.name,
+        **({"triggered_by": airflow.triggered_by} if airflow.triggered_by else {}),
     }, settings)
     mlflow_run_id = run.info.run_id
     _check_same_data(run.data.params, config.data_fingerprint, mlflow_run_id)

@@ -1,0 +1,57 @@
+"""
+### drift_check__&lt;dataset&gt; and drift_check
+
+Checks a dataset's recently scored batches for drift and sends it back to training when the world moved:
+
+`land_labels` → `check_drift` → `decide_retraining` → `trigger_retraining`
+
+* **land_labels**: scored dates whose delayed labels arrived land once, with their labels, as a new batch in the
+  dataset's training landing area (`monitoring.labelled_batches`); rows without a label stay out and are counted.
+* **check_drift**: the last `window` scored dates up to the run's date against the reference of the model version
+  that scored them (its training run's profiles): PSI and KS per numeric feature, PSI and unseen share per
+  categorical, null-rate change of every column, the same for the predictions, and the promotion metric on the
+  rows whose labels arrived. An MLflow run in `<dataset>-monitoring` with every metric, tags `drift.detected` and
+  `retrain.triggered`, `drift.json` and an HTML report. Nothing scored yet: a recorded "nothing to check".
+* **decide_retraining**: on drift, retrains unless a run an earlier check triggered is still queued or running, a
+  training run of the dataset is in progress, or the spec's cooldown has not passed; the reason is recorded.
+* **trigger_retraining**: triggers `training_pipeline` for the dataset (skipped without a decision to retrain).
+
+One `drift_check__<dataset>` DAG exists per spec under `include/datasets/` with a `monitoring` section, on that
+section's schedule (default 06:00 UTC daily, after scoring). `drift_check` takes any spec by name or path.
+"""
+
+from airflow.sdk import DAG, chain
+from continuous_training.dag_tasks import (
+    RUN_DATE,
+    decide_retraining,
+    default_task_args,
+    drift_params,
+    spark_job,
+    trigger_retraining,
+)
+from continuous_training.spec import DatasetSpec, specs_with_monitoring
+
+
+def drift_check_dag(dag_id: str, spec: DatasetSpec | None) -> DAG:
+    with DAG(
+        dag_id=dag_id,
+        doc_md=__doc__,
+        schedule=spec.monitoring.schedule if spec else None,
+        max_active_runs=1,
+        catchup=False,
+        default_args=default_task_args(),
+        tags=["monitoring", "spark", "mlflow", *([spec.name] if spec else [])],
+        params=drift_params(spec),
+    ) as dag:
+        chain(
+            spark_job("land_labels", "--up-to", RUN_DATE),
+            spark_job("check_drift", "--checked-for", RUN_DATE, "--window", "{{ params.window }}"),
+            decide_retraining(),
+            trigger_retraining(),
+        )
+    return dag
+
+
+for dataset_spec in specs_with_monitoring():
+    globals()[f"drift_check__{dataset_spec.name}"] = drift_check_dag(f"drift_check__{dataset_spec.name}", dataset_spec)
+drift_check = drift_check_dag("drift_check", None)

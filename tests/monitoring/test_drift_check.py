@@ -1,0 +1,199 @@
+"""Drift checks with real Spark, a real MLflow registry and registered pyfuncs whose training runs carry real
+references: the empty window, clean and drifted windows, the reference of the version that scored the window,
+performance drift from delayed labels, and labelled batches landing once."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from continuous_training.config import Settings
+from continuous_training.data.demo import generate, generate_scoring
+from continuous_training.data.features import fit_feature_pipeline
+from continuous_training.data.stats import compute_stats
+from continuous_training.monitoring.drift import DRIFT_FILE, check_drift
+from continuous_training.monitoring.labels import LANDED_MARKER, land_labelled_batches
+from continuous_training.monitoring.reference import PREDICTION_PROFILE_ARTIFACT, STATS_ARTIFACT, prediction_reference
+from continuous_training.registry import CHAMPION
+from continuous_training.serving.batch import ResolvedModel, score_batch
+from continuous_training.serving.model import FeatureTransform, log_pyfunc_model, predict_spark
+from continuous_training.spec import DatasetSpec, load_spec
+from continuous_training.tracking import mlflow_client
+from continuous_training.training.evaluation import LABEL, prediction_metrics
+from continuous_training.training.model import build_mlp
+from pyspark.sql import functions as F
+
+pytestmark = pytest.mark.integration
+
+CLEAN, DRIFTED, LATER = date(2026, 11, 5), date(2026, 11, 6), date(2026, 11, 7)
+LABELS = ("churned", "customer_value", "plan_tier")
+
+
+@dataclass
+class Monitored:
+    settings: Settings
+    spec: DatasetSpec
+    versions: list[ResolvedModel]
+
+
+def training_frame(spark, spec: DatasetSpec, root: Path, drift: float):
+    generate(rows=4_000, batches=1, seed=3, drift=drift, data_dir=root)
+    return spark.read.csv(str(root / "landing" / "churn"), header=True, schema=spec.ddl_schema)
+
+
+def log_version(spark, spec: DatasetSpec, frame, seed: int) -> ResolvedModel:
+    """A registered pyfunc (random weights over the fitted feature pipeline) whose training run carries the
+    references a real training run logs: stats.json, the prediction profile and its test AUC."""
+    transform = FeatureTransform.from_pipeline(fit_feature_pipeline(frame, spec), spec)
+    network = build_mlp(transform.feature_dim, spec.task, None, hidden=(8,), seed=seed)
+    with mlflow.start_run() as run:
+        info = log_pyfunc_model(state_dict=network.state_dict(), transform=transform, task=spec.task,
+                                feature_dim=transform.feature_dim, num_classes=None, hidden=(8,), classes=["0", "1"],
+                                input_example=frame.limit(3).toPandas())
+        mlflow.log_dict(compute_stats(frame, spec), STATS_ARTIFACT)
+        mlflow.log_dict(prediction_reference(frame, info.model_uri, spec), PREDICTION_PROFILE_ARTIFACT)
+        scored = predict_spark(frame, info.model_uri, spec.task).withColumn(LABEL, F.col(spec.label))
+        mlflow.log_metric("test_auc", prediction_metrics(scored, spec.task, ["0", "1"], "test_")["test_auc"])
+    version = mlflow.register_model(info.model_uri, spec.registered_model_name)
+    return ResolvedModel(spec.registered_model_name, str(version.version), run.info.run_id, CHAMPION)
+
+
+@pytest.fixture(scope="module")
+def monitored(spark, tmp_path_factory) -> Monitored:
+    root = tmp_path_factory.mktemp("monitoring")
+    settings = Settings(data_dir=root / "data", mlflow_tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+                        mlflow_artifact_root=root / "artifacts")
+    spec = load_spec("churn", settings)
+    client = mlflow_client(settings)
+    mlflow.set_experiment(experiment_id=client.create_experiment("models", (root / "artifacts").as_uri()))
+    clean = log_version(spark, spec, training_frame(spark, spec, root / "clean", 0.0), seed=1)
+    drifted = log_version(spark, spec, training_frame(spark, spec, root / "drifted", 1.0), seed=1)
+    client.set_registered_model_alias(spec.registered_model_name, CHAMPION, clean.version)
+    monitored = Monitored(settings, spec, [clean, drifted])
+    score_day(spark, monitored, CLEAN, clean)
+    score_day(spark, monitored, DRIFTED, clean, drift=1.0)
+    return monitored
+
+
+def score_day(spark, monitored: Monitored, day: date, model: ResolvedModel, drift: float = 0.0, seed: int = 8):
+    """A scored partition of `day` (its labels written apart, as the demo generator does)."""
+    batch = generate_scoring(days=1, rows_per_day=2_000, start_date=day, seed=seed, drift=drift,
+                             data_dir=monitored.settings.data_dir)
+    valid = spark.read.csv(str(batch.batches[0]), header=True, schema=", ".join(
+        f"`{c}` {t}" for c, t in monitored.spec.schema_.items() if c not in LABELS))
+    validate_dir = monitored.settings.data_dir / "churn" / "scoring" / "validate" / f"run_id=score-{day}"
+    validate_dir.mkdir(parents=True, exist_ok=True)
+    (validate_dir / "validation.json").write_text(json.dumps({"rows_in": 2_000, "valid": 2_000, "quarantined": 0,
+                                                              "reasons": {}}))
+    score_batch(valid, monitored.spec, model, day, f"score-{day}", monitored.settings)
+    return batch
+
+
+def test_an_empty_window_is_a_recorded_nothing_to_check(spark, monitored):
+    result = check_drift(spark, monitored.spec, date(2026, 10, 1), "check-empty", settings=monitored.settings)
+
+    assert result["outcome"] == "nothing_to_check" and result["drift_detected"] is False
+    assert "no batch of churn scored on or before 2026-10-01" in result["message"]
+    tags = mlflow_client(monitored.settings).get_run(result["mlflow_run_id"]).data.tags
+    assert tags["check.outcome"] == "nothing_to_check" and tags["drift.detected"] == "false"
+    assert tags["retrain.triggered"] == "false"
+    assert "Nothing to check" in Path(result["report"]).read_text()
+
+
+def test_clean_window_has_no_drift_and_a_drifted_one_names_its_features(spark, monitored):
+    clean_model = monitored.versions[0]
+
+    clean = check_drift(spark, monitored.spec, CLEAN, "check-clean", settings=monitored.settings)
+    drifted = check_drift(spark, monitored.spec, DRIFTED, "check-drifted", settings=monitored.settings)
+
+    assert clean["outcome"] == "no_drift" and clean["drifted_features"] == [] and clean["reasons"] == []
+    assert clean["window"]["dates"] == ["2026-11-05"] and clean["rows"] == 2_000
+    assert drifted["outcome"] == "drift" and drifted["window"]["dates"] == ["2026-11-06"]
+    assert {"monthly_charges", "support_calls", "contract"} <= set(drifted["drifted_features"])
+    assert not {"tenure_months", "region", "payment_method"} & set(drifted["drifted_features"])
+    assert drifted["reasons"][0].startswith(f"{len(drifted['drifted_features'])} of 9 features drifted")
+    run = mlflow_client(monitored.settings).get_run(drifted["mlflow_run_id"])
+    assert run.data.tags["drift.detected"] == "true" and run.data.tags["model.version"] == clean_model.version
+    assert run.data.tags["airflow.run_id"] == "check-drifted"
+    assert run.data.metrics["psi.monthly_charges"] > 0.2 and "ks.Avg Session _min_" in run.data.metrics
+    artifacts = {entry.path for entry in mlflow_client(monitored.settings).list_artifacts(run.info.run_id)}
+    assert {DRIFT_FILE, "drift_report.html"} <= artifacts
+    report = Path(drifted["report"]).read_text()
+    assert report.index("Drift detected") < report.index("<table>") and report.count("<img") >= 5
+
+
+def test_a_window_is_compared_with_the_reference_of_the_version_that_scored_it(spark, monitored):
+    clean_model, drifted_model = monitored.versions
+    client = mlflow_client(monitored.settings)
+    client.set_registered_model_alias(monitored.spec.registered_model_name, CHAMPION, drifted_model.version)
+    try:
+        # The drifted day was scored by the version trained on clean data: against that version, it drifted,
+        # although today's champion was trained on drifted data.
+        again = check_drift(spark, monitored.spec, DRIFTED, "check-after-promotion", settings=monitored.settings)
+        score_day(spark, monitored, LATER, drifted_model, drift=1.0, seed=9)
+        latest = check_drift(spark, monitored.spec, LATER, "check-new-version", window_size=2,
+                             settings=monitored.settings)
+    finally:
+        client.set_registered_model_alias(monitored.spec.registered_model_name, CHAMPION, clean_model.version)
+
+    assert again["model"]["version"] == clean_model.version and again["outcome"] == "drift"
+    assert latest["model"]["version"] == drifted_model.version
+    assert latest["window"]["dates"] == ["2026-11-07"]
+    assert latest["window"]["left_out"] == [{"scored_for": "2026-11-06", "model_version": clean_model.version}]
+    assert latest["drifted_features"] == [], "drifted data against the reference of a model trained on drifted data"
+
+
+def test_performance_drift_is_found_when_the_delayed_labels_show_a_metric_drop(spark, monitored, tmp_path):
+    labels_file = monitored.settings.data_dir / "labels" / "churn" / "date=2026-11-05" / "labels.csv"
+    truth = pd.read_csv(labels_file)
+    reference_auc = mlflow_client(monitored.settings).get_run(monitored.versions[0].run_id).data.metrics["test_auc"]
+    assert reference_auc > 0.55, "the fixture's model has some skill on its own data"
+
+    honest = check_drift(spark, monitored.spec, CLEAN, "check-labels", settings=monitored.settings)
+    truth.assign(churned=1 - truth["churned"]).to_csv(labels_file, index=False)
+    try:
+        flipped = check_drift(spark, monitored.spec, CLEAN, "check-flipped-labels", settings=monitored.settings)
+    finally:
+        truth.to_csv(labels_file, index=False)
+
+    assert honest["performance"]["status"] == "checked" and honest["performance"]["rows_labelled"] == 2_000
+    assert honest["performance"]["drifted"] is False and honest["outcome"] == "no_drift"
+    performance = flipped["performance"]
+    assert performance["window"] == pytest.approx(1 - honest["performance"]["window"], abs=1e-9)
+    assert performance["drifted"] and performance["drop"] > 0.05
+    assert flipped["outcome"] == "drift" and flipped["reasons"] == [
+        f"test_auc {performance['window']:.4f} on 2,000 labelled rows vs {reference_auc:.4f} at training: "
+        f"{performance['drop']:.1%} worse > 5%"]
+
+
+def test_labelled_batches_land_once_with_unlabelled_rows_kept_out_and_counted(spark, monitored):
+    labels_file = monitored.settings.data_dir / "labels" / "churn" / "date=2026-11-05" / "labels.csv"
+    truth = pd.read_csv(labels_file)
+    truth.iloc[10:].to_csv(labels_file, index=False)
+    try:
+        outcomes = land_labelled_batches(spark, monitored.spec, CLEAN, monitored.settings)
+        target = Path(outcomes[0]["path"])
+        files = sorted(path.name for path in target.iterdir())
+        again = land_labelled_batches(spark, monitored.spec, CLEAN, monitored.settings)
+    finally:
+        truth.to_csv(labels_file, index=False)
+
+    assert [outcome["status"] for outcome in outcomes] == ["landed"]
+    assert outcomes[0]["rows_scored"] == 2_000 == outcomes[0]["rows_landed"] + outcomes[0]["rows_without_label"]
+    assert outcomes[0]["rows_without_label"] == 10
+    assert target == monitored.settings.data_dir / "landing" / "churn" / "labelled_for=2026-11-05"
+    assert again[0]["status"] == "already_landed" and again[0]["rows_landed"] == 1_990
+    assert sorted(path.name for path in target.iterdir()) == files and LANDED_MARKER in files
+    landed = spark.read.csv(str(target / "*.csv"), header=True, schema=monitored.spec.ddl_schema).toPandas()
+    expected = pd.read_csv(monitored.settings.data_dir / "incoming" / "churn" / "date=2026-11-05" / "part-00000.csv")
+    expected = expected.merge(truth.iloc[10:].drop(columns="date"), on="customer_id")
+    assert len(landed) == 1_990 and set(landed["customer_id"]) == set(expected["customer_id"])
+    merged = landed.merge(expected, on="customer_id", suffixes=("", "_expected"))
+    for column in ("churned", "plan_tier", "contract", "tenure_months"):
+        assert merged[column].astype(str).tolist() == merged[f"{column}_expected"].astype(str).tolist(), column
+    assert merged["monthly_charges"].tolist() == pytest.approx(merged["monthly_charges_expected"].tolist())
