@@ -66,6 +66,12 @@ def summarize(dataset: str, run_id: str | None = None, settings: Settings | None
                      f"{promotion['reason']}")
         lines.append(f"             MLflow run {evaluation['mlflow_run_id'] if evaluation else '?'} "
                      f"in experiment {spec.name!r} at {settings.mlflow_tracking_uri}")
+    if evaluation:
+        from continuous_training.tracking import mlflow_client
+
+        triggered_by = mlflow_client(settings).get_run(evaluation["mlflow_run_id"]).data.tags.get("triggered_by")
+        if triggered_by:
+            lines.append(f"  trigger    {triggered_by}")
     lines += ["", "  outputs:"]
     lines += [f"    {name:<11}{stage(name)}" for name in ("ingest", "validate", "stats", "featurize")
               if stage(name).exists()]

@@ -74,11 +74,13 @@ def test_params_validate_good_and_reject_bad(dagbag: DagBag) -> None:
 SCORING_STAGES = ["resolve_scoring_run", "ingest", "validate", "score"]
 
 
-def test_one_scoring_dag_per_named_spec_that_declares_scoring(tmp_path) -> None:
+def test_one_scoring_and_drift_dag_per_named_spec_that_declares_them(tmp_path) -> None:
     churn = yaml.safe_load((PROJECT_ROOT / "include" / "datasets" / "churn.yaml").read_text())
     (tmp_path / "alpha.yaml").write_text(yaml.safe_dump({**churn, "name": "alpha"}))
     (tmp_path / "beta.yaml").write_text(yaml.safe_dump({key: value for key, value in {**churn, "name": "beta"}.items()
-                                                        if key != "scoring"}))
+                                                        if key not in ("scoring", "monitoring")}))
+    (tmp_path / "gamma.yaml").write_text(yaml.safe_dump({key: value for key, value in {**churn, "name": "gamma"}.items()
+                                                         if key != "scoring"}))
     listing = ("import json; from airflow.dag_processing.dagbag import DagBag; "
                f"bag = DagBag(dag_folder={str(PROJECT_ROOT / 'dags')!r}); "
                "print(json.dumps([sorted(bag.dags), list(bag.import_errors)]))")
@@ -87,7 +89,8 @@ def test_one_scoring_dag_per_named_spec_that_declares_scoring(tmp_path) -> None:
 
     dag_ids, errors = json.loads(result.stdout.strip().splitlines()[-1])
     assert errors == []
-    assert dag_ids == ["batch_scoring", "batch_scoring__alpha", "training_pipeline"]
+    assert dag_ids == ["batch_scoring", "batch_scoring__alpha", "drift_check", "drift_check__alpha",
+                       "drift_check__gamma", "training_pipeline"]
 
 
 def test_scoring_dags_are_a_chain_on_the_spec_schedule(dagbag: DagBag) -> None:
@@ -102,6 +105,27 @@ def test_scoring_dags_are_a_chain_on_the_spec_schedule(dagbag: DagBag) -> None:
 def test_scoring_params_validate_good_and_reject_bad(dagbag: DagBag) -> None:
     for dag_id, bad in [("batch_scoring__churn", ("dataset", "churn_value")), ("batch_scoring", ("dataset", "")),
                         ("batch_scoring", ("model_alias", "not an alias")), ("batch_scoring", ("input", ""))]:
+        params: ParamsDict = dagbag.dags[dag_id].params
+        params.validate()
+        candidate = ParamsDict({k: params.get_param(k) for k in params})
+        with pytest.raises(ParamValidationError):
+            candidate[bad[0]] = bad[1]
+            candidate.validate()
+
+
+DRIFT_STAGES = ["land_labels", "check_drift", "decide_retraining", "trigger_retraining"]
+
+
+def test_drift_dags_are_a_chain_on_the_spec_schedule_that_triggers_training(dagbag: DagBag) -> None:
+    for dag_id in ("drift_check__churn", "drift_check"):
+        dag = dagbag.dags[dag_id]
+        assert [task.task_id for task in dag.topological_sort()] == DRIFT_STAGES
+        assert dag.catchup is False and dag.max_active_runs == 1
+        trigger = dag.get_task("trigger_retraining")
+        assert trigger.trigger_dag_id == "training_pipeline" and trigger.skip_when_already_exists
+    assert dagbag.dags["drift_check__churn"].schedule == "0 6 * * *"
+    assert dagbag.dags["drift_check"].schedule is None
+    for dag_id, bad in [("drift_check__churn", ("dataset", "churn_value")), ("drift_check", ("window", 0))]:
         params: ParamsDict = dagbag.dags[dag_id].params
         params.validate()
         candidate = ParamsDict({k: params.get_param(k) for k in params})
