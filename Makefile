@@ -9,8 +9,9 @@ DATASET ?= churn
 CONF ?= {}
 DEMO_ROWS ?= 100000
 DEMO_BAD_FRACTION ?= 0.01
-# The demo trains on 4 daily batches from 2026-11-01 and scores the next day's batch.
+# The demo trains on 4 daily batches from 2026-11-01, scores and checks a clean next day, then a drifted one.
 DEMO_SCORING_DATE := 2026-11-05
+DEMO_DRIFT_DATE := 2026-11-06
 DATE ?= $(shell date -u +%F)
 INPUT ?=
 WINDOW ?=
@@ -29,7 +30,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW_CONN_SPARK_DEFAULT ?= {"conn_type": "spark", "host": "local[*]"}
 export PYSPARK_PYTHON := $(PY)
 
-.PHONY: setup demo demo-data train score drift test lint bench clean
+.PHONY: setup demo demo-data train score drift up down test lint bench clean
 
 setup: $(STAMP)
 
@@ -49,13 +50,20 @@ $(AIRFLOW_HOME)/airflow.db: $(STAMP)
 	touch $@
 
 demo-data: setup
-	$(PY) -m continuous_training.data.demo --rows $(DEMO_ROWS) --bad-fraction $(DEMO_BAD_FRACTION) --scoring-days 1
+	$(PY) -m continuous_training.data.demo --rows $(DEMO_ROWS) --bad-fraction $(DEMO_BAD_FRACTION) --scoring-days 2 --drifted-scoring-days 1
 
 demo: demo-data $(AIRFLOW_HOME)/airflow.db
 	$(call DAG_TEST,training_pipeline,{\"dataset\": \"churn\"})
 	$(PY) -m continuous_training.summary --dataset churn
 	$(call DAG_TEST,batch_scoring__churn,{},$(DEMO_SCORING_DATE))
 	$(PY) -m continuous_training.summary --dataset churn --scored-for $(DEMO_SCORING_DATE)
+	$(call DAG_TEST,drift_check__churn,{},$(DEMO_SCORING_DATE))
+	$(PY) -m continuous_training.summary --dataset churn --checked-for $(DEMO_SCORING_DATE)
+	$(call DAG_TEST,batch_scoring__churn,{},$(DEMO_DRIFT_DATE))
+	$(PY) -m continuous_training.summary --dataset churn --scored-for $(DEMO_DRIFT_DATE)
+	$(call DAG_TEST,drift_check__churn,{},$(DEMO_DRIFT_DATE))
+	$(PY) -m continuous_training.summary --dataset churn --checked-for $(DEMO_DRIFT_DATE)
+	bash scripts/run_triggered_training.sh churn $(DEMO_DRIFT_DATE)
 
 train: setup $(AIRFLOW_HOME)/airflow.db
 	$(call DAG_TEST,training_pipeline,$$($(PY) -c 'import json, sys; print(json.dumps({"dataset": sys.argv[1], **json.loads(sys.argv[2])}))' '$(DATASET)' '$(CONF)'))
@@ -68,6 +76,12 @@ score: setup $(AIRFLOW_HOME)/airflow.db
 drift: setup $(AIRFLOW_HOME)/airflow.db
 	$(call DAG_TEST,$$($(PY) -m continuous_training.summary --dataset '$(DATASET)' --drift-dag),$$($(PY) -c 'import json, sys; print(json.dumps({"dataset": sys.argv[1], **({"window": int(sys.argv[2])} if sys.argv[2] else {})}))' '$(DATASET)' '$(WINDOW)'),$(DATE))
 	$(PY) -m continuous_training.summary --dataset '$(DATASET)' --checked-for '$(DATE)'
+
+up: setup $(AIRFLOW_HOME)/airflow.db
+	$(PY) scripts/services.py up
+
+down:
+	$(PY) scripts/services.py down
 
 test: setup
 	$(PY) -m pytest

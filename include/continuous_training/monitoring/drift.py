@@ -32,7 +32,6 @@ from continuous_training.serving.batch import PARTITION, ScoredDate, predictions
 from continuous_training.spec import LOWER_IS_BETTER, DatasetSpec, Monitoring
 from continuous_training.tracking import AIRFLOW_RUN_ID_TAG, ensure_experiment, filter_literal, mlflow_client
 from continuous_training.training.evaluation import LABEL, prediction_metrics
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -86,11 +85,10 @@ def performance(window: DataFrame, spec: DatasetSpec, reference: ModelReference,
                "rows_unknown_label": counts["labelled"] - counts["known"]}
     if counts["known"] < monitoring.min_labelled_rows:
         return {**result, "status": "insufficient_labels"}
-    labelled = scored.where("_known").drop("_known").persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        value = prediction_metrics(labelled, spec.task, reference.classes, prefix="test_")[metric]
-    finally:
-        labelled.unpersist()
+    # The labelled rows are few per task: the metric evaluators run several jobs over them, each as many tasks as
+    # partitions, so they are brought down to the cluster's parallelism first.
+    labelled = scored.where("_known").drop("_known").coalesce(window.sparkSession.sparkContext.defaultParallelism)
+    value = prediction_metrics(labelled, spec.task, reference.classes, prefix="test_")[metric]
     result |= {"status": "checked", "window": value}
     if result["reference"] is not None and result["reference"] != 0:
         worse = value - result["reference"] if metric in LOWER_IS_BETTER else result["reference"] - value

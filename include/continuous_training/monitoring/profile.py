@@ -18,6 +18,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+from pyspark.ml.feature import Bucketizer
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
@@ -50,12 +51,19 @@ def _bin_counts(df: DataFrame, keys: Sequence[Column]) -> dict[int, dict[int | N
     return counts
 
 
-def _numeric_bin(value: Column, edges: Sequence[float]) -> Column:
-    """Index of the bin holding the value: how many edges are <= it (null stays null)."""
-    if not edges:
-        return F.when(value.isNotNull(), F.lit(0))
-    below = F.size(F.filter(F.array(*(F.lit(float(edge)) for edge in edges)), lambda edge: edge <= value))
-    return F.when(value.isNotNull(), below)
+def _with_numeric_bins(df: DataFrame, edges: Mapping[str, Sequence[float]]) -> tuple[DataFrame, list[Column]]:
+    """`df` with the bin index of each numeric column (how many of its edges are <= the value; null stays null),
+    from one multi-column Bucketizer; and those bin columns, in the order of `edges`."""
+    binned = [name for name, column_edges in edges.items() if column_edges]
+    values = {name: f"_value_{i}" for i, name in enumerate(binned)}
+    bins = {name: f"_bin_{i}" for i, name in enumerate(binned)}
+    if binned:
+        df = df.select("*", *(_value(name, "numeric").alias(values[name]) for name in binned))
+        df = Bucketizer(splitsArray=[[-math.inf, *edges[name], math.inf] for name in binned],
+                        inputCols=[values[name] for name in binned], outputCols=[bins[name] for name in binned],
+                        handleInvalid="keep").transform(df)
+    return df, [F.col(bins[name]).cast("int") if name in bins
+                else F.when(_value(name, "numeric").isNotNull(), F.lit(0)) for name in edges]
 
 
 def _categorical_bin(value: Column, values: Sequence[str]) -> Column:
@@ -68,12 +76,12 @@ def _categorical_bin(value: Column, values: Sequence[str]) -> Column:
 
 def window_profiles(df: DataFrame, references: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """The profiles of `df` on the bins of `references` (column name -> reference profile), in one Spark pass."""
+    numeric = {name: reference["edges"] for name, reference in references.items() if reference["kind"] == "numeric"}
+    df, numeric_keys = _with_numeric_bins(df, numeric)
+    keys_by_name = dict(zip(numeric, numeric_keys, strict=True))
     names = list(references)
-    keys = [
-        _numeric_bin(_value(name, "numeric"), references[name]["edges"]) if references[name]["kind"] == "numeric"
-        else _categorical_bin(_value(name, "categorical"), references[name]["values"])
-        for name in names
-    ]
+    keys = [keys_by_name[name] if name in keys_by_name
+            else _categorical_bin(_value(name, "categorical"), references[name]["values"]) for name in names]
     counts = _bin_counts(df, keys)
     profiles = {}
     for i, name in enumerate(names):
@@ -106,8 +114,7 @@ def reference_profiles(df: DataFrame, columns: Sequence[tuple[str, Kind]],
     profiles: dict[str, dict[str, Any]] = {}
     edges = {name: sorted({float(p) for p in first[f"n{i}_percentiles"] or [] if p is not None and math.isfinite(p)})
              for i, name in enumerate(numeric)}
-    counts = _bin_counts(df, [_numeric_bin(_value(name, "numeric"), edges[name]) for name in numeric]) if numeric \
-        else {}
+    counts = _bin_counts(*_with_numeric_bins(df, edges)) if numeric else {}
     for i, name in enumerate(numeric):
         profiles[name] = {"kind": "numeric", "rows": rows, "nulls": rows - first[f"n{i}_count"], "edges": edges[name],
                           "counts": [counts[i].get(slot, 0) for slot in range(len(edges[name]) + 1)]}
