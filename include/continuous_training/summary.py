@@ -11,7 +11,7 @@ from pathlib import Path
 
 from continuous_training.config import Settings, get_settings
 from continuous_training.paths import run_dir_name
-from continuous_training.spec import load_spec, resolve_spec_path
+from continuous_training.spec import load_spec
 
 
 def latest_run_dir_name(dataset: str, settings: Settings) -> str:
@@ -159,8 +159,10 @@ def summarize_drift(dataset: str, checked_for: date, settings: Settings | None =
 
 
 def _own_dag_id(kind: str, dataset: str, has_section: bool, settings: Settings | None) -> str:
-    named = resolve_spec_path(dataset, settings).parent == (settings or get_settings()).datasets_dir
-    return f"{kind}__{load_spec(dataset, settings).name}" if named and has_section else kind
+    """A dataset given by name has its own DAG when its spec has the section; a spec given by path, the generic one
+    (whose `dataset` param takes a path)."""
+    by_name = "/" not in dataset and Path(dataset).suffix not in {".yaml", ".yml"}
+    return f"{kind}__{load_spec(dataset, settings).name}" if by_name and has_section else kind
 
 
 def scoring_dag_id(dataset: str, settings: Settings | None = None) -> str:
