@@ -53,7 +53,7 @@ demo-data: setup
 	$(PY) -m continuous_training.data.demo --rows $(DEMO_ROWS) --bad-fraction $(DEMO_BAD_FRACTION) --scoring-days 2 --drifted-scoring-days 1
 
 demo: demo-data $(AIRFLOW_HOME)/airflow.db
-	$(call DAG_TEST,training_pipeline,{\"dataset\": \"churn\"})
+	$(call DAG_TEST,training__churn,{})
 	$(PY) -m continuous_training.summary --dataset churn
 	$(call DAG_TEST,batch_scoring__churn,{},$(DEMO_SCORING_DATE))
 	$(PY) -m continuous_training.summary --dataset churn --scored-for $(DEMO_SCORING_DATE)
@@ -66,7 +66,7 @@ demo: demo-data $(AIRFLOW_HOME)/airflow.db
 	bash scripts/run_triggered_training.sh churn $(DEMO_DRIFT_DATE)
 
 train: setup $(AIRFLOW_HOME)/airflow.db
-	$(call DAG_TEST,training_pipeline,$$($(PY) -c 'import json, sys; print(json.dumps({"dataset": sys.argv[1], **json.loads(sys.argv[2])}))' '$(DATASET)' '$(CONF)'))
+	$(call DAG_TEST,$$($(PY) -m continuous_training.summary --dataset '$(DATASET)' --training-dag),$$($(PY) -c 'import json, sys; print(json.dumps({"dataset": sys.argv[1], **json.loads(sys.argv[2])}))' '$(DATASET)' '$(CONF)'))
 	$(PY) -m continuous_training.summary --dataset '$(DATASET)'
 
 score: setup $(AIRFLOW_HOME)/airflow.db

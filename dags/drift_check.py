@@ -14,7 +14,8 @@ Checks a dataset's recently scored batches for drift and sends it back to traini
   `retrain.triggered`, `drift.json` and an HTML report. Nothing scored yet: a recorded "nothing to check".
 * **decide_retraining**: on drift, retrains unless a run an earlier check triggered is still queued or running, a
   training run of the dataset is in progress, or the spec's cooldown has not passed; the reason is recorded.
-* **trigger_retraining**: triggers `training_pipeline` for the dataset (skipped without a decision to retrain).
+* **trigger_retraining**: triggers the dataset's own `training__<dataset>` DAG, or `training_pipeline` for a spec
+  without one (skipped without a decision to retrain).
 
 One `drift_check__<dataset>` DAG exists per spec under `include/datasets/` with a `monitoring` section, on that
 section's schedule (default 06:00 UTC daily, after scoring). `drift_check` takes any spec by name or path.

@@ -1,5 +1,5 @@
 """
-### training_pipeline
+### training__&lt;dataset&gt; and training_pipeline
 
 Takes one dataset from landing files to a registered, gated model:
 
@@ -27,59 +27,69 @@ Spark stages are `spark-submit`s of `jobs/<stage>.py` against the `spark_default
 `register` and `promote` run in the one-slot pool `mlflow_registry` and under a lock per model, so registry
 moves of different runs and DAGs never interleave.
 
-Trigger with `{"dataset": "<name under include/datasets/ or path to a spec>"}`.
+One `training__<dataset>` DAG exists per spec under `include/datasets/` with a `training` section: on its
+`schedule`, and/or **on new data** (`on_new_data: true`): a new complete batch in the dataset's landing area (a
+subfolder with a `_SUCCESS` marker) starts one run, through the landing Asset that the triggerer watches. Its
+trigger form takes the spec's `training.params` as defaults. Drift checks retrain through it.
+
+`training_pipeline` takes any spec by name or path: trigger with
+`{"dataset": "<name under include/datasets/ or path to a spec>"}`.
 """
 
-from airflow.sdk import DAG, Param, chain
-from continuous_training.config import get_settings
-from continuous_training.dag_tasks import check_spec, default_task_args, promote_task, register_task, spark_job
+from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, chain
+from continuous_training.dag_tasks import (
+    check_spec,
+    default_task_args,
+    new_data,
+    promote_task,
+    register_task,
+    spark_job,
+    train_task,
+    training_params,
+)
+from continuous_training.data.landing import landing_asset
+from continuous_training.spec import DatasetSpec, specs_with_training
 
-with DAG(
-    dag_id="training_pipeline",
-    doc_md=__doc__,
-    schedule=None,
-    max_active_runs=1,
-    catchup=False,
-    default_args=default_task_args(),
-    tags=["training", "spark", "horovod", "mlflow"],
-    params={
-        "dataset": Param("churn", type="string", minLength=1,
-                         description="Dataset name (include/datasets/<name>.yaml) or path to a spec file."),
-        "max_quarantine_fraction": Param(get_settings().quarantine_max_fraction, type="number", minimum=0,
-                                         maximum=1, description="validate fails above this quarantined fraction."),
-        "num_proc": Param(2, type="integer", minimum=1, description="Horovod ranks (barrier tasks)."),
-        "use_gpu": Param("auto", enum=["auto", "true", "false"],
-                         description="auto: GPUs when the cluster schedules them; true: require; false: CPU."),
-        "epochs": Param(10, type="integer", minimum=1, description="Maximum epochs (early stopping may end sooner)."),
-        "batch_size": Param(64, type="integer", minimum=1, description="Batch size per rank."),
-        "learning_rate": Param(0.001, type="number", exclusiveMinimum=0,
-                               description="Base learning rate (scaled by the number of ranks)."),
-        "patience": Param(3, type="integer", minimum=0, description="Early-stopping patience in epochs."),
-        "seed": Param(42, type="integer", description="Seed for weights and data order."),
-        "promotion_threshold": Param(None, type=["null", "number"],
-                                     description="Absolute bar on the dataset's promotion metric (default: spec)."),
-        "min_improvement": Param(0.0, type="number", minimum=0,
-                                 description="How much the candidate must beat the champion by."),
-        "triggered_by": Param("", type="string", description="What started this run; drift checks that trigger "
-                                                                "retraining say which check and batch."),
-    },
-):
-    chain(
-        check_spec(),
-        spark_job("ingest"),
-        spark_job("validate", "--max-quarantine-fraction", "{{ params.max_quarantine_fraction }}"),
-        spark_job("stats"),
-        spark_job("featurize"),
-        spark_job(
-            "train",
-            "--num-proc", "{{ params.num_proc }}", "--use-gpu", "{{ params.use_gpu }}",
-            "--epochs", "{{ params.epochs }}", "--batch-size", "{{ params.batch_size }}",
-            "--learning-rate", "{{ params.learning_rate }}", "--patience", "{{ params.patience }}",
-            "--seed", "{{ params.seed }}",
-            "--airflow-dag-id", "{{ dag.dag_id }}", "--airflow-task-id", "{{ task.task_id }}",
-            "--triggered-by", "{{ params.triggered_by }}",
-        ),
-        spark_job("evaluate"),
-        register_task(),
-        promote_task(),
-    )
+
+def training_schedule(spec: DatasetSpec | None):
+    """The spec's cron or preset, its landing Asset (on new data), both, or None (triggered runs only)."""
+    training = spec.training if spec else None
+    if training is None:
+        return None
+    if not training.on_new_data:
+        return training.schedule
+    if training.schedule is None:
+        return [landing_asset(spec)]
+    return AssetOrTimeSchedule(timetable=CronTriggerTimetable(training.schedule, timezone="UTC"),
+                               assets=[landing_asset(spec)])
+
+
+def training_dag(dag_id: str, spec: DatasetSpec | None) -> DAG:
+    with DAG(
+        dag_id=dag_id,
+        doc_md=__doc__,
+        schedule=training_schedule(spec),
+        max_active_runs=1,
+        catchup=False,
+        default_args=default_task_args(),
+        tags=["training", "spark", "horovod", "mlflow", *([spec.name] if spec else [])],
+        params=training_params(spec),
+        user_defined_macros={"new_data": new_data},
+    ) as dag:
+        chain(
+            check_spec(),
+            spark_job("ingest"),
+            spark_job("validate", "--max-quarantine-fraction", "{{ params.max_quarantine_fraction }}"),
+            spark_job("stats"),
+            spark_job("featurize"),
+            train_task(),
+            spark_job("evaluate"),
+            register_task(),
+            promote_task(),
+        )
+    return dag
+
+
+for dataset_spec in specs_with_training():
+    globals()[f"training__{dataset_spec.name}"] = training_dag(f"training__{dataset_spec.name}", dataset_spec)
+training_pipeline = training_dag("training_pipeline", None)

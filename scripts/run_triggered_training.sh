@@ -5,8 +5,8 @@
 set -euo pipefail
 dataset=$1
 checked_for=$2
-run_id=$(python -m continuous_training.summary --dataset "$dataset" --retrain-run-id "$checked_for")
-if [[ -z $run_id ]]; then
+read -r dag_id run_id < <(python -m continuous_training.summary --dataset "$dataset" --retrain-run "$checked_for") || true
+if [[ -z ${run_id:-} ]]; then
     echo "the drift check of $dataset for $checked_for triggered no retraining" >&2
     exit 1
 fi
@@ -16,7 +16,7 @@ if ! python scripts/services.py status --quiet; then
     started=true
 fi
 status=0
-python scripts/services.py wait-run training_pipeline "$run_id" --timeout 3600 || status=$?
+python scripts/services.py wait-run "$dag_id" "$run_id" --timeout 3600 || status=$?
 if $started; then
     python scripts/services.py down
 fi

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     )
     task_retries: int = Field(2, ge=0, description="Airflow retries per task.")
     task_timeout_minutes: int = Field(60, gt=0, description="Airflow execution timeout per task.")
+    landing_poll_seconds: float = Field(30.0, gt=0, description="How often the triggerer looks for new batches in "
+                                                                "the landing areas of datasets trained on new data.")
 
     @field_validator("data_dir", "mlflow_artifact_root", "airflow_home", "datasets_dir", "jobs_dir")
     @classmethod

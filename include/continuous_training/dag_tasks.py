@@ -66,6 +66,66 @@ def _check_spec(params: dict[str, Any]) -> None:
         raise AirflowFailException(f"no input files match {source} (source.path of dataset {spec.name!r})")
 
 
+def training_params(spec: DatasetSpec | None) -> dict[str, Param]:
+    """The trigger form of a training run: a dataset's own DAG fixes `dataset` and takes its defaults from the
+    spec's `training.params`; the generic DAG takes a name or a path."""
+    defaults: dict[str, Any] = {
+        "max_quarantine_fraction": get_settings().quarantine_max_fraction, "num_proc": 2, "use_gpu": "auto",
+        "epochs": 10, "batch_size": 64, "learning_rate": 0.001, "patience": 3, "seed": 42,
+        "promotion_threshold": None, "min_improvement": 0.0,
+        **(spec.training.params if spec and spec.training else {}),
+    }
+    if spec is None:
+        dataset = Param("churn", type="string", minLength=1,
+                        description="Dataset name (include/datasets/<name>.yaml) or path to a spec file.")
+    else:
+        dataset = Param(spec.name, type="string", enum=[spec.name], description="The dataset this DAG trains.")
+    return {
+        "dataset": dataset,
+        "max_quarantine_fraction": Param(defaults["max_quarantine_fraction"], type="number", minimum=0, maximum=1,
+                                         description="validate fails above this quarantined fraction."),
+        "num_proc": Param(defaults["num_proc"], type="integer", minimum=1,
+                          description="Horovod ranks (barrier tasks)."),
+        "use_gpu": Param(defaults["use_gpu"], enum=["auto", "true", "false"],
+                         description="auto: GPUs when the cluster schedules them; true: require; false: CPU."),
+        "epochs": Param(defaults["epochs"], type="integer", minimum=1,
+                        description="Maximum epochs (early stopping may end sooner)."),
+        "batch_size": Param(defaults["batch_size"], type="integer", minimum=1, description="Batch size per rank."),
+        "learning_rate": Param(defaults["learning_rate"], type="number", exclusiveMinimum=0,
+                               description="Base learning rate (scaled by the number of ranks)."),
+        "patience": Param(defaults["patience"], type="integer", minimum=0,
+                          description="Early-stopping patience in epochs."),
+        "seed": Param(defaults["seed"], type="integer", description="Seed for weights and data order."),
+        "promotion_threshold": Param(defaults["promotion_threshold"], type=["null", "number"],
+                                     description="Absolute bar on the dataset's promotion metric (default: spec)."),
+        "min_improvement": Param(defaults["min_improvement"], type="number", minimum=0,
+                                 description="How much the candidate must beat the champion by."),
+        "triggered_by": Param("", type="string", description="What started this run (a drift check that triggers "
+                                                                "retraining says which check and batch); empty for a "
+                                                                "run of new data: the batches are named instead."),
+    }
+
+
+def new_data(triggering_asset_events: Any) -> str:
+    """The batches named by the landing Asset events that scheduled a run, "" for a run they did not schedule."""
+    batches = [batch for events in (triggering_asset_events or {}).values() for event in events
+               for batch in (event.extra or {}).get("payload", {}).get("batches", [])]
+    return f"new data: {', '.join(batches)}" if batches else ""
+
+
+def train_task() -> SparkSubmitOperator:
+    """The Horovod training job, with the run's params."""
+    return spark_job(
+        "train",
+        "--num-proc", "{{ params.num_proc }}", "--use-gpu", "{{ params.use_gpu }}",
+        "--epochs", "{{ params.epochs }}", "--batch-size", "{{ params.batch_size }}",
+        "--learning-rate", "{{ params.learning_rate }}", "--patience", "{{ params.patience }}",
+        "--seed", "{{ params.seed }}",
+        "--airflow-dag-id", "{{ dag.dag_id }}", "--airflow-task-id", "{{ task.task_id }}",
+        "--triggered-by", "{{ params.triggered_by or new_data(triggering_asset_events) }}",
+    )
+
+
 def check_spec() -> PythonOperator:
     """Fails the run in seconds, without retries, on an unknown dataset, an invalid spec or a source glob that
     matches nothing: user errors that no retry can fix."""
@@ -162,8 +222,9 @@ def _decide_retraining(params: dict[str, Any], run_id: str, logical_date: dateti
     result = json.loads((stage_dir(spec.name, MONITORING_STAGE, run_id) / DRIFT_FILE).read_text())
     decision = decide_retraining(
         spec, params["dataset"], result, logical_date or dag_run.run_after,
-        lambda dag_id, run_ids: ti.get_dr_count(dag_id=dag_id, run_ids=list(run_ids), states=list(ACTIVE_STATES)))
-    return {"run_id": decision.run_id, "conf": decision.conf} if decision.trigger else None
+        lambda dag_id, run_ids: ti.get_dr_count(dag_id=dag_id, run_ids=None if run_ids is None else list(run_ids),
+                                                states=list(ACTIVE_STATES)))
+    return {"dag_id": decision.dag_id, "run_id": decision.run_id, "conf": decision.conf} if decision.trigger else None
 
 
 def decide_retraining() -> ShortCircuitOperator:
@@ -173,12 +234,12 @@ def decide_retraining() -> ShortCircuitOperator:
 
 
 def trigger_retraining() -> TriggerDagRunOperator:
-    """Starts the training run decide_retraining named (a retry finds it and does not start a second)."""
-    from continuous_training.monitoring.retraining import RETRAIN_DAG
-
+    """Starts the training run decide_retraining named, of the DAG it named (a retry finds it and does not start a
+    second)."""
     decided = f"ti.xcom_pull(task_ids='{DECIDE_RETRAINING}')"
     return TriggerDagRunOperator(
-        task_id="trigger_retraining", trigger_dag_id=RETRAIN_DAG, trigger_run_id=f"{{{{ {decided}['run_id'] }}}}",
+        task_id="trigger_retraining", trigger_dag_id=f"{{{{ {decided}['dag_id'] }}}}",
+        trigger_run_id=f"{{{{ {decided}['run_id'] }}}}",
         conf={key: f"{{{{ {decided}['conf']['{key}'] }}}}" for key in ("dataset", "triggered_by")},
         logical_date=None, skip_when_already_exists=True,
     )

@@ -11,6 +11,8 @@ import jinja2
 
 from continuous_training.config import Settings, get_settings
 
+# Written into a folder after its last data file: the folder is complete (Spark and Hadoop writers do the same).
+SUCCESS_MARKER = "_SUCCESS"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.+=-]")
 
 

@@ -127,6 +127,45 @@ class Monitoring(_Strict):
         return _check_schedule(schedule)
 
 
+# The training_pipeline params a spec's `training.params` may give defaults for (the trigger form shows them).
+TRAINING_PARAMS = frozenset({"max_quarantine_fraction", "num_proc", "use_gpu", "epochs", "batch_size",
+                             "learning_rate", "patience", "seed", "promotion_threshold", "min_improvement"})
+
+
+class Training(_Strict):
+    """When a dataset's own `training__<name>` DAG runs, and the defaults of its run params."""
+
+    schedule: str | None = Field(None, min_length=1, description="Cron expression or preset of training__<name>.")
+    on_new_data: bool = Field(False, description="A new complete batch in the landing area starts one run: a "
+                                                 "subfolder of `landing` with a `_SUCCESS` marker file.")
+    landing: str | None = Field(None, min_length=1,
+                                description="Folder whose batch subfolders are the training data (relative paths "
+                                            "resolve against DATA_DIR); default: source.path up to its first "
+                                            "wildcard.")
+    params: dict[str, str | int | float | bool | None] = Field(
+        default_factory=dict, description="Defaults of the DAG's params (e.g. epochs, batch_size); a run from the UI "
+                                          "or the API may still override them.")
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_schedule(cls, schedule: str | None) -> str | None:
+        return None if schedule is None else _check_schedule(schedule)
+
+    @field_validator("params")
+    @classmethod
+    def _known_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(params) - TRAINING_PARAMS)
+        if unknown:
+            raise ValueError(f"unknown training params {unknown} (known: {sorted(TRAINING_PARAMS)})")
+        return params
+
+    @model_validator(mode="after")
+    def _scheduled_somehow(self) -> Training:
+        if self.schedule is None and not self.on_new_data:
+            raise ValueError("give a schedule, on_new_data: true, or both")
+        return self
+
+
 class DatasetSpec(_Strict):
     """A validated dataset spec."""
 
@@ -143,6 +182,7 @@ class DatasetSpec(_Strict):
     promotion: Promotion = Field(default_factory=Promotion)
     scoring: Scoring | None = None
     monitoring: Monitoring | None = None
+    training: Training | None = None
 
     @field_validator("schema_")
     @classmethod
@@ -208,6 +248,17 @@ class DatasetSpec(_Strict):
             return self.source.path
         return str(path if path.is_absolute() else (settings or get_settings()).data_dir / path)
 
+    def landing_dir(self, settings: Settings | None = None) -> Path:
+        """The folder whose batch subfolders feed training: `training.landing`, else the source path up to its
+        first wildcard."""
+        if self.training and self.training.landing:
+            folder = Path(self.training.landing).expanduser()
+            return folder if folder.is_absolute() else (settings or get_settings()).data_dir / folder
+        parts = Path(self.source_path(settings)).parts
+        fixed = next((index for index, part in enumerate(parts) if any(char in part for char in "*?[{")),
+                     len(parts) - 1)
+        return Path(*parts[:fixed])
+
 
 def _field_path(location: tuple[Any, ...]) -> str:
     return ".".join("schema" if part == "schema_" else str(part) for part in location) or "<root>"
@@ -259,6 +310,11 @@ def named_specs(settings: Settings | None = None) -> list[DatasetSpec]:
 def specs_with_scoring(settings: Settings | None = None) -> list[DatasetSpec]:
     """The named specs that declare a `scoring` section."""
     return [spec for spec in named_specs(settings) if spec.scoring is not None]
+
+
+def specs_with_training(settings: Settings | None = None) -> list[DatasetSpec]:
+    """The named specs that declare a `training` section (they get their own training DAG)."""
+    return [spec for spec in named_specs(settings) if spec.training is not None]
 
 
 def specs_with_monitoring(settings: Settings | None = None) -> list[DatasetSpec]:

@@ -171,6 +171,13 @@ def scoring_dag_id(dataset: str, settings: Settings | None = None) -> str:
     return _own_dag_id("batch_scoring", dataset, load_spec(dataset, settings).scoring is not None, settings)
 
 
+def training_dag_id(dataset: str, settings: Settings | None = None) -> str:
+    """The DAG that trains a dataset: its own `training__<name>` when the name's spec has a training section,
+    otherwise the generic `training_pipeline`."""
+    dag_id = _own_dag_id("training", dataset, load_spec(dataset, settings).training is not None, settings)
+    return "training_pipeline" if dag_id == "training" else dag_id
+
+
 def drift_dag_id(dataset: str, settings: Settings | None = None) -> str:
     """The DAG that checks a dataset: its own `drift_check__<name>` when the name's spec declares monitoring,
     otherwise the generic `drift_check`."""
@@ -185,19 +192,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scoring-dag", action="store_true", help="Print the id of the DAG that scores the dataset.")
     parser.add_argument("--checked-for", type=date.fromisoformat, help="Summarise the drift check of this date.")
     parser.add_argument("--drift-dag", action="store_true", help="Print the id of the DAG that checks the dataset.")
-    parser.add_argument("--retrain-run-id", type=date.fromisoformat, metavar="DATE",
-                        help="Print the training run the latest drift check of DATE triggered (nothing if none).")
+    parser.add_argument("--training-dag", action="store_true", help="Print the id of the DAG that trains the dataset.")
+    parser.add_argument("--retrain-run", type=date.fromisoformat, metavar="DATE",
+                        help="Print the DAG id and run id of the training run the latest drift check of DATE "
+                             "triggered (nothing if none).")
     args = parser.parse_args(argv)
     if args.scoring_dag:
         print(scoring_dag_id(args.dataset))
     elif args.drift_dag:
         print(drift_dag_id(args.dataset))
-    elif args.retrain_run_id:
-        from continuous_training.monitoring.retraining import RETRAIN_RUN_ID_TAG
+    elif args.training_dag:
+        print(training_dag_id(args.dataset))
+    elif args.retrain_run:
+        from continuous_training.monitoring.retraining import RETRAIN_DAG_ID_TAG, RETRAIN_RUN_ID_TAG
         from continuous_training.tracking import mlflow_client
 
-        check = latest_drift_check(args.dataset, args.retrain_run_id)
-        print(mlflow_client().get_run(check["mlflow_run_id"]).data.tags.get(RETRAIN_RUN_ID_TAG, ""))
+        tags = mlflow_client().get_run(latest_drift_check(args.dataset, args.retrain_run)["mlflow_run_id"]).data.tags
+        if RETRAIN_RUN_ID_TAG in tags:
+            print(tags[RETRAIN_DAG_ID_TAG], tags[RETRAIN_RUN_ID_TAG])
     elif args.checked_for:
         print(summarize_drift(args.dataset, args.checked_for))
     elif args.scored_for:

@@ -74,13 +74,13 @@ def test_params_validate_good_and_reject_bad(dagbag: DagBag) -> None:
 SCORING_STAGES = ["resolve_scoring_run", "ingest", "validate", "score"]
 
 
-def test_one_scoring_and_drift_dag_per_named_spec_that_declares_them(tmp_path) -> None:
+def test_one_training_scoring_and_drift_dag_per_named_spec_that_declares_them(tmp_path) -> None:
     churn = yaml.safe_load((PROJECT_ROOT / "include" / "datasets" / "churn.yaml").read_text())
     (tmp_path / "alpha.yaml").write_text(yaml.safe_dump({**churn, "name": "alpha"}))
     (tmp_path / "beta.yaml").write_text(yaml.safe_dump({key: value for key, value in {**churn, "name": "beta"}.items()
                                                         if key not in ("scoring", "monitoring")}))
     (tmp_path / "gamma.yaml").write_text(yaml.safe_dump({key: value for key, value in {**churn, "name": "gamma"}.items()
-                                                         if key != "scoring"}))
+                                                         if key not in ("scoring", "training")}))
     listing = ("import json; from airflow.dag_processing.dagbag import DagBag; "
                f"bag = DagBag(dag_folder={str(PROJECT_ROOT / 'dags')!r}); "
                "print(json.dumps([sorted(bag.dags), list(bag.import_errors)]))")
@@ -90,7 +90,28 @@ def test_one_scoring_and_drift_dag_per_named_spec_that_declares_them(tmp_path) -
     dag_ids, errors = json.loads(result.stdout.strip().splitlines()[-1])
     assert errors == []
     assert dag_ids == ["batch_scoring", "batch_scoring__alpha", "drift_check", "drift_check__alpha",
-                       "drift_check__gamma", "training_pipeline"]
+                       "drift_check__gamma", "training__alpha", "training__beta", "training_pipeline"]
+
+
+def test_training_dags_share_the_stages_and_follow_their_spec(dagbag: DagBag) -> None:
+    for dag_id in ("training__churn", "training__churn_value"):
+        dag = dagbag.dags[dag_id]
+        assert [task.task_id for task in dag.topological_sort()] == TRAINING_STAGES
+        assert dag.catchup is False and dag.max_active_runs == 1
+    on_new_data = dagbag.dags["training__churn"]
+    [asset] = on_new_data.timetable.asset_condition.objects
+    assert asset.name == "churn_landing" and asset.uri.endswith("/landing/churn")
+    assert [type(watcher.trigger).__name__ for watcher in asset.watchers] == ["NewBatchTrigger"]
+    weekly = dagbag.dags["training__churn_value"]
+    assert weekly.schedule == "@weekly" and weekly.params["epochs"] == 8
+    assert dagbag.dags["training_pipeline"].schedule is None
+    for dag_id, bad in [("training__churn", ("dataset", "churn_value")), ("training__churn_value", ("epochs", 0))]:
+        params: ParamsDict = dagbag.dags[dag_id].params
+        params.validate()
+        candidate = ParamsDict({k: params.get_param(k) for k in params})
+        with pytest.raises(ParamValidationError):
+            candidate[bad[0]] = bad[1]
+            candidate.validate()
 
 
 def test_scoring_dags_are_a_chain_on_the_spec_schedule(dagbag: DagBag) -> None:
@@ -122,7 +143,7 @@ def test_drift_dags_are_a_chain_on_the_spec_schedule_that_triggers_training(dagb
         assert [task.task_id for task in dag.topological_sort()] == DRIFT_STAGES
         assert dag.catchup is False and dag.max_active_runs == 1
         trigger = dag.get_task("trigger_retraining")
-        assert trigger.trigger_dag_id == "training_pipeline" and trigger.skip_when_already_exists
+        assert "['dag_id']" in trigger.trigger_dag_id and trigger.skip_when_already_exists
     assert dagbag.dags["drift_check__churn"].schedule == "0 6 * * *"
     assert dagbag.dags["drift_check"].schedule is None
     for dag_id, bad in [("drift_check__churn", ("dataset", "churn_value")), ("drift_check", ("window", 0))]:

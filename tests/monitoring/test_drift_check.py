@@ -17,8 +17,9 @@ from continuous_training.data.demo import generate, generate_scoring
 from continuous_training.data.features import fit_feature_pipeline
 from continuous_training.data.stats import compute_stats
 from continuous_training.monitoring.drift import DRIFT_FILE, check_drift
-from continuous_training.monitoring.labels import LANDED_MARKER, land_labelled_batches
+from continuous_training.monitoring.labels import land_labelled_batches
 from continuous_training.monitoring.reference import PREDICTION_PROFILE_ARTIFACT, STATS_ARTIFACT, prediction_reference
+from continuous_training.paths import SUCCESS_MARKER
 from continuous_training.registry import CHAMPION
 from continuous_training.serving.batch import ResolvedModel, score_batch
 from continuous_training.serving.model import FeatureTransform, log_pyfunc_model, predict_spark
@@ -189,7 +190,7 @@ def test_labelled_batches_land_once_with_unlabelled_rows_kept_out_and_counted(sp
     assert outcomes[0]["rows_without_label"] == 10
     assert target == monitored.settings.data_dir / "landing" / "churn" / "labelled_for=2026-11-05"
     assert again[0]["status"] == "already_landed" and again[0]["rows_landed"] == 1_990
-    assert sorted(path.name for path in target.iterdir()) == files and LANDED_MARKER in files
+    assert sorted(path.name for path in target.iterdir()) == files and SUCCESS_MARKER in files
     landed = spark.read.csv(str(target / "*.csv"), header=True, schema=monitored.spec.ddl_schema).toPandas()
     expected = pd.read_csv(monitored.settings.data_dir / "incoming" / "churn" / "date=2026-11-05" / "part-00000.csv")
     expected = expected.merge(truth.iloc[10:].drop(columns="date"), on="customer_id")

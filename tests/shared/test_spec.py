@@ -151,3 +151,23 @@ def test_unknown_dataset_name_lists_the_known_ones(tmp_path: Path) -> None:
 def test_missing_spec_file(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="does not exist"):
         load_spec(str(tmp_path / "absent.yaml"), Settings(datasets_dir=tmp_path))
+
+
+@pytest.mark.parametrize(("training", "expected"), [
+    ({}, "field 'training': Value error, give a schedule, on_new_data: true, or both"),
+    ({"schedule": "every tuesday"}, "field 'training.schedule'"),
+    ({"on_new_data": True, "params": {"epochz": 3}}, "unknown training params ['epochz']"),
+    ({"on_new_data": "sometimes"}, "field 'training.on_new_data'"),
+])
+def test_training_section_errors_name_the_field(document: dict[str, Any], training: dict, expected: str) -> None:
+    with pytest.raises(SpecError, match=expected.replace("(", r"\(").replace("[", r"\[")):
+        parse_spec({**document, "training": training})
+
+
+def test_landing_area_is_the_source_up_to_its_first_wildcard(document: dict[str, Any], settings: Settings) -> None:
+    spec = parse_spec(document)
+    assert spec.landing_dir(settings) == settings.data_dir / "landing" / "churn"
+    explicit = parse_spec({**document, "training": {"on_new_data": True, "landing": "/srv/drop/churn"}})
+    assert explicit.landing_dir(settings) == Path("/srv/drop/churn")
+    single_file = parse_spec({**document, "source": {**document["source"], "path": "exports/churn.csv"}})
+    assert single_file.landing_dir(settings) == settings.data_dir / "exports"

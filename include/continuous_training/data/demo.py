@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from continuous_training.config import get_settings
+from continuous_training.paths import SUCCESS_MARKER
 
 COLUMNS = (
     "customer_id",
@@ -274,6 +275,7 @@ def generate(
             offset += chunk_size
         for stale in existing - written:
             stale.unlink()
+        (folder / SUCCESS_MARKER).touch()
     return DemoData(landing_dir=landing, files=tuple(files), rows_written=rows, bad_rows=bad_rows)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from continuous_training.config import Settings, get_settings
 from continuous_training.errors import PipelineError
-from continuous_training.paths import dated_path, local_matches
+from continuous_training.paths import SUCCESS_MARKER, dated_path, local_matches
 from continuous_training.serving.batch import partition_dir, scored_dates
 from continuous_training.spec import DatasetSpec
 from pyspark.sql import DataFrame, SparkSession
@@ -28,7 +28,7 @@ from pyspark.sql import functions as F
 
 log = logging.getLogger(__name__)
 
-LANDED_MARKER = "_SUCCESS"
+
 LANDING_MANIFEST = "_landed.json"
 
 
@@ -67,7 +67,7 @@ def land_labelled_batch(spark: SparkSession, spec: DatasetSpec, day: date,
     settings = settings or get_settings()
     target = Path(dated_path(spec.monitoring.labelled_batches, day, settings))
     outcome: dict[str, Any] = {"scored_for": day.isoformat(), "path": str(target)}
-    if (target / LANDED_MARKER).is_file():
+    if (target / SUCCESS_MARKER).is_file():
         manifest = target / LANDING_MANIFEST
         return {**outcome, **(json.loads(manifest.read_text()) if manifest.is_file() else {}),
                 "status": "already_landed"}
@@ -93,7 +93,7 @@ def land_labelled_batch(spark: SparkSession, spec: DatasetSpec, day: date,
               "rows_without_label": rows_without_label}
     (staging / LANDING_MANIFEST).write_text(json.dumps({"scored_for": day.isoformat(), **landed}, indent=2))
     if target.exists():
-        raise PipelineError(f"{target} exists but holds no {LANDED_MARKER}: a batch is half there; remove it to land "
+        raise PipelineError(f"{target} exists but holds no {SUCCESS_MARKER}: a batch is half there; remove it to land "
                             f"the labelled rows of {day} again")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging.rename(target)

@@ -1,9 +1,11 @@
 """Whether a drift check triggers retraining, recorded on the check's MLflow run.
 
-A check that found drift triggers `training_pipeline` for its dataset, unless:
+A check that found drift triggers the dataset's own `training__<dataset>` DAG (a named spec with a `training`
+section), else `training_pipeline` for it, unless:
 
-* a run an earlier check triggered is still queued or running, or a training run of the dataset is in progress
-  in MLflow (experiment `<dataset>`, status RUNNING): the active-run guard;
+* a run of the dataset's own training DAG (whatever started it: new data, its schedule, a user) or a run an
+  earlier check triggered is still queued or running, or a training run of the dataset is in progress in MLflow
+  (experiment `<dataset>`, status RUNNING): the active-run guard;
 * an earlier check triggered one less than `monitoring.cooldown_hours` before this check's logical date.
 
 Suppressed triggers are recorded with their reason. The checks' MLflow runs are the ledger (tags
@@ -27,9 +29,9 @@ from mlflow.entities import RunStatus
 
 log = logging.getLogger(__name__)
 
-RETRAIN_DAG = "training_pipeline"
-RETRAIN_RUN_ID_TAG, RETRAIN_REASON_TAG, RETRAIN_LOGICAL_DATE_TAG = (
-    "retrain.run_id", "retrain.reason", "retrain.logical_date")
+GENERIC_TRAINING_DAG = "training_pipeline"
+RETRAIN_RUN_ID_TAG, RETRAIN_DAG_ID_TAG, RETRAIN_REASON_TAG, RETRAIN_LOGICAL_DATE_TAG = (
+    "retrain.run_id", "retrain.dag_id", "retrain.reason", "retrain.logical_date")
 ACTIVE_STATES = ("queued", "running")
 
 
@@ -39,7 +41,7 @@ class RetrainDecision:
 
     trigger: bool
     reason: str
-    dag_id: str = RETRAIN_DAG
+    dag_id: str = GENERIC_TRAINING_DAG
     run_id: str | None = None
     conf: dict[str, Any] | None = None
 
@@ -48,11 +50,17 @@ def retrain_run_id(check_run_id: str) -> str:
     return f"drift_retrain__{check_run_id}"
 
 
+def training_dag_id(spec: DatasetSpec, dataset_param: str) -> str:
+    """`training__<name>` for a named spec with a `training` section, else `training_pipeline`."""
+    named = spec.training is not None and dataset_param == spec.name
+    return f"training__{spec.name}" if named else GENERIC_TRAINING_DAG
+
+
 def decide_retraining(spec: DatasetSpec, dataset_param: str, result: dict[str, Any], logical_date: datetime,
-                      active_runs: Callable[[str, Sequence[str]], int],
+                      active_runs: Callable[[str, Sequence[str] | None], int],
                       settings: Settings | None = None) -> RetrainDecision:
     """Decide for one check result (drift.json) and record it; `active_runs(dag_id, run_ids)` counts those runs
-    that are queued or running."""
+    (all runs of the DAG for `None`) that are queued or running."""
     settings = settings or get_settings()
     client = mlflow_client(settings)
     check_run_id = result["mlflow_run_id"]
@@ -62,7 +70,7 @@ def decide_retraining(spec: DatasetSpec, dataset_param: str, result: dict[str, A
     tags = {RETRAIN_TRIGGERED_TAG: str(decision.trigger).lower(), RETRAIN_REASON_TAG: decision.reason}
     if decision.trigger:
         tags |= {RETRAIN_RUN_ID_TAG: run_id, RETRAIN_LOGICAL_DATE_TAG: logical_date.isoformat(),
-                 "retrain.dag_id": decision.dag_id}
+                 RETRAIN_DAG_ID_TAG: decision.dag_id}
     for key, value in tags.items():
         client.set_tag(check_run_id, key, value)
     log.info("retraining of %s %s: %s", spec.name, "triggered" if decision.trigger else "not triggered",
@@ -71,10 +79,12 @@ def decide_retraining(spec: DatasetSpec, dataset_param: str, result: dict[str, A
 
 
 def _decide(client, spec: DatasetSpec, dataset_param: str, result: dict[str, Any], logical_date: datetime,
-            active_runs: Callable[[str, Sequence[str]], int], run_id: str, monitoring: Monitoring) -> RetrainDecision:
+            active_runs: Callable[[str, Sequence[str] | None], int], run_id: str, monitoring: Monitoring
+            ) -> RetrainDecision:
     if not result["drift_detected"]:
         return RetrainDecision(False, "no drift" if result["outcome"] == "no_drift" else result["message"])
-    trigger = RetrainDecision(True, "drift: " + "; ".join(result["reasons"]), run_id=run_id, conf={
+    dag_id = training_dag_id(spec, dataset_param)
+    trigger = RetrainDecision(True, "drift: " + "; ".join(result["reasons"]), dag_id=dag_id, run_id=run_id, conf={
         "dataset": dataset_param,
         "triggered_by": f"drift check of {spec.name} for {result['checked_for']} (run {result['airflow_run_id']}, "
                         f"window {', '.join(result['window']['dates'])})",
@@ -84,10 +94,12 @@ def _decide(client, spec: DatasetSpec, dataset_param: str, result: dict[str, Any
                                  order_by=["attributes.start_time DESC"], max_results=100)
     if any(run.data.tags.get(RETRAIN_RUN_ID_TAG) == run_id for run in earlier):
         return trigger
+    if dag_id != GENERIC_TRAINING_DAG and active_runs(dag_id, None):
+        return RetrainDecision(False, f"suppressed: a run of {dag_id} is already queued or running")
     triggered = [run.data.tags[RETRAIN_RUN_ID_TAG] for run in earlier if RETRAIN_RUN_ID_TAG in run.data.tags]
-    if triggered and active_runs(RETRAIN_DAG, triggered):
+    if triggered and active_runs(dag_id, triggered):
         return RetrainDecision(False, f"suppressed: a retraining run an earlier check triggered for {spec.name} is "
-                                      f"still queued or running ({RETRAIN_DAG})")
+                                      f"still queued or running ({dag_id})")
     training = client.get_experiment_by_name(spec.name)
     if training is not None:
         in_progress = client.search_runs([training.experiment_id],

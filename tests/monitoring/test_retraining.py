@@ -1,0 +1,49 @@
+"""Where a drift check sends retraining, and the active-run guard of a dataset's own training DAG (real MLflow)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from continuous_training.monitoring.drift import RETRAIN_TRIGGERED_TAG, monitoring_experiment
+from continuous_training.monitoring.retraining import decide_retraining, training_dag_id
+from continuous_training.spec import load_spec
+from continuous_training.tracking import ensure_experiment, mlflow_client
+
+CHECKED = datetime(2026, 11, 6, tzinfo=UTC)
+
+
+def drift_result(client, spec, settings) -> dict:
+    """A drifted check's result, with its MLflow run in the monitoring experiment."""
+    experiment = ensure_experiment(client, monitoring_experiment(spec), settings)
+    run = client.create_run(experiment)
+    return {"mlflow_run_id": run.info.run_id, "airflow_run_id": "scheduled__2026-11-06T06:00:00+00:00",
+            "drift_detected": True, "outcome": "drift", "reasons": ["4 of 9 features drifted"],
+            "checked_for": "2026-11-06", "window": {"dates": ["2026-11-06"]}}
+
+
+def test_a_named_spec_with_a_training_section_retrains_through_its_own_dag() -> None:
+    churn, plan = load_spec("churn"), load_spec("churn_plan")
+    assert training_dag_id(churn, "churn") == "training__churn"
+    assert training_dag_id(churn, "/specs/churn.yaml") == "training_pipeline"
+    assert training_dag_id(plan, "churn_plan") == "training_pipeline"
+
+
+def test_any_active_run_of_the_own_dag_suppresses_the_trigger(settings) -> None:
+    spec, client = load_spec("churn"), mlflow_client(settings)
+    asked: list[tuple[str, object]] = []
+
+    def one_active_run(dag_id, run_ids):
+        asked.append((dag_id, run_ids))
+        return 1
+
+    result = drift_result(client, spec, settings)
+    decision = decide_retraining(spec, "churn", result, CHECKED, one_active_run, settings)
+
+    assert not decision.trigger
+    assert decision.reason == "suppressed: a run of training__churn is already queued or running"
+    assert asked == [("training__churn", None)]
+    assert client.get_run(result["mlflow_run_id"]).data.tags[RETRAIN_TRIGGERED_TAG] == "false"
+
+    free = decide_retraining(spec, "churn", drift_result(client, spec, settings), CHECKED, lambda *_: 0, settings)
+    assert free.trigger and free.dag_id == "training__churn"
+    assert free.conf["dataset"] == "churn" and "2026-11-06" in free.conf["triggered_by"]
