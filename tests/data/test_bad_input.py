@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from continuous_training.config import Settings
-from continuous_training.errors import PipelineError
 from continuous_training.data.features import FEATURES, featurize, split_bucket
 from continuous_training.data.ingest import CORRUPT_RECORD, IngestResult, ingest
+from continuous_training.data.validation import REASON, ValidationResult, validate
+from continuous_training.errors import PipelineError
 from continuous_training.paths import stage_dir
 from continuous_training.spec import DatasetSpec, parse_spec
-from continuous_training.data.validation import REASON, ValidationResult, validate
 from pyspark.sql import functions as F
 
 pytestmark = pytest.mark.integration

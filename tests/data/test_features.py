@@ -6,7 +6,6 @@ import dataclasses
 
 import numpy as np
 import pytest
-from continuous_training.errors import PipelineError
 from continuous_training.data.features import (
     check_serving_parity,
     featurize,
@@ -14,6 +13,7 @@ from continuous_training.data.features import (
     split_bucket,
     to_feature_rows,
 )
+from continuous_training.errors import PipelineError
 from continuous_training.serving.model import FeatureTransform
 from continuous_training.spec import parse_spec
 from pyspark.ml import PipelineModel

@@ -8,8 +8,8 @@ from html import escape
 
 import numpy as np
 import pytest
-from continuous_training.spec import parse_spec
 from continuous_training.data.stats import write_stats
+from continuous_training.spec import parse_spec
 
 pytestmark = pytest.mark.integration
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 from continuous_training.data.ingest import CORRUPT_RECORD
-from continuous_training.spec import DatasetSpec, parse_spec
 from continuous_training.data.validation import REASONS, annotate, rule_checks
+from continuous_training.spec import DatasetSpec, parse_spec
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,8 @@ from pyspark.ml.stat import Correlation
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from continuous_training.errors import PipelineError
 from continuous_training.data.report import render_report
+from continuous_training.errors import PipelineError
 from continuous_training.monitoring.profile import reference_profiles
 from continuous_training.spec import DatasetSpec
 

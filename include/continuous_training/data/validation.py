@@ -11,8 +11,8 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from continuous_training.errors import PipelineError
 from continuous_training.data.ingest import CORRUPT_RECORD, SOURCE_FILE
+from continuous_training.errors import PipelineError
 from continuous_training.spec import DatasetSpec, is_numeric_type
 
 REASONS = "_quarantine_reasons"

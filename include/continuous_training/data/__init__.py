@@ -1,0 +1,1 @@
+"""Data stages: ingest, validate, stats (and its report), featurize; the demo data generator."""
