@@ -1,35 +1,73 @@
-"""An "MLflow run" link on the training_pipeline tasks that produce or use the run's MLflow training run.
+"""Task links to MLflow: "MLflow run" and "MLflow model version".
 
-The link is resolved by the Airflow API server when a task instance page asks for it: the training run is
-the MLflow run tagged with the Airflow dag id and run id (any experiment); without one the link opens the
-dataset's experiment, and without that it is empty. Lookups are bounded in time and never raise.
+Airflow's API server resolves these links when the links of a task instance are asked for (the task page of the
+UI). Each link is the MLflow record that the task, or the task it builds on, made for the same DAG run, found by
+what was recorded, never guessed from DAG ids or dataset names; a task that recorded nothing gets an empty link,
+which the UI does not show.
+
+* "MLflow run": the run tagged with the DAG run's dag id and run id and the task that logs it: `train` (linked on
+  train, evaluate, register and promote), `score`, and `check_drift` (linked on check_drift and decide_retraining).
+* "MLflow model version": the version registered from that training run (evaluate, register, promote), the version
+  named by the `model.name` and `model.version` tags of the scoring or monitoring run (score, check_drift), and the
+  version resolve_scoring_run returned (its XCom).
+
+Both links of a task instance come from one lookup, reused for a few seconds; it never raises, and a slow or
+unreachable MLflow gives empty links after LOOKUP_TIMEOUT_S.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib.parse import quote
 
 from airflow.plugins_manager import AirflowPlugin
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from airflow.providers.standard.operators.python import PythonOperator
+from airflow.providers.standard.operators.python import PythonOperator, ShortCircuitOperator
 from airflow.sdk import BaseOperatorLink
 from continuous_training.config import get_settings
-from continuous_training.spec import load_spec
+from continuous_training.tracking import AIRFLOW_DAG_ID_TAG, AIRFLOW_RUN_ID_TAG, AIRFLOW_TASK_ID_TAG, filter_literal
 
 if TYPE_CHECKING:
+    from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
 
-AIRFLOW_DAG_ID_TAG = "airflow.dag_id"
-LINKED_TASKS: dict[str, frozenset[str]] = {
-    "training_pipeline": frozenset({"train", "evaluate", "register", "promote"}),
-}
-LOOKUP_TIMEOUT_S = 5.0
+RUN_LINK, MODEL_VERSION_LINK = "MLflow run", "MLflow model version"
+# For each linked task: the task whose MLflow run it links to.
+RUN_LOGGED_BY = {"train": "train", "evaluate": "train", "register": "train", "promote": "train",
+                 "score": "score", "check_drift": "check_drift", "decide_retraining": "check_drift"}
+VERSION_REGISTERED_FROM_RUN = frozenset({"evaluate", "register", "promote"})
+VERSION_TAGGED_ON_RUN = frozenset({"score", "check_drift"})
+VERSION_RETURNED_BY = "resolve_scoring_run"
+LINKED_TASKS = frozenset(RUN_LOGGED_BY) | {VERSION_RETURNED_BY}
 
-_lookups = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mlflow-link")
+LOOKUP_TIMEOUT_S = 5.0
+LOOKUP_REUSE_S = 10.0
+MAX_LOOKUPS_IN_FLIGHT = 8
+
+
+class TaskRef(NamedTuple):
+    """A task instance, as far as its links depend on it (not on its try)."""
+
+    dag_id: str
+    task_id: str
+    run_id: str
+    map_index: int = -1
+
+
+def run_url(ui_url: str, run: Run) -> str:
+    return f"{ui_url}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+
+
+def model_version_url(ui_url: str, name: str, version: str) -> str:
+    return f"{ui_url}/#/models/{quote(name, safe='')}/versions/{quote(version, safe='')}"
 
 
 def _experiment_ids(client: MlflowClient) -> list[str]:
@@ -45,88 +83,152 @@ def _experiment_ids(client: MlflowClient) -> list[str]:
             return ids
 
 
-def training_run_url(client: MlflowClient, ui_url: str, dag_id: str, airflow_run_id: str) -> str:
-    """The MLflow UI page of the training run an Airflow run created, or "" when there is none."""
-    from continuous_training.tracking import AIRFLOW_RUN_ID_TAG, filter_literal
-
+def logged_run(client: MlflowClient, dag_id: str, airflow_run_id: str, task_id: str) -> Run | None:
+    """The MLflow run an Airflow task logged for a DAG run (tagged with its dag id, run id and task id), if any."""
     experiment_ids = _experiment_ids(client)
     if not experiment_ids:
-        return ""
+        return None
+    tags = {AIRFLOW_DAG_ID_TAG: dag_id, AIRFLOW_RUN_ID_TAG: airflow_run_id, AIRFLOW_TASK_ID_TAG: task_id}
     runs = client.search_runs(
         experiment_ids,
-        filter_string=(f"tags.`{AIRFLOW_RUN_ID_TAG}` = {filter_literal(airflow_run_id)} "
-                       f"AND tags.`{AIRFLOW_DAG_ID_TAG}` = {filter_literal(dag_id)}"),
+        filter_string=" AND ".join(f"tags.`{tag}` = {filter_literal(value)}" for tag, value in tags.items()),
         order_by=["attributes.start_time ASC"],
         max_results=1,
     )
-    if not runs:
-        return ""
-    run = runs[0]
-    return f"{ui_url.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    return runs[0] if runs else None
 
 
-def experiment_url(client: MlflowClient, ui_url: str, experiment_name: str) -> str:
-    """The MLflow UI page of an experiment, or "" when it does not exist."""
-    experiment = client.get_experiment_by_name(experiment_name)
-    return f"{ui_url.rstrip('/')}/#/experiments/{experiment.experiment_id}" if experiment else ""
+def version_registered_from(client: MlflowClient, run: Run) -> tuple[str, str] | None:
+    """(model name, version) of the first version registered from a training run, if any."""
+    versions = client.search_model_versions(f"run_id = '{run.info.run_id}'")
+    first = min(versions, key=lambda version: (version.name, int(version.version)), default=None)
+    return (first.name, str(first.version)) if first else None
 
 
-def dag_run_conf(dag_id: str, run_id: str) -> dict[str, Any]:
-    """The conf a DAG run was triggered with, read from the Airflow metadata database."""
-    from airflow.models.dagrun import DagRun
+def version_tagged_on(run: Run) -> tuple[str, str] | None:
+    """(model name, version) named by a scoring or monitoring run's tags; None when it names none."""
+    name, version = run.data.tags.get("model.name"), run.data.tags.get("model.version")
+    return (name, version) if name and version else None
+
+
+def version_returned_by(task: TaskRef) -> tuple[str, str] | None:
+    """(model name, version) of the `model` in the task's return value (XCom), if it returned one."""
+    from airflow.models.xcom import XCOM_RETURN_KEY, XComModel
     from airflow.utils.session import create_session
-    from sqlalchemy import select
 
     with create_session() as session:
-        conf = session.scalar(select(DagRun.conf).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
-    return conf or {}
+        value = session.scalar(XComModel.get_many(
+            key=XCOM_RETURN_KEY, run_id=task.run_id, dag_ids=task.dag_id, task_ids=task.task_id,
+            map_indexes=task.map_index,
+        ).with_only_columns(XComModel.value))
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    model = value.get("model") if isinstance(value, dict) else None
+    if not isinstance(model, dict) or not model.get("name") or not model.get("version"):
+        return None
+    return str(model["name"]), str(model["version"])
 
 
-def run_dataset(operator: Any, dag_id: str, run_id: str) -> str | None:
-    """The dataset (spec name) of a DAG run: its conf's `dataset`, else the DAG's default param."""
-    try:
-        dataset = dag_run_conf(dag_id, run_id).get("dataset")
-    except Exception:
-        log.warning("Could not read the conf of %s/%s for the MLflow link", dag_id, run_id, exc_info=True)
-        dataset = None
-    if dataset is None and "dataset" in operator.params:
-        dataset = operator.params["dataset"]
-    return load_spec(dataset).name if dataset else None
-
-
-def mlflow_link(operator: Any, dag_id: str, task_id: str, run_id: str) -> str:
-    """The training run's page, else the dataset experiment's page, else "" (also for unlinked tasks)."""
-    if task_id not in LINKED_TASKS.get(dag_id, ()):
-        return ""
+def task_links(task: TaskRef) -> dict[str, str]:
+    """The URLs of what a task instance recorded, by link name (no entry for what it did not record)."""
     from mlflow.tracking import MlflowClient
 
     settings = get_settings()
-    client = MlflowClient(settings.mlflow_tracking_uri, settings.mlflow_tracking_uri)
-    url = training_run_url(client, settings.mlflow_ui_url, dag_id, run_id)
-    if url:
-        return url
-    dataset = run_dataset(operator, dag_id, run_id)
-    return experiment_url(client, settings.mlflow_ui_url, dataset) if dataset else ""
+    ui_url = settings.mlflow_ui_url.rstrip("/")
+    links: dict[str, str] = {}
+    version = None
+    if task.task_id == VERSION_RETURNED_BY:
+        version = version_returned_by(task)
+    elif task.task_id in RUN_LOGGED_BY:
+        client = MlflowClient(settings.mlflow_tracking_uri, settings.mlflow_tracking_uri)
+        run = logged_run(client, task.dag_id, task.run_id, RUN_LOGGED_BY[task.task_id])
+        if run is None:
+            return {}
+        links[RUN_LINK] = run_url(ui_url, run)
+        if task.task_id in VERSION_REGISTERED_FROM_RUN:
+            version = version_registered_from(client, run)
+        elif task.task_id in VERSION_TAGGED_ON_RUN:
+            version = version_tagged_on(run)
+    if version:
+        links[MODEL_VERSION_LINK] = model_version_url(ui_url, *version)
+    return links
 
 
-class MlflowRunLink(BaseOperatorLink):
-    """Opens the MLflow training run of the task's DAG run."""
+@dataclass(frozen=True)
+class _Lookup:
+    links: Future[dict[str, str]]
+    deadline: float
 
-    name = "MLflow run"
-    operators = [SparkSubmitOperator, PythonOperator]
+
+_recent: dict[TaskRef, _Lookup] = {}
+_recent_lock = threading.Lock()
+_in_flight = threading.BoundedSemaphore(MAX_LOOKUPS_IN_FLIGHT)
+
+
+def _start_lookup(task: TaskRef) -> Future[dict[str, str]]:
+    """task_links in a daemon thread: an MLflow that hangs holds that thread, never the caller nor the process
+    exit; at most MAX_LOOKUPS_IN_FLIGHT such threads at a time."""
+    links: Future[dict[str, str]] = Future()
+    if not _in_flight.acquire(blocking=False):
+        links.set_exception(RuntimeError(f"{MAX_LOOKUPS_IN_FLIGHT} earlier lookups still wait for MLflow"))
+        return links
+
+    def look_up() -> None:
+        try:
+            links.set_result(task_links(task))
+        except BaseException as error:
+            links.set_exception(error)
+        finally:
+            _in_flight.release()
+
+    threading.Thread(target=look_up, name="mlflow-links", daemon=True).start()
+    return links
+
+
+def recorded_links(ti_key: Any) -> dict[str, str]:
+    """task_links of a task instance within LOOKUP_TIMEOUT_S, one lookup answering all its links for
+    LOOKUP_REUSE_S; {} for a task without links, and (logged) when the lookup fails or is late."""
+    task = TaskRef(ti_key.dag_id, ti_key.task_id, ti_key.run_id, getattr(ti_key, "map_index", -1))
+    if task.task_id not in LINKED_TASKS:
+        return {}
+    now = time.monotonic()
+    with _recent_lock:
+        for stale in [key for key, lookup in _recent.items() if lookup.deadline + LOOKUP_REUSE_S < now]:
+            del _recent[stale]
+        lookup = _recent.get(task)
+        if lookup is None:
+            lookup = _recent[task] = _Lookup(_start_lookup(task), now + LOOKUP_TIMEOUT_S)
+    try:
+        return lookup.links.result(timeout=max(0.0, lookup.deadline - time.monotonic()))
+    except TimeoutError:
+        log.warning("No MLflow links for %s: MLflow did not answer within %g s", task, LOOKUP_TIMEOUT_S)
+    except Exception as error:
+        log.warning("No MLflow links for %s: %s", task, error, exc_info=error)
+    return {}
+
+
+class MlflowLink(BaseOperatorLink):
+    """A link to one of the MLflow records of the task instance; empty when it has none."""
+
+    operators = [SparkSubmitOperator, PythonOperator, ShortCircuitOperator]
 
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
-        """Resolved with a time limit; any failure gives an empty link and a log line."""
-        try:
-            lookup = _lookups.submit(mlflow_link, operator, ti_key.dag_id, ti_key.task_id, ti_key.run_id)
-            return lookup.result(timeout=LOOKUP_TIMEOUT_S)
-        except Exception:
-            log.warning("No MLflow link for %s", ti_key, exc_info=True)
-            return ""
+        return recorded_links(ti_key).get(self.name, "")
+
+
+class MlflowRunLink(MlflowLink):
+    name = RUN_LINK
+
+
+class MlflowModelVersionLink(MlflowLink):
+    name = MODEL_VERSION_LINK
 
 
 class MlflowLinksPlugin(AirflowPlugin):
-    """Registers the MLflow run link on the Spark and Python tasks (shown on the training tasks)."""
+    """Adds the MLflow links to every Spark, Python and short-circuit task (they resolve on the linked tasks)."""
 
     name = "mlflow_links"
-    operator_extra_links = [MlflowRunLink()]
+    operator_extra_links = [MlflowRunLink(), MlflowModelVersionLink()]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import mlflow
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
@@ -10,6 +12,7 @@ from continuous_training.config import Settings, get_settings
 from continuous_training.errors import PipelineError
 
 AIRFLOW_RUN_ID_TAG = "airflow.run_id"
+AIRFLOW_DAG_ID_TAG, AIRFLOW_TASK_ID_TAG = "airflow.dag_id", "airflow.task_id"
 CANDIDATE_MODEL_TAG = "candidate_model_uri"
 
 
@@ -32,6 +35,13 @@ def ensure_experiment(client: MlflowClient, dataset: str, settings: Settings | N
     )
     location = (settings.mlflow_artifact_root / dataset).as_uri() if is_local_store else None
     return client.create_experiment(dataset, artifact_location=location)
+
+
+def airflow_task_tags() -> dict[str, str]:
+    """The dag id and task id of the Airflow task running this process, as run tags: Airflow exports them to the
+    task's environment (`AIRFLOW_CTX_*`), which spark-submit jobs inherit. Empty outside Airflow."""
+    variables = {AIRFLOW_DAG_ID_TAG: "AIRFLOW_CTX_DAG_ID", AIRFLOW_TASK_ID_TAG: "AIRFLOW_CTX_TASK_ID"}
+    return {tag: os.environ[variable] for tag, variable in variables.items() if os.environ.get(variable)}
 
 
 def filter_literal(value: str) -> str:

@@ -30,7 +30,13 @@ from continuous_training.monitoring.statistics import compare
 from continuous_training.paths import stage_dir
 from continuous_training.serving.batch import PARTITION, ScoredDate, predictions_dir, scored_dates
 from continuous_training.spec import LOWER_IS_BETTER, DatasetSpec, Monitoring
-from continuous_training.tracking import AIRFLOW_RUN_ID_TAG, ensure_experiment, filter_literal, mlflow_client
+from continuous_training.tracking import (
+    AIRFLOW_RUN_ID_TAG,
+    airflow_task_tags,
+    ensure_experiment,
+    filter_literal,
+    mlflow_client,
+)
 from continuous_training.training.evaluation import LABEL, prediction_metrics
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -195,7 +201,7 @@ def log_check(result: dict[str, Any], spec: DatasetSpec, out_dir, settings: Sett
     tags = {DRIFT_DETECTED_TAG: str(result["drift_detected"]).lower(), "check.outcome": result["outcome"],
             "checked_for": result["checked_for"], "window.dates": ",".join(result["window"]["dates"]),
             "model.name": model.get("name", ""), "model.version": model.get("version", ""),
-            "model.run_id": model.get("run_id", "")}
+            "model.run_id": model.get("run_id", ""), **airflow_task_tags()}
     if RETRAIN_TRIGGERED_TAG not in run.data.tags:
         tags[RETRAIN_TRIGGERED_TAG] = "false"
     for key, value in tags.items():

@@ -24,7 +24,13 @@ from continuous_training.paths import stage_dir, stage_for
 from continuous_training.registry import alias_version
 from continuous_training.serving.model import PREDICTION, PROBABILITIES, PROBABILITY, model_classes, predict_spark
 from continuous_training.spec import DatasetSpec
-from continuous_training.tracking import AIRFLOW_RUN_ID_TAG, ensure_experiment, filter_literal, mlflow_client
+from continuous_training.tracking import (
+    AIRFLOW_RUN_ID_TAG,
+    airflow_task_tags,
+    ensure_experiment,
+    filter_literal,
+    mlflow_client,
+)
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +185,7 @@ def log_summary(summary: dict[str, Any], spec: DatasetSpec, settings: Settings) 
         experiment_id, run_name=f"score {summary[PARTITION]}", tags={AIRFLOW_RUN_ID_TAG: airflow_run_id})
     run_id = run.info.run_id
     for key, value in {"model.name": model["name"], "model.version": model["version"], "model.alias": model["alias"],
-                       "model.run_id": model["run_id"], PARTITION: summary[PARTITION]}.items():
+                       "model.run_id": model["run_id"], PARTITION: summary[PARTITION], **airflow_task_tags()}.items():
         client.set_tag(run_id, key, value)
     metrics = {"rows_in": summary["rows_in"], "rows_scored": summary["scored"],
                "rows_quarantined": summary["quarantined"]}

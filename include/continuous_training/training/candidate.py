@@ -19,7 +19,13 @@ from continuous_training.errors import PipelineError
 from continuous_training.paths import stage_dir
 from continuous_training.serving.model import FeatureTransform, log_pyfunc_model
 from continuous_training.spec import DatasetSpec
-from continuous_training.tracking import CANDIDATE_MODEL_TAG, mlflow_client, start_training_run
+from continuous_training.tracking import (
+    AIRFLOW_DAG_ID_TAG,
+    AIRFLOW_TASK_ID_TAG,
+    CANDIDATE_MODEL_TAG,
+    mlflow_client,
+    start_training_run,
+)
 from continuous_training.training.loop import TrainConfig, TrainResult, fit
 
 log = logging.getLogger(__name__)
@@ -80,7 +86,7 @@ def train_candidate(spark: SparkSession, spec: DatasetSpec, run_id: str, params:
     )
     client = mlflow_client(settings)
     run = start_training_run(client, spec.name, run_id, {
-        "airflow.dag_id": airflow.dag_id, "airflow.task_id": airflow.task_id, "dataset": spec.name,
+        AIRFLOW_DAG_ID_TAG: airflow.dag_id, AIRFLOW_TASK_ID_TAG: airflow.task_id, "dataset": spec.name,
         **({"triggered_by": airflow.triggered_by} if airflow.triggered_by else {}),
     }, settings)
     mlflow_run_id = run.info.run_id
