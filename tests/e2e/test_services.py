@@ -1,8 +1,8 @@
 """The local services for real: `scripts/services.py up` (what `make up` runs) starts the api-server, scheduler,
 dag-processor, triggerer and an MLflow server; a training run triggered through the REST API with a login
 succeeds under the scheduler, its task log and its MLflow run are read back through the APIs; a batch landing
-starts exactly one training run through the landing Asset's watcher, and not before its `_SUCCESS` marker; `down`
-leaves no process or listener behind."""
+starts exactly one training run through the landing Asset's watcher, and not before its `_SUCCESS` marker; the
+grid, graph and MLflow run pages render in headless Chromium; `down` leaves no process or listener behind."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 import pytest
 import requests
+import ui_pages
 import yaml
 from continuous_training.config import PROJECT_ROOT
 from continuous_training.data.demo import generate
@@ -157,6 +158,26 @@ def test_the_api_requires_a_login_and_a_triggered_run_is_traced_to_mlflow(servic
     assert mlflow_run["info"]["status"] == "FINISHED"
     tags = {tag["key"]: tag["value"] for tag in mlflow_run["data"]["tags"]}
     assert tags["airflow.dag_id"] == DAG_ID
+
+    assert ui_pages.CHROMIUM.exists(), "the UI checks need Chromium: bash scripts/install_chromium.sh"
+    token = services.session.headers["Authorization"].removeprefix("Bearer ")
+    grid = ui_pages.render_airflow_run(services.airflow_url, token, DAG_ID, run["dag_run_id"],
+                                       wait_for_text=["check_spec", "train", "promote", "Success"])
+    assert run["dag_run_id"] in grid
+    ui_pages.render_airflow_run(services.airflow_url, token, DAG_ID, run["dag_run_id"], view="graph",
+                                wait_for_text=["ingest", "train", "promote"])
+
+    links = services.api("GET", f"/dags/{DAG_ID}/dagRuns/{quote(run['dag_run_id'], safe='')}/taskInstances/promote/"
+                                "links")["extra_links"]
+    assert links["MLflow run"] == ui_pages.mlflow_run_url(services.mlflow_url, mlflow_run["info"]["experiment_id"],
+                                                          mlflow_run["info"]["run_id"])
+    assert links["MLflow model version"] == f"{services.mlflow_url}/#/models/{DATASET}_model/versions/1"
+    version = requests.get(f"{services.mlflow_url}/api/2.0/mlflow/model-versions/get", timeout=30,
+                           params={"name": f"{DATASET}_model", "version": "1"}).json()["model_version"]
+    assert version["run_id"] == mlflow_run["info"]["run_id"]
+    page = ui_pages.render(links["MLflow run"], local_storage=ui_pages.MLFLOW_UI_STATE,
+                           wait_for_text=["test_auc", "Finished"])
+    assert run["dag_run_id"] in page
 
 
 def test_one_new_batch_starts_exactly_one_training_run(services: Services) -> None:
