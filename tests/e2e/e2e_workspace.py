@@ -1,5 +1,9 @@
 """The e2e workspace: demo data, an Airflow metadata DB, MLflow on SQLite, and each dataset's training_pipeline
-run trained once on first use, whichever test asks for it first (no order between tests)."""
+run trained once on first use, whichever test asks for it first (no order between tests).
+
+Spark jobs run on local[2], except those of the datasets in ON_CLUSTER (their training run) and of the commands
+given `on_cluster` env: those go to a real standalone master and worker, and the only difference is the
+`spark_default` connection (scale-out is configuration)."""
 
 from __future__ import annotations
 
@@ -13,7 +17,9 @@ import mlflow
 import pytest
 from continuous_training.config import Settings
 from mlflow.tracking import MlflowClient
+from spark_cluster import StandaloneCluster
 
+ON_CLUSTER = ("churn",)
 TRAIN_CONF = {"epochs": 4, "batch_size": 32, "num_proc": 2, "learning_rate": 0.003}
 
 
@@ -21,7 +27,10 @@ TRAIN_CONF = {"epochs": 4, "batch_size": 32, "num_proc": 2, "learning_rate": 0.0
 class Workspace:
     root: Path
     env: dict[str, str]
+    cluster: StandaloneCluster
     runs: dict[str, str] = field(default_factory=dict)
+    # Names of the Spark applications each dataset's training run submitted to the cluster (none: not ON_CLUSTER).
+    training_applications: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def data_dir(self) -> Path:
@@ -42,6 +51,16 @@ class Workspace:
                         f"{result.stderr[-6000:]}")
         return result
 
+    @property
+    def on_cluster(self) -> dict[str, str]:
+        """The environment with `spark_default` pointing at the standalone cluster."""
+        connection = json.dumps({"conn_type": "spark", "host": self.cluster.master_url})
+        return {**self.env, "AIRFLOW_CONN_SPARK_DEFAULT": connection}
+
+    def applications_since(self, before: dict[str, str]) -> list[str]:
+        """Sorted names of the applications the cluster ran that are not in `before` (a cluster.applications())."""
+        return sorted(name for app_id, name in self.cluster.applications().items() if app_id not in before)
+
     def client(self) -> MlflowClient:
         mlflow.set_tracking_uri(self.env["MLFLOW_TRACKING_URI"])
         return MlflowClient(self.env["MLFLOW_TRACKING_URI"])
@@ -50,10 +69,13 @@ class Workspace:
         """The run id of `dataset`'s training_pipeline run, run through `airflow dags test` the first time."""
         if dataset not in self.runs:
             conf = json.dumps({"dataset": dataset, **TRAIN_CONF})
-            result = self.airflow("dags", "test", "training_pipeline", "--conf", conf)
+            before = self.cluster.applications()
+            result = self.airflow("dags", "test", "training_pipeline", "--conf", conf,
+                                  env=self.on_cluster if dataset in ON_CLUSTER else None)
             finished = dag_run_finished(result.stdout + result.stderr)
             assert finished["state"] == "success", finished
             self.runs[dataset] = finished["run_id"]
+            self.training_applications[dataset] = self.applications_since(before)
         return self.runs[dataset]
 
 

@@ -19,9 +19,12 @@ def test_the_datasets_scoring_dag_scores_its_batch_with_the_champion(e2e: Worksp
     e2e.train("churn")
     batch = generate_scoring(days=1, rows_per_day=400, start_date="2026-11-05", seed=4, data_dir=e2e.data_dir)
 
-    result = e2e.airflow("dags", "test", "batch_scoring__churn", "2026-11-05")
+    before = e2e.cluster.applications()
+    result = e2e.airflow("dags", "test", "batch_scoring__churn", "2026-11-05", env=e2e.on_cluster)
 
     assert dag_run_finished(result.stdout + result.stderr)["state"] == "success"
+    assert e2e.applications_since(before) == ["ingest-churn", "score-churn", "validate-churn"], \
+        "every Spark stage of the run is one application of the standalone master"
     spec = load_spec("churn", e2e.settings)
     partition = partition_dir(spec, pd.Timestamp("2026-11-05").date(), e2e.settings)
     summary = json.loads((partition / "_summary.json").read_text())

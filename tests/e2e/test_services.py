@@ -1,13 +1,13 @@
 """The local services for real: `scripts/services.py up` (what `make up` runs) starts the api-server, scheduler,
 dag-processor, triggerer and an MLflow server; a training run triggered through the REST API with a login
 succeeds under the scheduler, its task log and its MLflow run are read back through the APIs; a batch landing
-starts exactly one training run through the landing Asset's watcher, and not before its `_SUCCESS` marker; the
-grid, graph and MLflow run pages render in headless Chromium; `down` leaves no process or listener behind."""
+starts exactly one training run through the landing Asset's watcher, and not before its `_SUCCESS` marker (the
+run itself is the pipeline the first test proved: `down` stops it mid-way); the grid, graph and MLflow run pages
+render in headless Chromium; `down` leaves no process or listener behind."""
 
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+import psutil
 import pytest
 import requests
 import ui_pages
@@ -42,6 +43,18 @@ def free_port() -> int:
 def listening(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def started_by(airflow_home: Path) -> list[str]:
+    """Command lines of the processes whose environment names this AIRFLOW_HOME (the services and their tasks)."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            if process.environ().get("AIRFLOW_HOME") == str(airflow_home):
+                found.append(" ".join(process.info["cmdline"] or []))
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return found
 
 
 @dataclass
@@ -128,6 +141,7 @@ def services(tmp_path_factory, airflow_env) -> Iterator[Services]:
         for name in COMPONENTS:
             assert not (running.home / "run" / f"{name}.pid").exists(), name
         assert not listening(airflow_port) and not listening(mlflow_port), "a service still listens after down"
+        assert not started_by(running.home), "a process started by the services outlived down"
 
 
 def test_the_api_requires_a_login_and_a_triggered_run_is_traced_to_mlflow(services: Services) -> None:
@@ -194,10 +208,10 @@ def test_one_new_batch_starts_exactly_one_training_run(services: Services) -> No
     (landing / "date=2026-11-10" / SUCCESS_MARKER).touch()
     new = services.wait("an asset-triggered run", lambda: [run for run in services.runs()[before:]])
     assert [run["run_type"] for run in new] == ["asset_triggered"]
-    services.finished(new[0]["dag_run_id"])
+    events = services.api("GET", f"/dags/{DAG_ID}/dagRuns/{quote(new[0]['dag_run_id'], safe='')}/"
+                                 "upstreamAssetEvents")["asset_events"]
+    assert [event["extra"]["batches"] for event in events] == [["date=2026-11-10"]]
+    services.wait(f"{new[0]['dag_run_id']} to start its tasks", lambda: services.api(
+        "GET", f"/dags/{DAG_ID}/dagRuns/{quote(new[0]['dag_run_id'], safe='')}")["state"] == "running")
     time.sleep(POLL_S * 4)
     assert len(services.runs()) == before + 1, "one batch, one run"
-    [mlflow_run] = services.mlflow_runs(new[0]["dag_run_id"])
-    tags = {tag["key"]: tag["value"] for tag in mlflow_run["data"]["tags"]}
-    assert "date=2026-11-10" in json.dumps(tags), tags
-    assert os.path.exists(services.home / "run" / "triggerer.pid")

@@ -17,7 +17,7 @@ from continuous_training.spec import load_spec, parse_spec
 from continuous_training.tracking import find_training_run
 from continuous_training.training.candidate import AirflowContext, TrainParams, train_candidate
 from continuous_training.training.evaluation import evaluate_candidate
-from e2e_workspace import TRAIN_CONF, Workspace, dag_run_finished, task_final_state
+from e2e_workspace import ON_CLUSTER, TRAIN_CONF, Workspace, dag_run_finished, task_final_state
 
 pytestmark = pytest.mark.e2e
 
@@ -26,6 +26,7 @@ DATASETS = {
     "churn_value": ("test_rmse", "test_mae", "test_r2"),
     "churn_plan": ("test_accuracy", "test_f1", "test_logloss"),
 }
+SPARK_STAGES = ("ingest", "validate", "stats", "featurize", "train", "evaluate", "promote")
 
 
 def read_json(path: Path) -> dict:
@@ -37,6 +38,10 @@ def test_pipeline_trains_registers_and_promotes(e2e: Workspace, dataset: str, mo
     run_id = e2e.train(dataset)
     monkeypatch.setenv("DATA_DIR", str(e2e.data_dir))
     spec = load_spec(dataset)
+    on_cluster = dataset in ON_CLUSTER
+    assert e2e.training_applications[dataset] == sorted(f"{stage}-{dataset}" for stage in SPARK_STAGES
+                                                        if on_cluster), \
+        "every Spark stage of a run on the cluster is one application of the standalone master; none of the others"
 
     ingest = read_json(stage_dir(dataset, "ingest", run_id, e2e.settings) / "manifest.json")
     pinned = read_json(stage_dir(dataset, "ingest", run_id, e2e.settings) / "inputs.json")
@@ -62,6 +67,7 @@ def test_pipeline_trains_registers_and_promotes(e2e: Workspace, dataset: str, mo
             "spark_master", "data_fingerprint"} <= set(params)
     assert params["framework"] == "pytorch" and params["num_proc"] == "2" and params["data_run_id"] == run_id
     assert params["data_fingerprint"] == features["data_fingerprint"]
+    assert params["spark_master"] == (e2e.cluster.master_url if on_cluster else "local[2]")
     tags = run.data.tags
     assert tags["horovod.size"] == "2" and tags["spark.barrier"] == "true" and tags["gpu.addresses"] == "none"
     assert tags["airflow.dag_id"] == "training_pipeline" and tags["airflow.task_id"] == "train"
@@ -96,7 +102,7 @@ def test_rerunning_a_run_reads_its_pinned_inputs_and_duplicates_nothing(e2e: Wor
     late = generate(rows=200, batches=1, start_date="2026-12-01", seed=8, data_dir=e2e.data_dir, overwrite=False)
 
     for task in ("ingest", "validate", "featurize", "train", "evaluate", "register", "promote"):
-        result = e2e.airflow("tasks", "test", "training_pipeline", task, run_id)
+        result = e2e.airflow("tasks", "test", "training_pipeline", task, run_id, env=e2e.on_cluster)
         assert task_final_state(result.stdout + result.stderr) == "success", f"{task}:\n{result.stdout[-4000:]}"
 
     manifest = read_json(ingest_dir / "manifest.json")

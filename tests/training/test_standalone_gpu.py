@@ -10,18 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pyspark
 import pytest
 import yaml
 from continuous_training.config import PROJECT_ROOT, Settings
@@ -33,124 +28,26 @@ from continuous_training.spec import load_spec
 from continuous_training.tracking import find_training_run
 from mlflow.tracking import MlflowClient
 from pyspark.sql import SparkSession
-
-
-def _java_available() -> bool:
-    java_home = os.environ.get("JAVA_HOME")
-    return shutil.which("java") is not None or bool(java_home and (Path(java_home) / "bin" / "java").exists())
-
+from spark_cluster import GPU_ADDRESSES, StandaloneCluster, java_available, standalone_cluster, tail
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(not _java_available(),
+    pytest.mark.skipif(not java_available(),
                        reason="Java is not installed: the Spark standalone master and worker need a JVM (17+)"),
 ]
 
-SPARK_HOME = Path(pyspark.__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent
 DATASET = "gpu_smoke"
 RUN_ID = "manual__2026-11-21T12:00:00+00:00"
 ROWS = 600
-GPU_ADDRESSES = ("0", "1")
-REGISTRATION_TIMEOUT_S = 60
 JOB_TIMEOUT_S = 240
 
 
-@dataclass(frozen=True)
-class Cluster:
-    """A running standalone master with one registered worker."""
-
-    master_url: str
-    discovery_script: Path
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _write_discovery_script(root: Path) -> Path:
-    """A GPU discovery script in Spark's format that reports two GPUs on any machine."""
-    script = root / "fake_gpu_discovery.sh"
-    addresses = json.dumps({"name": "gpu", "addresses": list(GPU_ADDRESSES)})
-    script.write_text(f"#!/usr/bin/env bash\necho '{addresses}'\n")
-    script.chmod(0o755)
-    return script
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """Terminate a daemon's process group, then kill it if it does not exit promptly."""
-    if process.poll() is not None:
-        return
-    for sig, wait_s in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def _alive_workers(webui_port: int) -> list[dict]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{webui_port}/json", timeout=2) as response:
-            state = json.load(response)
-    except OSError:
-        return []
-    return [worker for worker in state.get("workers", []) if worker.get("state") == "ALIVE"]
-
-
 @pytest.fixture
-def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Cluster:
+def cluster(tmp_path: Path) -> Iterator[StandaloneCluster]:
     """A standalone master and one worker (2 cores, 2 fake GPUs) on 127.0.0.1, stopped at teardown."""
-    root = tmp_path / "cluster"
-    (root / "conf").mkdir(parents=True)
-    (root / "work").mkdir()
-    script = _write_discovery_script(root)
-    port, master_ui, worker_ui = _free_port(), _free_port(), _free_port()
-    env = {
-        **os.environ,
-        "SPARK_HOME": str(SPARK_HOME),
-        "SPARK_CONF_DIR": str(root / "conf"),
-        "SPARK_LOCAL_IP": "127.0.0.1",
-        "SPARK_LOG_DIR": str(root),
-        "PYSPARK_PYTHON": sys.executable,
-    }
-    spark_class = str(SPARK_HOME / "bin" / "spark-class")
-    master_url = f"spark://127.0.0.1:{port}"
-    commands = {
-        "master": ([spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-                    "--port", str(port), "--webui-port", str(master_ui)], {}),
-        "worker": ([spark_class, "org.apache.spark.deploy.worker.Worker", master_url, "--host", "127.0.0.1",
-                    "--cores", "2", "--memory", "2g", "--webui-port", str(worker_ui),
-                    "--work-dir", str(root / "work")],
-                   {"SPARK_WORKER_OPTS": f"-Dspark.worker.resource.gpu.amount={len(GPU_ADDRESSES)} "
-                                         f"-Dspark.worker.resource.gpu.discoveryScript={script}"}),
-    }
-    logs = {}
-    for name, (command, extra_env) in commands.items():
-        logs[name] = root / f"{name}.log"
-        with logs[name].open("wb") as log_file:
-            process = subprocess.Popen(command, env={**env, **extra_env}, stdout=log_file,
-                                       stderr=subprocess.STDOUT, start_new_session=True)
-        request.addfinalizer(lambda process=process: _stop(process))
-    deadline = time.monotonic() + REGISTRATION_TIMEOUT_S
-    while not _alive_workers(master_ui):
-        if time.monotonic() > deadline:
-            pytest.fail(f"no worker registered with {master_url} within {REGISTRATION_TIMEOUT_S} s\n"
-                        f"master log:\n{_tail(logs['master'])}\nworker log:\n{_tail(logs['worker'])}")
-        time.sleep(0.5)
-    worker = _alive_workers(master_ui)[0]
-    assert worker["cores"] == 2
-    return Cluster(master_url=master_url, discovery_script=script)
+    with standalone_cluster(tmp_path / "cluster") as running:
+        yield running
 
 
 def _write_landing(root: Path) -> Path:
@@ -190,7 +87,7 @@ def _run_train_job(submit_args: list[str], job_args: list[str], env: dict[str, s
     with log_path.open("wb") as log_file:
         completed = subprocess.run(command, env=env, cwd=PROJECT_ROOT, stdout=log_file, stderr=subprocess.STDOUT,
                                    timeout=JOB_TIMEOUT_S, check=False)
-    assert completed.returncode == 0, f"train exited {completed.returncode}:\n{_tail(log_path, 60)}"
+    assert completed.returncode == 0, f"train exited {completed.returncode}:\n{tail(log_path, 60)}"
 
 
 @pytest.fixture
@@ -220,7 +117,7 @@ def featurized(tmp_path: Path) -> tuple[Path, Settings]:
     return spec_path, settings
 
 
-def test_train_job_gets_one_scheduled_gpu_per_rank(featurized: tuple[Path, Settings], cluster: Cluster,
+def test_train_job_gets_one_scheduled_gpu_per_rank(featurized: tuple[Path, Settings], cluster: StandaloneCluster,
                                                    tmp_path: Path):
     spec_path, settings = featurized
     env = {
@@ -260,6 +157,6 @@ def test_train_job_gets_one_scheduled_gpu_per_rank(featurized: tuple[Path, Setti
     addresses = {rank_addresses[0] for rank_addresses in assigned.values()}
     assert len(addresses) == 2 and addresses <= set(GPU_ADDRESSES), assigned
     assert json.loads(tags["devices"]) == ["cpu", "cpu"]
-    assert params["spark_master"].startswith("spark://")
+    assert params["spark_master"] == cluster.master_url
     assert params["num_proc"] == "2"
     assert run.info.status == "FINISHED"
