@@ -13,6 +13,15 @@ from continuous_training.config import PROJECT_ROOT, Settings
 os.environ["PYSPARK_PYTHON"] = sys.executable
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under `pytest -n` (`--dist loadgroup --no-loadscope-reorder`), one worker runs a whole module, or every test
+    of the e2e workspace, so module and e2e session fixtures are set up once; the e2e tests, the longest, go first."""
+    for item in items:
+        group = "e2e_workspace" if "e2e" in getattr(item, "fixturenames", ()) else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is None)
+
+
 @pytest.fixture(scope="session")
 def spark():
     """A real local Spark session (2 cores) shared by the whole test session."""

@@ -19,7 +19,7 @@ from continuous_training.config import Settings
 from mlflow.tracking import MlflowClient
 from spark_cluster import StandaloneCluster
 
-ON_CLUSTER = ("churn",)
+ON_CLUSTER = ("churn_value",)
 TRAIN_CONF = {"epochs": 4, "batch_size": 32, "num_proc": 2, "learning_rate": 0.003}
 
 

@@ -200,8 +200,10 @@ def test_one_new_batch_starts_exactly_one_training_run(services: Services) -> No
         f"{services.airflow_url}/api/v2/assets/{asset['id']}/state-store/announced_batches", timeout=30).ok)
     before = len(services.runs())
     landing = Path(services.env["DATA_DIR"]) / "landing" / DATASET
-    generate(rows=600, batches=1, start_date="2026-11-10", seed=6, data_dir=landing.parents[1], dataset_name=DATASET)
-    (landing / "date=2026-11-10" / SUCCESS_MARKER).unlink()
+    staging = Path(services.env["DATA_DIR"]).parent / "staging"
+    generate(rows=600, batches=1, start_date="2026-11-10", seed=6, data_dir=staging, dataset_name=DATASET)
+    (staging / "landing" / DATASET / "date=2026-11-10" / SUCCESS_MARKER).unlink()
+    (staging / "landing" / DATASET / "date=2026-11-10").rename(landing / "date=2026-11-10")
     time.sleep(POLL_S * 4)
     assert len(services.runs()) == before, "a batch without its _SUCCESS marker started a run"
 
@@ -210,7 +212,7 @@ def test_one_new_batch_starts_exactly_one_training_run(services: Services) -> No
     assert [run["run_type"] for run in new] == ["asset_triggered"]
     events = services.api("GET", f"/dags/{DAG_ID}/dagRuns/{quote(new[0]['dag_run_id'], safe='')}/"
                                  "upstreamAssetEvents")["asset_events"]
-    assert [event["extra"]["batches"] for event in events] == [["date=2026-11-10"]]
+    assert [event["extra"]["payload"]["batches"] for event in events] == [["date=2026-11-10"]]
     services.wait(f"{new[0]['dag_run_id']} to start its tasks", lambda: services.api(
         "GET", f"/dags/{DAG_ID}/dagRuns/{quote(new[0]['dag_run_id'], safe='')}")["state"] == "running")
     time.sleep(POLL_S * 4)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from continuous_training.monitoring.drift import RETRAIN_TRIGGERED_TAG, monitoring_experiment
-from continuous_training.monitoring.retraining import decide_retraining, training_dag_id
+from continuous_training.monitoring.retraining import RetrainDecision, decide_retraining, training_dag_id
 from continuous_training.spec import load_spec
 from continuous_training.tracking import ensure_experiment, mlflow_client
 
@@ -47,3 +47,29 @@ def test_any_active_run_of_the_own_dag_suppresses_the_trigger(settings) -> None:
     free = decide_retraining(spec, "churn", drift_result(client, spec, settings), CHECKED, lambda *_: 0, settings)
     assert free.trigger and free.dag_id == "training__churn"
     assert free.conf["dataset"] == "churn" and "2026-11-06" in free.conf["triggered_by"]
+
+
+def test_an_earlier_trigger_guards_while_active_then_the_cooldown_then_retrains(settings) -> None:
+    spec, client = load_spec("churn"), mlflow_client(settings)
+    path = "/specs/churn.yaml"  # a spec given by path retrains through training_pipeline
+    first = drift_result(client, spec, settings)
+    triggered = decide_retraining(spec, path, first, CHECKED, lambda *_: 0, settings)
+    assert triggered.trigger and triggered.dag_id == "training_pipeline"
+    assert decide_retraining(spec, path, first, CHECKED, lambda *_: 1, settings).trigger, \
+        "a rerun check finds its own trigger and repeats it (the run id is the same, so no second run starts)"
+
+    def active(*counted: str):
+        return lambda dag_id, run_ids: int(run_ids is not None and bool(set(run_ids) & set(counted)))
+
+    def check(run_id: str, logical_date: datetime, active_runs) -> RetrainDecision:
+        result = {**drift_result(client, spec, settings), "airflow_run_id": run_id}
+        return decide_retraining(spec, path, result, logical_date, active_runs, settings)
+
+    guarded = check("scheduled__2", CHECKED, active(triggered.run_id))
+    assert not guarded.trigger and guarded.reason.startswith("suppressed: a retraining run an earlier check")
+    cooled = check("scheduled__3", CHECKED + timedelta(hours=12), active())
+    assert not cooled.trigger and cooled.reason.startswith("suppressed: cooldown of 24 h")
+    later = check("scheduled__4", CHECKED + timedelta(days=2), active())
+    assert later.trigger and later.run_id == "drift_retrain__scheduled__4"
+    tags = client.get_run(first["mlflow_run_id"]).data.tags
+    assert tags[RETRAIN_TRIGGERED_TAG] == "true" and tags["retrain.logical_date"] == CHECKED.isoformat()
