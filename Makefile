@@ -3,7 +3,11 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+# GPU=1 installs the CUDA flavour (CUDA torch wheel of the pinned version, Horovod with NCCL); default: 1 when nvcc
+# is on PATH, else the CPU flavour.
+GPU ?= $(if $(shell command -v nvcc),1,0)
+STAMP := $(VENV)/.installed$(if $(filter 1,$(GPU)),-gpu)
+TORCH_VERSION := $(shell sed -n 's/^torch==\([0-9.]*\)+cpu$$/\1/p' requirements.txt)
 
 DATASET ?= churn
 CONF ?= {}
@@ -39,7 +43,9 @@ $(STAMP): requirements.txt pyproject.toml scripts/install_horovod.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip==25.3"
 	$(PY) -m pip install --quiet -r requirements.txt
-	bash scripts/install_horovod.sh $(VENV)
+	if [ "$(GPU)" = 1 ]; then $(PY) -m pip uninstall --quiet --yes torch \
+		&& $(PY) -m pip install --quiet "torch==$(TORCH_VERSION)"; fi
+	GPU=$(GPU) bash scripts/install_horovod.sh $(VENV)
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
@@ -84,7 +90,7 @@ down:
 	$(PY) scripts/services.py down
 
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadgroup --no-loadscope-reorder
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -8,7 +8,7 @@ on the same rows, model (`build_mlp`), batch size and optimizer (Adam):
 
 (a) a single-process PyTorch loop over tensors already in memory (no reader, no allreduce), with as many
     intra-op threads as `train_rank` gives a single rank (the CPU count), and again with one thread;
-(b) `fit` with 1 Horovod rank in a Spark barrier stage (Petastorm reader, Horovod optimizer);
+(b) `fit` with 1 Horovod rank in a Spark barrier stage (Petastorm feed, in memory by default; Horovod optimizer);
 (c) `fit` with 2 ranks.
 
 Throughput is training samples per second of the epochs' training loops (validation excluded), over all
@@ -60,6 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=128, help="Per-rank batch size of every variant.")
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate (per rank).")
     parser.add_argument("--seed", type=int, default=42, help="Seed of the data and the model.")
+    parser.add_argument("--feed-memory-mb", type=int, default=1024,
+                        help="TrainConfig.feed_memory_mb of (b) and (c): 0 streams the shards.")
     parser.add_argument("--master", default="local[2]", help="Spark master (needs 2 task slots).")
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="Folder for the data and checkpoints (kept); default: a temporary folder, removed.")
@@ -140,7 +142,7 @@ def barrier_fit(spark: SparkSession, config: TrainConfig, num_proc: int) -> dict
     in_epochs = sum(entry["epoch_seconds"] + entry["val_seconds"] for entry in result.history)
     samples = result.steps_per_epoch * num_proc * config.batch_size
     summary = summarize(result.history, samples, overhead_s=result.elapsed_s - in_epochs)
-    summary.update(num_proc=num_proc, fit_wall_s=wall_s, stage_s=result.elapsed_s,
+    summary.update(num_proc=num_proc, feed=result.feed, fit_wall_s=wall_s, stage_s=result.elapsed_s,
                    validation_s=sum(entry["val_seconds"] for entry in result.history))
     return summary
 
@@ -193,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{featurize_dir} in {time.perf_counter() - started:.1f} s")
         config = TrainConfig.from_featurize(featurize_dir, work / "checkpoints", epochs=args.epochs,
                                             batch_size=args.batch_size, learning_rate=args.learning_rate,
-                                            patience=0, seed=args.seed)
+                                            patience=0, seed=args.seed, feed_memory_mb=args.feed_memory_mb)
         features, labels = load_tensors(featurize_dir / "train", args.features)
         # (a) uses the intra-op threads `train_rank` gives a single rank; a second run uses one thread.
         cpus = os.cpu_count() or 1
@@ -225,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
                     "load_average_after": load_average()},
         "config": {"rows": args.rows, "validation_rows": args.validation_rows, "features": args.features,
                    "files_per_split": args.files, "epochs": args.epochs, "batch_size": args.batch_size,
-                   "learning_rate": args.learning_rate, "hidden": list(config.hidden), "master": args.master},
+                   "learning_rate": args.learning_rate, "hidden": list(config.hidden), "master": args.master,
+                   "feed_memory_mb": args.feed_memory_mb},
         "results": results,
         "ratios": ratios,
     }

@@ -3,7 +3,7 @@
 from dataclasses import fields
 
 from continuous_training.cli import job_parser, run_job
-from continuous_training.spark import build_spark_session
+from continuous_training.spark import build_spark_session, submitted_conf
 from continuous_training.spec import load_spec
 from continuous_training.training.barrier import barrier_spark_conf
 from continuous_training.training.candidate import AirflowContext, TrainParams, train_candidate
@@ -24,7 +24,7 @@ def main() -> None:
     args = parser.parse_args()
     params = TrainParams(**{field.name: getattr(args, field.name) for field in fields(TrainParams)})
     spec = load_spec(args.dataset)
-    spark = build_spark_session(f"train-{spec.name}", barrier_spark_conf(params.use_gpu == "true"))
+    spark = build_spark_session(f"train-{spec.name}", barrier_spark_conf(params.use_gpu == "true", submitted_conf()))
     mlflow_run_id = train_candidate(spark, spec, args.run_id, params,
                                     AirflowContext(args.airflow_dag_id, args.airflow_task_id,
                                                    args.triggered_by))

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     split_fractions: tuple[float, float, float] = Field(
         (0.7, 0.15, 0.15), description="Train / validation / test fractions of the deterministic split."
     )
+    train_feed_memory_mb: int = Field(1024, ge=0, description="A training rank holds its shard of the train and "
+                                      "validation splits in memory (on its GPU, if it has one) up to this many MB; "
+                                      "larger shards are streamed.")
     task_retries: int = Field(2, ge=0, description="Airflow retries per task.")
     task_timeout_minutes: int = Field(60, gt=0, description="Airflow execution timeout per task.")
     landing_poll_seconds: float = Field(30.0, gt=0, description="How often the triggerer looks for new batches in "

@@ -20,9 +20,22 @@ def build_spark_session(app_name: str, conf: Mapping[str, str] | None = None,
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.pyspark.python", settings.pyspark_python)
         .config("spark.sql.parquet.compression.codec", "snappy")
+        # Let adaptive execution size the shuffles under persisted frames too (validation's duplicate checks):
+        # otherwise each keeps spark.sql.shuffle.partitions (200) partitions whatever the data size.
+        .config("spark.sql.optimizer.canChangeCachedPlanOutputPartitioning", "true")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.log.level", "WARN")
     )
     for key, value in (conf or {}).items():
         builder = builder.config(key, value)
     return builder.getOrCreate()
+
+
+def submitted_conf() -> dict[str, str]:
+    """The Spark conf this driver was started with (spark-submit's --conf, spark-defaults.conf), read before any
+    session exists, so a job's own defaults can leave what the cluster set alone."""
+    from pyspark import SparkConf, SparkContext
+
+    SparkContext._ensure_initialized()
+    return dict(SparkConf().getAll())
+

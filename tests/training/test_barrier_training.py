@@ -71,18 +71,20 @@ def test_two_ranks_see_each_other_through_horovod(spark):
     assert all(r.size == 2 and r.gpu_addresses == [] for r in results)
 
 
-def test_two_rank_regression_reduces_loss(spark, regression_dir, tmp_path):
+@pytest.mark.parametrize(("feed_memory_mb", "feed"), [(1024, "in_memory"), (0, "streamed")])
+def test_two_rank_regression_reduces_loss(spark, regression_dir, tmp_path, feed_memory_mb, feed):
     config = TrainConfig.from_featurize(regression_dir, tmp_path / "ckpt", epochs=6, batch_size=16,
-                                        learning_rate=0.005, patience=0, hidden=(32, 16), shuffle_capacity=64)
+                                        learning_rate=0.005, patience=0, hidden=(32, 16),
+                                        feed_memory_mb=feed_memory_mb)
     started = time.perf_counter()
     result = fit(spark, config, num_proc=2)
-    print(f"2-rank regression fit: {time.perf_counter() - started:.1f} s, history {result.history}")
+    print(f"2-rank regression fit ({feed}): {time.perf_counter() - started:.1f} s, history {result.history}")
 
     assert [entry["epoch"] for entry in result.history] == [1, 2, 3, 4, 5, 6]
     assert result.history[-1]["train_loss"] < 0.5 * result.history[0]["train_loss"]
     assert result.best_metrics["val_loss"] < 0.5 * result.history[0]["val_loss"]
     assert result.best_metrics["val_rmse"] ** 2 == pytest.approx(result.best_metrics["val_loss"], rel=1e-6)
-    assert result.devices == ["cpu", "cpu"]
+    assert result.devices == ["cpu", "cpu"] and result.feed == feed
     assert result.steps_per_epoch == ROWS["train"] // (2 * 16)
     assert result.best_state["0.weight"].shape == (32, FEATURE_DIM)
     assert (tmp_path / "ckpt" / "checkpoint.pt").exists()
@@ -90,7 +92,7 @@ def test_two_rank_regression_reduces_loss(spark, regression_dir, tmp_path):
 
 def test_two_rank_multiclass_learns(spark, multiclass_dir, tmp_path):
     config = TrainConfig.from_featurize(multiclass_dir, tmp_path / "ckpt", epochs=6, batch_size=16,
-                                        learning_rate=0.01, patience=0, shuffle_capacity=64)
+                                        learning_rate=0.01, patience=0)
     result = fit(spark, config, num_proc=2)
 
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
@@ -99,7 +101,7 @@ def test_two_rank_multiclass_learns(spark, multiclass_dir, tmp_path):
 
 
 def test_resume_continues_at_next_epoch(spark, regression_dir, tmp_path):
-    hyper = {"batch_size": 32, "learning_rate": 0.005, "patience": 0, "shuffle_capacity": 64}
+    hyper = {"batch_size": 32, "learning_rate": 0.005, "patience": 0}
     first = fit(spark, TrainConfig.from_featurize(regression_dir, tmp_path, epochs=2, **hyper), num_proc=2)
     resumed = fit(spark, TrainConfig.from_featurize(regression_dir, tmp_path, epochs=3, **hyper), num_proc=2)
     finished = fit(spark, TrainConfig.from_featurize(regression_dir, tmp_path, epochs=3, **hyper), num_proc=2)
@@ -112,7 +114,7 @@ def test_resume_continues_at_next_epoch(spark, regression_dir, tmp_path):
 
 
 def test_a_checkpoint_of_other_data_is_not_resumed(spark, regression_dir, tmp_path):
-    hyper = {"batch_size": 32, "learning_rate": 0.005, "patience": 0, "shuffle_capacity": 64, "epochs": 2}
+    hyper = {"batch_size": 32, "learning_rate": 0.005, "patience": 0, "epochs": 2}
     first = TrainConfig.from_featurize(regression_dir, tmp_path, **hyper)
     changed = dataclasses.replace(first, data_fingerprint="other input files")
     fit(spark, first, num_proc=2)
@@ -138,8 +140,7 @@ def test_a_failing_rank_fails_the_stage_with_its_traceback(spark):
 
 
 def test_non_finite_loss_names_epoch_and_step(spark, regression_dir, tmp_path):
-    config = TrainConfig.from_featurize(regression_dir, tmp_path, epochs=2, batch_size=16, learning_rate=1e30,
-                                        shuffle_capacity=0)
+    config = TrainConfig.from_featurize(regression_dir, tmp_path, epochs=2, batch_size=16, learning_rate=1e30)
     with pytest.raises(BarrierStageError, match=r"FloatingPointError: training loss is (inf|nan) at epoch 1, step"):
         fit(spark, config, num_proc=2)
 

@@ -40,6 +40,7 @@ class RankContext:
     local_size: int
     host: str
     gpu_addresses: list[str] = field(default_factory=list)
+    threads: int = 1
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,12 @@ def local_master_slots(master: str, task_cpus: int = 1) -> int | None:
     return threads // max(task_cpus, 1)
 
 
+def rank_threads(local_slots: int | None, num_proc: int, task_cpus: int) -> int:
+    """Intra-op threads of a rank: on a local master its share of the master's cores, on a cluster the cores
+    Spark gave its task (spark.task.cpus)."""
+    return max(task_cpus, local_slots * task_cpus // num_proc) if local_slots else task_cpus
+
+
 def run_in_barrier(spark: SparkSession, num_proc: int, rank_fn: Callable[[RankContext], Any], *,
                    use_gpu: bool) -> list[RankResult]:
     """Run `rank_fn` as `num_proc` Horovod ranks in one barrier stage; the results ordered by rank.
@@ -109,9 +116,10 @@ def run_in_barrier(spark: SparkSession, num_proc: int, rank_fn: Callable[[RankCo
         )
     if use_gpu and slots is not None:
         log.warning("Spark does not schedule GPUs with master %s: ranks get no GPU addresses", sc.master)
+    threads = rank_threads(slots, num_proc, task_cpus)
 
     def task(_: Any) -> Any:
-        yield _run_rank(rank_fn, use_gpu)
+        yield _run_rank(rank_fn, use_gpu, threads)
 
     rdd = sc.parallelize(range(num_proc), num_proc).barrier().mapPartitions(task)
     try:
@@ -134,7 +142,7 @@ def run_in_barrier(spark: SparkSession, num_proc: int, rank_fn: Callable[[RankCo
     return sorted(results, key=lambda result: result.rank)
 
 
-def _run_rank(rank_fn: Callable[[RankContext], Any], use_gpu: bool) -> RankResult:
+def _run_rank(rank_fn: Callable[[RankContext], Any], use_gpu: bool, threads: int) -> RankResult:
     """Body of one barrier task: rendezvous, Horovod environment, then the rank function."""
     from horovod.runner.common.util.hosts import HostInfo, get_host_assignments
     from horovod.runner.http.http_server import RendezvousServer
@@ -184,7 +192,7 @@ def _run_rank(rank_fn: Callable[[RankContext], Any], use_gpu: bool) -> RankResul
     try:
         value = rank_fn(RankContext(
             rank=slot.rank, size=slot.size, local_rank=slot.local_rank, local_size=slot.local_size,
-            host=hosts[rank], gpu_addresses=gpu_addresses,
+            host=hosts[rank], gpu_addresses=gpu_addresses, threads=threads,
         ))
         # Rank 0 keeps the rendezvous server up until every rank is done with Horovod.
         ctx.barrier()

@@ -26,7 +26,7 @@ from continuous_training.tracking import (
     mlflow_client,
     start_training_run,
 )
-from continuous_training.training.loop import TrainConfig, TrainResult, fit
+from continuous_training.training.loop import TrainConfig, TrainResult, fit, gpu_build_problem
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,8 @@ class AirflowContext:
 def resolve_use_gpu(mode: UseGpu, spark: SparkSession) -> bool:
     """`true` demands GPUs from a cluster manager; `auto` uses them when the cluster config requests them."""
     requested = spark.conf.get("spark.task.resource.gpu.amount", None) is not None
+    if mode == "true" and (problem := gpu_build_problem()):
+        raise PipelineError(f"use_gpu=true needs the GPU installation (make setup GPU=1): {problem}")
     if mode == "true" and spark.sparkContext.master.startswith("local"):
         raise PipelineError(
             f"use_gpu=true needs a cluster manager that schedules GPUs; master {spark.sparkContext.master} "
@@ -82,7 +84,7 @@ def train_candidate(spark: SparkSession, spec: DatasetSpec, run_id: str, params:
     config = TrainConfig.from_featurize(
         featurize_dir, stage_dir(spec.name, "train", run_id, settings) / "checkpoints",
         epochs=params.epochs, batch_size=params.batch_size, learning_rate=params.learning_rate,
-        patience=params.patience, seed=params.seed,
+        patience=params.patience, seed=params.seed, feed_memory_mb=settings.train_feed_memory_mb,
     )
     client = mlflow_client(settings)
     run = start_training_run(client, spec.name, run_id, {
@@ -129,13 +131,14 @@ def _train_and_log(spark: SparkSession, client, run, spec: DatasetSpec, run_id: 
                                 f"of the same Airflow run cannot change it to {value} (trigger a new run)")
         client.log_param(mlflow_run_id, key, value)
     transform = _checked_serving_transform(spark, spec, featurize_dir)
-    result = fit(spark, config, params.num_proc, use_gpu)
+    result = fit(spark, config, params.num_proc, use_gpu, require_gpu=params.use_gpu == "true")
     _log_history(client, mlflow_run_id, result)
     client.set_tag(mlflow_run_id, "horovod.size", str(result.num_proc))
     client.set_tag(mlflow_run_id, "spark.barrier", "true")
     client.set_tag(mlflow_run_id, "gpu.addresses", json.dumps(result.gpu_addresses) if any(
         result.gpu_addresses.values()) else "none")
     client.set_tag(mlflow_run_id, "devices", json.dumps(result.devices))
+    client.set_tag(mlflow_run_id, "feed", result.feed)
     client.set_tag(mlflow_run_id, "best_epoch", str(result.best_epoch))
     _log_data_artifacts(client, mlflow_run_id, spec, run_id, settings)
     if CANDIDATE_MODEL_TAG not in run.data.tags:

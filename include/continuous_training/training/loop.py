@@ -1,7 +1,8 @@
-"""Data-parallel training of the MLP: one Horovod rank per barrier task, each reading its Petastorm shard.
+"""Data-parallel training of the MLP: one Horovod rank per barrier task, each fed its Petastorm shard as whole
+batches (`feed.py`): from memory, on the rank's device, when the shard fits `feed_memory_mb`, else streamed.
 
-Every rank takes the same number of steps per epoch (the reader repeats its shard without end), so gradient
-allreduces never wait on a rank that ran out of data. Rank 0 decides early stopping from allreduced metrics,
+Every rank takes the same number of steps per epoch (a shard smaller than its share of the steps repeats), so
+gradient allreduces never wait on a rank that ran out of data. Rank 0 decides early stopping from allreduced metrics,
 broadcasts the decision, and checkpoints after every epoch so that a retried stage resumes at the next epoch.
 """
 
@@ -12,7 +13,6 @@ import logging
 import math
 import os
 import time
-import warnings
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -24,6 +24,16 @@ from pyspark.sql import SparkSession
 
 from continuous_training.errors import PipelineError
 from continuous_training.training.barrier import RankContext, run_in_barrier
+from continuous_training.training.feed import (
+    Shard,
+    epoch_generator,
+    eval_batches,
+    in_memory_batches,
+    read_shard,
+    shard_bytes,
+    streamed_batches,
+    streamed_eval_batches,
+)
 from continuous_training.training.model import TASKS, build_mlp, loss_for, output_dim
 
 log = logging.getLogger(__name__)
@@ -42,6 +52,7 @@ class TrainConfig:
     feature_dim: int
     num_classes: int | None
     train_rows: int
+    validation_rows: int = 0
     data_fingerprint: str = ""
     epochs: int = 10
     batch_size: int = 64
@@ -50,7 +61,7 @@ class TrainConfig:
     min_delta: float = 0.0
     seed: int = 42
     hidden: tuple[int, ...] = (64, 32)
-    shuffle_capacity: int = 1024
+    feed_memory_mb: int = 1024
     reader_workers: int = 2
 
     def __post_init__(self) -> None:
@@ -59,7 +70,7 @@ class TrainConfig:
             "feature_dim": self.feature_dim >= 1, "train_rows": self.train_rows >= 1, "epochs": self.epochs >= 1,
             "batch_size": self.batch_size >= 1, "learning_rate": self.learning_rate > 0,
             "patience": self.patience >= 0, "min_delta": self.min_delta >= 0,
-            "shuffle_capacity": self.shuffle_capacity >= 0, "reader_workers": self.reader_workers >= 1,
+            "feed_memory_mb": self.feed_memory_mb >= 0, "reader_workers": self.reader_workers >= 1,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -73,6 +84,7 @@ class TrainConfig:
         try:
             meta = json.loads(meta_path.read_text())
             task, feature_dim, train_rows = meta["task"], int(meta["feature_dim"]), int(meta["rows"]["train"])
+            validation_rows = int(meta["rows"].get("validation", 0))
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise PipelineError(f"cannot read the featurize summary {meta_path}: {error}") from error
         if task not in TASKS:
@@ -81,7 +93,14 @@ class TrainConfig:
             hyper["hidden"] = tuple(hyper["hidden"])
         return cls(featurize_dir=str(featurize_dir), checkpoint_dir=str(checkpoint_dir), task=task,
                    feature_dim=feature_dim, num_classes=meta.get("num_classes"), train_rows=train_rows,
+                   validation_rows=validation_rows,
                    data_fingerprint=meta.get("data_fingerprint", ""), **hyper)
+
+    def fits_in_memory(self, size: int) -> bool:
+        """Whether a rank's shards of train and validation together fit `feed_memory_mb`."""
+        needed = (shard_bytes(self.train_rows, size, self.feature_dim)
+                  + shard_bytes(self.validation_rows, size, self.feature_dim))
+        return needed <= self.feed_memory_mb * 2**20
 
     def signature(self) -> dict[str, Any]:
         """What a checkpoint must match to be resumed by this config: the model's shape and the data it saw."""
@@ -102,6 +121,7 @@ class TrainResult:
     devices: list[str]
     steps_per_epoch: int
     elapsed_s: float
+    feed: str = "in_memory"
     rank_hosts: list[str] = field(default_factory=list)
     gpu_addresses: dict[int, list[str]] = field(default_factory=dict)
 
@@ -145,22 +165,27 @@ def steps_per_epoch(train_rows: int, size: int, batch_size: int) -> int:
     return max(1, train_rows // (size * batch_size))
 
 
-def fit(spark: SparkSession, config: TrainConfig, num_proc: int, use_gpu: bool = False) -> TrainResult:
+def fit(spark: SparkSession, config: TrainConfig, num_proc: int, use_gpu: bool = False,
+        require_gpu: bool = False) -> TrainResult:
     """Train with `num_proc` Horovod ranks in one Spark barrier stage; the result comes from rank 0.
+
+    With `use_gpu` the ranks ask Spark for a GPU each and train on it when CUDA works there (else on the CPU, or,
+    with `require_gpu`, the stage fails with the reason).
 
     Fitting again with the same `checkpoint_dir` resumes after its last finished epoch (the folder must be
     reachable from every executor, since rank 0 may run on another host the next time).
     """
     check_shardable(config, num_proc)
     started = time.perf_counter()
-    results = run_in_barrier(spark, num_proc, partial(train_rank, config=config), use_gpu=use_gpu)
+    results = run_in_barrier(spark, num_proc, partial(train_rank, config=config, require_gpu=require_gpu),
+                             use_gpu=use_gpu)
     elapsed = time.perf_counter() - started
     chief = results[0].value
     result = TrainResult(
         history=chief["history"], best_epoch=chief["best_epoch"], best_state=chief["best_state"],
         stopped_early=chief["stopped_early"], start_epoch=chief["start_epoch"], num_proc=num_proc,
         devices=[r.value["device"] for r in results], steps_per_epoch=chief["steps_per_epoch"],
-        elapsed_s=elapsed, rank_hosts=[r.host for r in results],
+        elapsed_s=elapsed, feed=chief["feed"], rank_hosts=[r.host for r in results],
         gpu_addresses={r.rank: list(r.gpu_addresses) for r in results},
     )
     log.info("trained %d epochs (from epoch %d) on %d ranks in %.1f s; best epoch %d",
@@ -168,14 +193,12 @@ def fit(spark: SparkSession, config: TrainConfig, num_proc: int, use_gpu: bool =
     return result
 
 
-def train_rank(rank_context: RankContext, config: TrainConfig) -> dict[str, Any]:
+def train_rank(rank_context: RankContext, config: TrainConfig, require_gpu: bool = False) -> dict[str, Any]:
     """Body of one Horovod rank; rank 0 returns history and best weights, the others their device."""
     import horovod.torch as hvd
 
-    # Petastorm 0.12 drives pyarrow 14 through its legacy API and warns on every reader it opens.
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm\.")
-    device = _select_device(rank_context, hvd)
-    torch.set_num_threads(_task_cpus())
+    device = _select_device(rank_context, require_gpu)
+    torch.set_num_threads(rank_context.threads)
     hvd.init()
     if hvd.size() != rank_context.size or hvd.rank() != rank_context.rank:
         raise RuntimeError(f"Horovod sees rank {hvd.rank()}/{hvd.size()}, the barrier stage assigned "
@@ -185,27 +208,34 @@ def train_rank(rank_context: RankContext, config: TrainConfig) -> dict[str, Any]
     return result
 
 
-def _task_cpus() -> int:
-    """The CPU cores Spark gave this task (spark.task.cpus): a rank never oversubscribes its executor."""
-    from pyspark import BarrierTaskContext
+def gpu_build_problem() -> str | None:
+    """Why this installation cannot train on GPUs (torch without CUDA, Horovod without NCCL), or None."""
+    import horovod.torch as hvd
 
-    context = BarrierTaskContext.get()
-    return max(1, context.cpus()) if context is not None else 1
+    if not torch.backends.cuda.is_built():
+        return f"torch {torch.__version__} is built without CUDA"
+    if not hvd.nccl_built():
+        return "Horovod is built without NCCL (HOROVOD_GPU_OPERATIONS is a build flag, not a run-time setting)"
+    return None
 
 
-def _select_device(rank_context: RankContext, hvd: Any) -> torch.device:
-    """The rank's first assigned GPU when CUDA works (NCCL allreduce if Horovod has it), else the CPU."""
-    if not rank_context.gpu_addresses:
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        log.warning("rank %d was assigned GPU(s) %s but CUDA is not usable here: training on CPU",
-                    rank_context.rank, rank_context.gpu_addresses)
-        return torch.device("cpu")
-    index = int(rank_context.gpu_addresses[0])
-    torch.cuda.set_device(index)
-    if hvd.nccl_built():
-        os.environ["HOROVOD_GPU_OPERATIONS"] = "NCCL"
-    return torch.device(f"cuda:{index}")
+def _select_device(rank_context: RankContext, require_gpu: bool) -> torch.device:
+    """The GPU Spark assigned this rank, made the only one it sees (CUDA_VISIBLE_DEVICES takes any address
+    form), when CUDA works and Horovod has NCCL; else the CPU, or with `require_gpu` an error saying why."""
+    addresses = rank_context.gpu_addresses
+    if addresses:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(addresses)
+        problem = gpu_build_problem() or (None if torch.cuda.is_available() else "CUDA is not usable here")
+    else:
+        problem = "Spark assigned it no GPU"
+    if problem is None:
+        torch.cuda.set_device(0)
+        return torch.device("cuda:0")
+    if require_gpu:
+        raise PipelineError(f"use_gpu=true: rank {rank_context.rank} cannot train on a GPU: {problem}")
+    if addresses:
+        log.warning("rank %d was assigned GPU(s) %s but trains on CPU: %s", rank_context.rank, addresses, problem)
+    return torch.device("cpu")
 
 
 class _Trainer:
@@ -217,6 +247,8 @@ class _Trainer:
         self.device = device
         self.rank, self.size = hvd.rank(), hvd.size()
         self.steps = steps_per_epoch(config.train_rows, self.size, config.batch_size)
+        self.in_memory = config.fits_in_memory(self.size)
+        self.validation: Shard | None = None
         torch.manual_seed(config.seed + self.rank)
         self.model = build_mlp(config.feature_dim, config.task, config.num_classes, config.hidden,
                                config.seed).to(device)
@@ -245,25 +277,25 @@ class _Trainer:
             "rank": 0, "device": str(self.device), "history": self.history, "best_epoch": self.best_epoch,
             "best_state": {name: tensor.detach().cpu().numpy() for name, tensor in best.items()},
             "stopped_early": self.stopped_early, "start_epoch": start_epoch, "steps_per_epoch": self.steps,
+            "feed": "in_memory" if self.in_memory else "streamed",
         }
 
     def _finished(self) -> bool:
         return self.stopped_early or self.completed_epochs >= self.config.epochs
 
     def _train_epochs(self, start_epoch: int) -> None:
-        from petastorm import make_batch_reader
-        from petastorm.pytorch import DataLoader
-
-        hvd = self.hvd
-        reader = make_batch_reader(
-            self._split_url("train"), schema_fields=["features", "label"], cur_shard=self.rank,
-            shard_count=self.size, num_epochs=None, shuffle_row_groups=True, seed=self.config.seed + start_epoch,
-            reader_pool_type="thread", workers_count=self.config.reader_workers,
-        )
-        with reader:
-            batches = iter(DataLoader(reader, batch_size=self.config.batch_size,
-                                      shuffling_queue_capacity=self.config.shuffle_capacity))
-            for epoch in range(start_epoch, self.config.epochs + 1):
+        config, hvd = self.config, self.hvd
+        if self.in_memory:
+            train = self._read_shard("train")
+            self.validation = self._read_shard("validation")
+        else:
+            streamed = streamed_batches(self._split_url("train"), self.rank, self.size, config.batch_size,
+                                        config.seed + start_epoch, config.reader_workers, self.device)
+        try:
+            for epoch in range(start_epoch, config.epochs + 1):
+                batches = (in_memory_batches(train, config.batch_size, self.steps,
+                                             epoch_generator(config.seed, self.rank, epoch))
+                           if self.in_memory else streamed)
                 record = self._train_epoch(epoch, batches)
                 record.update(self._validate())
                 decision = hvd.broadcast_object(self._decide(epoch, record) if self.rank == 0 else None,
@@ -274,6 +306,9 @@ class _Trainer:
                     log.info("epoch %d: %s", epoch, json.dumps(record))
                 if self.stopped_early:
                     break
+        finally:
+            if not self.in_memory:
+                streamed.close()
 
     def _train_epoch(self, epoch: int, batches: Any) -> dict[str, float]:
         hvd = self.hvd
@@ -282,7 +317,7 @@ class _Trainer:
         loss_total = 0.0
         samples = 0
         for step in range(1, self.steps + 1):
-            features, labels = self._tensors(next(batches))
+            features, labels = self._checked(*next(batches))
             self.optimizer.zero_grad()
             loss = self.loss_fn(self.model(features), labels)
             value = loss.item()
@@ -304,20 +339,15 @@ class _Trainer:
                 "epoch_seconds": elapsed}
 
     def _validate(self) -> dict[str, float]:
-        from petastorm import make_batch_reader
-        from petastorm.pytorch import DataLoader
-
         self.model.eval()
         started = time.perf_counter()
         loss_sum = count = extra = 0.0
-        reader = make_batch_reader(
-            self._split_url("validation"), schema_fields=["features", "label"], cur_shard=self.rank,
-            shard_count=self.size, num_epochs=1, shuffle_row_groups=False,
-            reader_pool_type="thread", workers_count=self.config.reader_workers,
-        )
-        with reader, torch.no_grad():
-            for batch in DataLoader(reader, batch_size=max(self.config.batch_size, 256)):
-                features, labels = self._tensors(batch)
+        batches = (eval_batches(self.validation) if self.validation is not None else
+                   streamed_eval_batches(self._split_url("validation"), self.rank, self.size,
+                                         self.config.reader_workers, self.device))
+        with torch.no_grad():
+            for batch in batches:
+                features, labels = self._checked(*batch)
                 outputs = self.model(features)
                 loss_sum += self.sum_loss_fn(outputs, labels).item()
                 count += features.shape[0]
@@ -345,17 +375,19 @@ class _Trainer:
             return torch.sum((outputs > 0).to(labels.dtype) == labels).item()
         return torch.sum(outputs.argmax(dim=1) == labels).item()
 
-    def _tensors(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        features = torch.as_tensor(batch["features"], dtype=torch.float32).to(self.device)
+    def _read_shard(self, split: str) -> Shard:
+        shard = read_shard(self._split_url(split), self.rank, self.size, self.device)
+        features, labels = self._checked(shard.features, shard.labels)
+        return Shard(features, labels)
+
+    def _checked(self, features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features of the model's width; labels shaped for the loss (class index, or a column of floats)."""
         if features.ndim != 2 or features.shape[1] != self.config.feature_dim:
             raise PipelineError(f"features have shape {tuple(features.shape)}, expected "
                                 f"(batch, {self.config.feature_dim})")
-        labels = torch.as_tensor(batch["label"])
         if self.config.task == "multiclass_classification":
-            labels = labels.to(torch.long)
-        else:
-            labels = labels.to(torch.float32).reshape(-1, 1)
-        return features, labels.to(self.device)
+            return features, labels.to(torch.long)
+        return features, labels.reshape(-1, 1)
 
     def _decide(self, epoch: int, record: dict[str, float]) -> dict[str, Any]:
         """Rank 0's early-stopping bookkeeping after one epoch."""
