@@ -4,8 +4,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 # GPU=1 installs the CUDA flavour (CUDA torch wheel of the pinned version, Horovod with NCCL); default: 1 when nvcc
-# is on PATH, else the CPU flavour.
-GPU ?= $(if $(shell command -v nvcc),1,0)
+# is on PATH and nvidia-smi lists a GPU (a CUDA toolkit alone is no GPU), else the CPU flavour.
+GPU ?= $(if $(and $(shell command -v nvcc),$(shell nvidia-smi -L 2>/dev/null | grep -m1 '^GPU')),1,0)
 STAMP := $(VENV)/.installed$(if $(filter 1,$(GPU)),-gpu)
 TORCH_VERSION := $(shell sed -n 's/^torch==\([0-9.]*\)+cpu$$/\1/p' requirements.txt)
 

@@ -14,6 +14,7 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -461,3 +462,22 @@ def test_dockerfile_builds_the_project_image_with_pinned_requirements() -> None:
     assert {"boto3", "psycopg2-binary"} <= {line.split("==")[0] for line in pins}
     ignored = (PROJECT_ROOT / "docker" / "Dockerfile.dockerignore").read_text().splitlines()
     assert [line for line in ignored if line.startswith("docker")] == ["docker/.env"]  # the rest reaches the image
+
+
+def test_the_gpu_image_adds_cuda_torch_and_horovod_with_nccl_to_the_project_image(services: dict) -> None:
+    dockerfile = (PROJECT_ROOT / "docker" / "Dockerfile.gpu").read_text()
+    base = re.search(r"^ARG BASE=(\S+)$", dockerfile, re.M)
+    assert base and base.group(1) == services["spark-worker-1"]["image"] and "FROM ${BASE}" in dockerfile
+    assert "GPU=1 bash scripts/install_horovod.sh" in dockerfile and "cuda-nvcc-" in dockerfile
+    torch_pin = re.search(r"torch_version=\$\((sed .*)\) \\$", dockerfile, re.M).group(1)
+    found = subprocess.run(torch_pin, shell=True, cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "2.13.0", "the GPU image installs the pinned torch version"
+    assert "docker/Dockerfile.gpu" in (PROJECT_ROOT / "docker-compose.yaml").read_text()
+
+
+def test_the_gpu_horovod_build_says_what_it_needs(tmp_path: Path) -> None:
+    venv_bin = Path(sys.executable).parent
+    path = f"{venv_bin}:/usr/bin:/bin"  # the project's CPU venv, no CUDA toolkit
+    result = subprocess.run(["bash", "scripts/install_horovod.sh", str(venv_bin.parent)], cwd=PROJECT_ROOT,
+                            env={"PATH": path, "GPU": "1", "HOME": str(tmp_path)}, capture_output=True, text=True)
+    assert result.returncode == 1 and "GPU=1 needs nvcc (the CUDA toolkit) on PATH" in result.stderr
