@@ -90,7 +90,7 @@ down:
 	$(PY) scripts/services.py down
 
 test: setup
-	$(PY) -m pytest -n 2 --dist loadgroup --no-loadscope-reorder
+	$(PY) -m pytest -n 2 --no-loadscope-reorder
 
 lint: setup
 	$(VENV)/bin/ruff check .

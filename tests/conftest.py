@@ -14,12 +14,23 @@ os.environ["PYSPARK_PYTHON"] = sys.executable
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under `pytest -n` (`--dist loadgroup --no-loadscope-reorder`), one worker runs a whole module, or every test
-    of the e2e workspace, so module and e2e session fixtures are set up once; the e2e tests, the longest, go first."""
-    for item in items:
-        group = "e2e_workspace" if "e2e" in getattr(item, "fixturenames", ()) else item.module.__name__
-        item.add_marker(pytest.mark.xdist_group(group))
+    """The e2e tests, the longest, first: under `pytest -n` their worker starts with them."""
     items.sort(key=lambda item: item.get_closest_marker("e2e") is None)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """Under `pytest -n`, one worker runs a whole module, or every module sharing the e2e workspace (tests/e2e but
+    the services' own stack), so module and workspace fixtures are set up once; with `--no-loadscope-reorder`
+    scopes go out in collection order."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByWorkspace(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            shares_workspace = module.startswith("tests/e2e/") and module != "tests/e2e/test_services.py"
+            return "tests/e2e (workspace)" if shares_workspace else module
+
+    return ByWorkspace(config, log)
 
 
 @pytest.fixture(scope="session")

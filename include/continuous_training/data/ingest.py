@@ -172,10 +172,11 @@ def _check_unchanged(spark: SparkSession, spec: DatasetSpec, pinned: PinnedInput
             )
 
 
-def _output_file_count(pinned: PinnedInputs, target_mb: int) -> int:
-    """Number of Parquet files for the input's size: about one per `target_mb` of source bytes."""
+def _output_file_count(pinned: PinnedInputs, target_mb: int, parallelism: int) -> int:
+    """Number of Parquet files: about one per `target_mb` of source bytes, and no fewer than Spark's parallelism,
+    so that neither the parse (coalesce merges the read's tasks) nor any later scan runs as one task."""
     total_bytes = sum(file.size for file in pinned.files)
-    return max(1, math.ceil(total_bytes / (target_mb * 1024 * 1024)))
+    return max(parallelism, math.ceil(total_bytes / (target_mb * 1024 * 1024)))
 
 
 def _explain_read_error(error: Exception, spec: DatasetSpec) -> PipelineError:
@@ -204,7 +205,7 @@ def ingest(spark: SparkSession, spec: DatasetSpec, run_id: str, out_dir: Path, s
     source_files = [file.path for file in pinned.files]
     columns = batch_columns(spark, spec, source_files) if scoring else None
     frame = read_source(spark, spec, source_files, settings, columns)
-    files = _output_file_count(pinned, settings.parquet_target_file_mb)
+    files = _output_file_count(pinned, settings.parquet_target_file_mb, spark.sparkContext.defaultParallelism)
     data_dir = out_dir / "data"
     try:
         frame.coalesce(files).write.mode("overwrite").parquet(str(data_dir))
