@@ -49,7 +49,9 @@ $(STAMP): requirements.txt pyproject.toml scripts/install_horovod.sh
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-$(AIRFLOW_HOME)/airflow.db: $(STAMP)
+# A stamp, not airflow.db itself: anything importing Airflow (the tests do) may leave an empty, unmigrated airflow.db.
+AIRFLOW_DB := $(AIRFLOW_HOME)/.db-migrated
+$(AIRFLOW_DB): $(STAMP)
 	mkdir -p $(AIRFLOW_HOME)
 	airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || (cat $(AIRFLOW_HOME)/db-migrate.log; exit 1)
 	airflow pools set $(REGISTRY_POOL) 1 "Serialises MLflow registry moves (register, promote)" > /dev/null
@@ -58,7 +60,7 @@ $(AIRFLOW_HOME)/airflow.db: $(STAMP)
 demo-data: setup
 	$(PY) -m continuous_training.data.demo --rows $(DEMO_ROWS) --bad-fraction $(DEMO_BAD_FRACTION) --scoring-days 2 --drifted-scoring-days 1
 
-demo: demo-data $(AIRFLOW_HOME)/airflow.db
+demo: demo-data $(AIRFLOW_DB)
 	$(call DAG_TEST,training__churn,{})
 	$(PY) -m continuous_training.summary --dataset churn
 	$(call DAG_TEST,batch_scoring__churn,{},$(DEMO_SCORING_DATE))
@@ -71,19 +73,19 @@ demo: demo-data $(AIRFLOW_HOME)/airflow.db
 	$(PY) -m continuous_training.summary --dataset churn --checked-for $(DEMO_DRIFT_DATE)
 	bash scripts/run_triggered_training.sh churn $(DEMO_DRIFT_DATE)
 
-train: setup $(AIRFLOW_HOME)/airflow.db
+train: setup $(AIRFLOW_DB)
 	$(call DAG_TEST,$$($(PY) -m continuous_training.summary --dataset '$(DATASET)' --training-dag),$$($(PY) -c 'import json, sys; print(json.dumps({"dataset": sys.argv[1], **json.loads(sys.argv[2])}))' '$(DATASET)' '$(CONF)'))
 	$(PY) -m continuous_training.summary --dataset '$(DATASET)'
 
-score: setup $(AIRFLOW_HOME)/airflow.db
+score: setup $(AIRFLOW_DB)
 	$(call DAG_TEST,$$($(PY) -m continuous_training.summary --dataset '$(DATASET)' --scoring-dag),$$($(PY) -c 'import json, sys; print(json.dumps({"dataset": sys.argv[1], "input": sys.argv[2] or None}))' '$(DATASET)' '$(INPUT)'),$(DATE))
 	$(PY) -m continuous_training.summary --dataset '$(DATASET)' --scored-for '$(DATE)'
 
-drift: setup $(AIRFLOW_HOME)/airflow.db
+drift: setup $(AIRFLOW_DB)
 	$(call DAG_TEST,$$($(PY) -m continuous_training.summary --dataset '$(DATASET)' --drift-dag),$$($(PY) -c 'import json, sys; print(json.dumps({"dataset": sys.argv[1], **({"window": int(sys.argv[2])} if sys.argv[2] else {})}))' '$(DATASET)' '$(WINDOW)'),$(DATE))
 	$(PY) -m continuous_training.summary --dataset '$(DATASET)' --checked-for '$(DATE)'
 
-up: setup $(AIRFLOW_HOME)/airflow.db
+up: setup $(AIRFLOW_DB)
 	$(PY) scripts/services.py up
 
 down:
