@@ -60,6 +60,22 @@ def timed(action: Callable[[], Any]) -> tuple[Any, float]:
     return result, time.perf_counter() - start
 
 
+def reset_peak_rss(pids: dict[str, int]) -> None:
+    """Restart the kernel's peak resident set counter (VmHWM) of each process (Linux `clear_refs` 5)."""
+    for pid in pids.values():
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def peak_rss_mib(pids: dict[str, int]) -> dict[str, float]:
+    """Peak resident set (VmHWM) of each process since its last reset, in MiB."""
+    peaks = {}
+    for name, pid in pids.items():
+        status = Path(f"/proc/{pid}/status").read_text()
+        kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+        peaks[name] = round(kib / 1024, 1)
+    return peaks
+
+
 def baseline(spark: SparkSession, spec: DatasetSpec, settings: Settings) -> dict[str, Any]:
     """One CSV scan with the explicit schema and one aggregate: the least a stage reading the CSV must do."""
     frame = spark.read.csv(spec.source_path(settings), schema=spec.ddl_schema, header=True)
@@ -69,22 +85,30 @@ def baseline(spark: SparkSession, spec: DatasetSpec, settings: Settings) -> dict
 
 
 def pipeline(spark: SparkSession, spec: DatasetSpec, settings: Settings, run_id: str) -> dict[str, Any]:
-    """The four stages through the library, each reading what the previous one wrote; seconds and outcomes."""
+    """The four stages through the library, each reading what the previous one wrote; seconds, driver peak RSS
+    (JVM and Python process) and outcomes."""
     dirs = {stage: stage_dir(spec.name, stage, run_id, settings) for stage in STAGES}
-    seconds: dict[str, float] = {}
-    ingested, seconds["ingest"] = timed(lambda: ingest(spark, spec, run_id, dirs["ingest"], settings))
-    validated, seconds["validate"] = timed(lambda: validate(
-        spark.read.parquet(str(dirs["ingest"] / "data")), spec, run_id, dirs["validate"],
-        settings.quarantine_max_fraction,
-    ))
     valid_path = str(dirs["validate"] / "valid")
-    _, seconds["stats"] = timed(lambda: write_stats(spark.read.parquet(valid_path), spec, dirs["stats"]))
-    featurized, seconds["featurize"] = timed(
-        lambda: featurize(spark.read.parquet(valid_path), spec, run_id, dirs["featurize"], ingested.input_fingerprint,
-                          settings)
-    )
+    driver = {"jvm": spark.sparkContext._jvm.ProcessHandle.current().pid(), "python": os.getpid()}
+    actions = {
+        "ingest": lambda: ingest(spark, spec, run_id, dirs["ingest"], settings),
+        "validate": lambda: validate(spark.read.parquet(str(dirs["ingest"] / "data")), spec, run_id,
+                                     dirs["validate"], settings.quarantine_max_fraction),
+        "stats": lambda: write_stats(spark.read.parquet(valid_path), spec, dirs["stats"]),
+        "featurize": lambda: featurize(spark.read.parquet(valid_path), spec, run_id, dirs["featurize"],
+                                       results["ingest"].input_fingerprint, settings),
+    }
+    results: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
+    peaks: dict[str, dict[str, float]] = {}
+    for stage in STAGES:
+        reset_peak_rss(driver)
+        results[stage], seconds[stage] = timed(actions[stage])
+        peaks[stage] = peak_rss_mib(driver)
+    ingested, validated, featurized = results["ingest"], results["validate"], results["featurize"]
     return {
         "seconds": seconds,
+        "driver_peak_rss_mib": peaks,
         "ingest_rows": ingested.rows,
         "corrupt_rows": ingested.corrupt_rows,
         "valid_rows": validated.valid,
@@ -116,6 +140,11 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
     best = {stage: min(run_["seconds"][stage] for run_ in pipeline_runs) for stage in STAGES}
     pipeline_s = sum(best.values())
     outcome = {key: value for key, value in pipeline_runs[-1].items() if key != "seconds"}
+    outcome["driver_peak_rss_mib"] = {
+        stage: {process: max(run_["driver_peak_rss_mib"][stage][process] for run_ in pipeline_runs)
+                for process in ("jvm", "python")}
+        for stage in STAGES
+    }
     return {
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
         "rows": args.rows,
@@ -151,10 +180,12 @@ def print_figures(figures: dict[str, Any]) -> None:
     print(f"{figures['rows']:,} rows in {figures['csv_files']} CSV files ({size_mib:.0f} MiB), "
           f"{env['master']} ({env['default_parallelism']} cores), Spark {env['spark']}, "
           f"load average before/after {env['load_average_before'][0]}/{env['load_average_after'][0]}")
-    print(f"{'stage':<12}{'seconds':>10}{'x baseline':>12}")
+    print(f"{'stage':<12}{'seconds':>10}{'x baseline':>12}{'driver peak RSS MiB (JVM / Python)':>38}")
     print(f"{'baseline':<12}{figures['baseline_seconds']:>10.2f}{1:>12.2f}")
     for stage, seconds in figures["stage_seconds"].items():
-        print(f"{stage:<12}{seconds:>10.2f}{figures['stage_ratios'][stage]:>12.2f}")
+        peak = figures["driver_peak_rss_mib"][stage]
+        print(f"{stage:<12}{seconds:>10.2f}{figures['stage_ratios'][stage]:>12.2f}"
+              f"{peak['jvm']:>30,.0f} / {peak['python']:,.0f}")
     print(f"{'pipeline':<12}{figures['pipeline_seconds']:>10.2f}{figures['ratio']:>12.2f}")
     print(f"rows: {figures['ingest_rows']:,} ingested = {figures['valid_rows']:,} valid + "
           f"{figures['quarantined_rows']:,} quarantined; feature_dim {figures['feature_dim']}; "

@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from continuous_training.config import Settings, get_settings
 
-NUMERIC_TYPES = {"tinyint", "byte", "smallint", "short", "int", "integer", "bigint", "long", "float", "double"}
+INTEGRAL_TYPES = {"tinyint", "byte", "smallint", "short", "int", "integer", "bigint", "long"}
+NUMERIC_TYPES = INTEGRAL_TYPES | {"float", "double"}
 OTHER_TYPES = {"string", "boolean", "date", "timestamp", "timestamp_ntz"}
 _DECIMAL = re.compile(r"^decimal\(\s*\d+\s*,\s*\d+\s*\)$")
 

@@ -11,6 +11,7 @@ import pytest
 from continuous_training.data.report import render_report
 from continuous_training.data.stats import QUANTILES, compute_stats
 from continuous_training.errors import PipelineError
+from continuous_training.monitoring.profile import reference_profiles
 from continuous_training.spec import parse_spec
 from scipy import stats as scipy_stats
 
@@ -130,6 +131,28 @@ def test_categorical_counts_and_top_values(profiled, frame):
     assert plan["top_values"] == [{"value": v, "count": int(c)} for v, c in expected.items()]
     assert profiled["rows"] == len(frame)
     assert list(profiled["columns"]) == [SPACED, "tenure", "charges", "plan", "target"]
+
+
+@pytest.mark.integration
+def test_drift_reference_is_what_reference_profiles_fixes(spark, frame, regression_spec, profiled):
+    rows = [tuple(None if pd.isna(v) else v for v in row) for row in frame.itertuples(index=False)]
+    df = spark.createDataFrame(rows, regression_spec.ddl_schema)
+    columns = [(SPACED, "numeric"), ("tenure", "numeric"), ("charges", "numeric"), ("plan", "categorical"),
+               ("target", "numeric")]
+    assert profiled["drift_reference"]["columns"] == reference_profiles(df, columns)
+
+
+@pytest.mark.integration
+def test_top_values_break_ties_in_the_columns_own_order(spark):
+    spec = make_spec(["x"], ["code"], "label", "binary_classification",
+                     {"x": "double", "code": "int", "label": "int"})
+    codes = [10, 9, 10, 9, 100, 7, 7, 7]
+    stats = compute_stats(spark.createDataFrame([(1.0, c, 0) for c in codes], spec.ddl_schema), spec, top_k=3)
+    code = stats["columns"]["code"]
+    assert code["distinct"] == 4
+    assert code["top_values"] == [{"value": 7, "count": 3}, {"value": 9, "count": 2}, {"value": 10, "count": 2}]
+    reference = stats["drift_reference"]["columns"]["code"]
+    assert reference["values"] == ["7", "10", "9", "100"] and reference["counts"] == [3, 2, 2, 1, 0]
 
 
 @pytest.mark.integration

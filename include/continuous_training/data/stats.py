@@ -6,27 +6,24 @@ import datetime as dt
 import json
 import math
 from functools import reduce
-from operator import add
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pyspark.ml.feature import VectorAssembler
-from pyspark.ml.stat import Correlation
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from continuous_training.data.report import render_report
 from continuous_training.errors import PipelineError
-from continuous_training.monitoring.profile import reference_profiles
-from continuous_training.spec import DatasetSpec
+from continuous_training.monitoring import profile
+from continuous_training.spec import INTEGRAL_TYPES, DatasetSpec, is_numeric_type
 
 QUANTILES: dict[str, float] = {
     "p01": 0.01, "p05": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.95, "p99": 0.99,
 }
 HISTOGRAM_BINS = 20
 TOP_K = 20
-QUANTILE_ACCURACY = 10_000
+QUANTILE_ACCURACY = profile.PERCENTILE_ACCURACY
 
 
 def _quoted(name: str) -> Column:
@@ -51,17 +48,6 @@ def _finite(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _json_value(value: Any) -> Any:
-    """A categorical value as JSON: booleans, integers and strings as they are, other types as text."""
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        return _finite(value)
-    if isinstance(value, dt.date | dt.datetime):
-        return value.isoformat()
-    return str(value)
-
-
 def _histogram_edges(low: float, high: float, bins: int) -> list[float]:
     """Equal-width edges over [low, high], as numpy.histogram builds them (a constant column gets ±0.5)."""
     if low == high:
@@ -69,33 +55,43 @@ def _histogram_edges(low: float, high: float, bins: int) -> list[float]:
     return [float(edge) for edge in np.linspace(low, high, bins + 1)]
 
 
-def _bin_index(value: Column, edges: list[float]) -> Column:
-    """Bin of a value: bins are [e_i, e_i+1) and the last one also holds the max, as in numpy.histogram."""
-    return reduce(add, [(value >= F.lit(edge)).cast("int") for edge in edges[1:-1]], F.lit(0))
-
-
-def _correlation_matrix(vectors: DataFrame, method: str, size: int) -> list[list[float | None]]:
-    matrix = Correlation.corr(vectors, "features", method).head()[0].toArray()
-    return [[_finite(matrix[i][j]) for j in range(size)] for i in range(size)]
+def _typed_value(text: str, spark_type: str) -> Any:
+    """A categorical value grouped as text, back as stats.json shows it: the JSON value of the column's type."""
+    spark_type = spark_type.strip().lower()
+    if spark_type == "boolean":
+        return text == "true"
+    if spark_type in INTEGRAL_TYPES:
+        return int(text)
+    if spark_type in {"float", "double"}:
+        return _finite(float(text))
+    if spark_type.startswith("timestamp"):
+        return dt.datetime.fromisoformat(text).isoformat()
+    return text
 
 
 def compute_stats(df: DataFrame, spec: DatasetSpec, bins: int = HISTOGRAM_BINS, top_k: int = TOP_K) -> dict:
-    """Profile the spec's features and label in a few Spark passes; returns the stats.json document.
+    """Profile the spec's features and label in four Spark passes; returns the stats.json document.
 
-    Pass 1 is one aggregation: row count; for numeric columns (cast to double, NaN counted as null) the
-    non-null count, mean, sample standard deviation (ddof=1, null for fewer than two values), min, max, sum,
-    population skewness and population excess kurtosis (the biased estimators: scipy.stats.skew(bias=True)
-    and scipy.stats.kurtosis(fisher=True, bias=True); null for a constant column) and approximate quantiles
-    (percentile_approx, relative rank error 1/QUANTILE_ACCURACY, each a value of the column); for categorical
-    columns the non-null count and the exact distinct count. Pass 2 counts `bins` equal-width histogram bins
-    for all numeric columns at once over [min, max] (bins [e_i, e_i+1), the last closed, as numpy.histogram;
-    a constant column gets [v-0.5, v+0.5]; a column with no values gets empty edges and counts). Top values
-    (at most `top_k`, nulls excluded, ties by value) come from one groupBy per categorical column. Pearson and
-    Spearman correlations (ranks averaged over ties) over the numeric features use pyspark.ml.stat.Correlation
-    on the rows where every numeric feature is set (`rows_used`); the diagonal is 1 and entries that are
-    undefined (a constant column, fewer than two rows) are null. `drift_reference` holds each column's drift
-    profile (`continuous_training.monitoring.profile`): the bins drift checks compare later windows on. Only
-    aggregates reach the driver; the result is strict JSON (NaN and infinities become null).
+    1. One aggregation: row count; for numeric columns (cast to double, NaN counted as null) the non-null count,
+       mean, sample standard deviation (ddof=1, null for fewer than two values), min, max, sum, population
+       skewness and population excess kurtosis (the biased estimators: scipy.stats.skew(bias=True) and
+       scipy.stats.kurtosis(fisher=True, bias=True); null for a constant column); for categorical columns the
+       non-null count.
+    2. Approximate percentiles of every numeric column (percentile_approx, relative rank error
+       1/QUANTILE_ACCURACY, each a value of the column): the report's QUANTILES and the drift reference's
+       percentiles in one sketch per column.
+    3. One grouping of every cell: numeric values by their histogram bin (`bins` equal-width bins over
+       [min, max], [e_i, e_i+1) and the last closed, as numpy.histogram; a constant column gets [v-0.5, v+0.5];
+       a column with no values gets empty edges and counts) and their drift-reference bin; categorical values
+       (nulls excluded) by value, which gives the exact distinct count, the `top_k` top values (ties by value)
+       and the drift reference's values. Only bins and the top values reach the driver.
+    4. Pearson and Spearman correlations over the numeric features, on the rows where every numeric feature is
+       set (`rows_used`): one sort per feature ranks it (ties get their average rank), then one aggregation
+       correlates the values and the ranks. The diagonal is 1 and entries that are undefined (a constant column,
+       fewer than two rows) are null.
+
+    `drift_reference` holds each column's drift profile (`continuous_training.monitoring.profile`): the bins drift
+    checks compare later windows on. The result is strict JSON (NaN and infinities become null).
     """
     missing = [column for column, _ in profiled_columns(spec) if column not in df.columns]
     if missing:
@@ -109,32 +105,48 @@ def compute_stats(df: DataFrame, spec: DatasetSpec, bins: int = HISTOGRAM_BINS, 
         *(F.nanvl(_quoted(name).cast("double"), F.lit(None).cast("double")).alias(alias) for name, alias in numeric),
         *(_quoted(name).alias(alias) for name, alias in categorical),
     )
-    first = _first_pass(prepared, numeric, categorical, features)
+    first = _moments(prepared, numeric, categorical, features)
     rows = first["rows"]
     if rows == 0:
         raise PipelineError(f"stats for {spec.name}: the input has no rows, nothing to profile")
+    sketches = _percentiles(prepared, numeric)
 
     result: dict[str, dict] = {}
+    reference: dict[str, dict] = {}
+    histogram_edges, reference_edges = {}, {}
     for name, alias in numeric:
-        quantiles = first[f"{alias}_quantiles"]
+        count = first[f"{alias}_count"]
         result[name] = {
             "type": "numeric",
-            "count": first[f"{alias}_count"],
-            "nulls": rows - first[f"{alias}_count"],
+            "count": count,
+            "nulls": rows - count,
             **{stat: _finite(first[f"{alias}_{stat}"]) for stat in
                ("mean", "std", "min", "max", "sum", "skewness", "kurtosis")},
-            "quantiles": {key: _finite(quantiles[i]) if quantiles else None for i, key in enumerate(QUANTILES)},
+            "quantiles": {key: _finite(sketches[alias].get(p)) for key, p in QUANTILES.items()},
         }
-    for name, histogram in zip([n for n, _ in numeric], _histograms(prepared, numeric, result, bins), strict=True):
-        result[name]["histogram"] = histogram
+        histogram_edges[alias] = (_histogram_edges(result[name]["min"], result[name]["max"], bins)
+                                  if count > 0 else [])
+        reference_edges[alias] = profile.reference_edges([sketches[alias].get(p) for p in profile.PERCENTILES])
+    histograms, reference_bins, values = _cell_counts(
+        prepared, histogram_edges, reference_edges,
+        {alias: is_numeric_type(spec.schema_[name]) for name, alias in categorical}, top_k)
+    for name, alias in numeric:
+        edges = histogram_edges[alias]
+        result[name]["histogram"] = {"edges": edges, "counts": [histograms[alias].get(b, 0) for b in range(bins)]
+                                     if edges else []}
+        reference[name] = profile.numeric_reference(rows, rows - first[f"{alias}_count"], reference_edges[alias],
+                                                    reference_bins[alias])
     for name, alias in categorical:
+        counted = values[alias]
         result[name] = {
             "type": "categorical",
             "count": first[f"{alias}_count"],
             "nulls": rows - first[f"{alias}_count"],
-            "distinct": first[f"{alias}_distinct"],
-            "top_values": _top_values(prepared, alias, top_k),
+            "distinct": counted["distinct"],
+            "top_values": [{"value": _typed_value(value, spec.schema_[name]), "count": count}
+                           for value, count in counted["top"]],
         }
+        reference[name] = profile.categorical_reference(rows, first[f"{alias}_count"], counted["reference"])
 
     return {
         "dataset": spec.name,
@@ -142,12 +154,12 @@ def compute_stats(df: DataFrame, spec: DatasetSpec, bins: int = HISTOGRAM_BINS, 
         "rows": rows,
         "columns": {name: result[name] for name, _ in columns},
         "correlation": _correlations(prepared, numeric, features, first.get("rows_used", 0)),
-        "drift_reference": {"columns": reference_profiles(df, columns)},
+        "drift_reference": {"columns": {name: reference[name] for name, _ in columns}},
     }
 
 
-def _first_pass(prepared: DataFrame, numeric: list[tuple[str, str]], categorical: list[tuple[str, str]],
-                features: list[str]) -> dict:
+def _moments(prepared: DataFrame, numeric: list[tuple[str, str]], categorical: list[tuple[str, str]],
+             features: list[str]) -> dict:
     aggregates = [F.count(F.lit(1)).alias("rows")]
     for _, alias in numeric:
         value = F.col(alias)
@@ -160,56 +172,107 @@ def _first_pass(prepared: DataFrame, numeric: list[tuple[str, str]], categorical
             F.sum(value).alias(f"{alias}_sum"),
             F.skewness(value).alias(f"{alias}_skewness"),
             F.kurtosis(value).alias(f"{alias}_kurtosis"),
-            F.percentile_approx(value, list(QUANTILES.values()), QUANTILE_ACCURACY).alias(f"{alias}_quantiles"),
         ]
-    for _, alias in categorical:
-        aggregates += [F.count(alias).alias(f"{alias}_count"), F.count_distinct(alias).alias(f"{alias}_distinct")]
+    aggregates += [F.count(alias).alias(f"{alias}_count") for _, alias in categorical]
     if features:
-        complete = reduce(lambda a, b: a & b, [F.col(alias).isNotNull() for alias in features])
-        aggregates.append(F.count_if(complete).alias("rows_used"))
+        aggregates.append(F.count_if(_complete(features)).alias("rows_used"))
     return prepared.agg(*aggregates).head().asDict()
 
 
-def _histograms(prepared: DataFrame, numeric: list[tuple[str, str]], result: dict[str, dict],
-                bins: int) -> list[dict]:
-    edges = {
-        i: _histogram_edges(result[name]["min"], result[name]["max"], bins)
-        for i, (name, _) in enumerate(numeric)
-        if result[name]["count"] > 0
-    }
-    counts = {i: [0] * bins for i in edges}
-    if edges:
-        cells = F.explode(F.array(*(
-            F.struct(F.lit(i).alias("column"), _bin_index(F.col(numeric[i][1]), column_edges).alias("bin"))
-            for i, column_edges in edges.items()
-        ))).alias("cell")
-        grouped = (prepared.select(cells).where(F.col("cell.bin").isNotNull())
-                   .groupBy(F.col("cell.column").alias("column"), F.col("cell.bin").alias("bin")).count())
-        for row in grouped.collect():
-            counts[row["column"]][row["bin"]] = row["count"]
-    return [
-        {"edges": edges[i], "counts": counts[i]} if i in edges else {"edges": [], "counts": []}
-        for i in range(len(numeric))
-    ]
+def _complete(features: list[str]) -> Column:
+    return reduce(lambda a, b: a & b, [F.col(alias).isNotNull() for alias in features])
 
 
-def _top_values(prepared: DataFrame, alias: str, top_k: int) -> list[dict]:
-    top = (prepared.where(F.col(alias).isNotNull()).groupBy(alias).count()
-           .orderBy(F.desc("count"), F.asc(alias)).limit(top_k).collect())
-    return [{"value": _json_value(row[alias]), "count": row["count"]} for row in top]
+def _percentiles(prepared: DataFrame, numeric: list[tuple[str, str]]) -> dict[str, dict[float, float | None]]:
+    """Per numeric column, the value at each of QUANTILES and the drift reference's percentiles (one sketch)."""
+    points = sorted({*QUANTILES.values(), *profile.PERCENTILES})
+    if not numeric:
+        return {}
+    row = prepared.agg(*(F.percentile_approx(alias, points, QUANTILE_ACCURACY).alias(alias)
+                         for _, alias in numeric)).head()
+    return {alias: dict(zip(points, row[alias] or [None] * len(points), strict=True)) for _, alias in numeric}
+
+
+def _cell_counts(prepared: DataFrame, histogram_edges: dict[str, list[float]],
+                 reference_edges: dict[str, list[float]], numeric_categories: dict[str, bool], top_k: int,
+                 ) -> tuple[dict[str, dict[int, int]], dict[str, dict[int, int]], dict[str, dict]]:
+    """Rows per histogram bin and per reference bin of each numeric column, and per categorical column its
+    distinct count, its `top_k` values for the report (by count, then value in the column's own order) and its
+    drift-reference values (by count, then text); one grouping of every cell."""
+    numeric, categorical = list(histogram_edges), list(numeric_categories)
+    binned, histogram_bins = profile.with_numeric_bins(
+        prepared, {alias: edges[1:-1] for alias, edges in histogram_edges.items()}, prefix="_histogram")
+    binned, reference_bins = profile.with_numeric_bins(binned, reference_edges, prefix="_reference")
+    text, no_bin = F.lit(None).cast("string"), F.lit(None).cast("int")
+    cells = F.explode(F.array(
+        *(F.struct(F.lit(alias).alias("column"), histogram_bin.alias("histogram"), reference_bin.alias("reference"),
+                   text.alias("value"), F.lit(None).cast("double").alias("order"))
+          for alias, histogram_bin, reference_bin in zip(numeric, histogram_bins, reference_bins, strict=True)),
+        *(F.struct(F.lit(alias).alias("column"), no_bin.alias("histogram"), no_bin.alias("reference"),
+                   F.col(alias).cast("string").alias("value"),
+                   (F.col(alias).cast("double") if numeric_categories[alias] else F.lit(None).cast("double"))
+                   .alias("order"))
+          for alias in categorical),
+    )).alias("cell")
+    grouped = (binned.select(cells).select("cell.*")
+               .where(F.col("histogram").isNotNull() | F.col("value").isNotNull())
+               .groupBy("column", "histogram", "reference", "value", "order").count())
+    by_column = Window.partitionBy("column")
+    ranked = grouped.select(
+        "*",
+        F.count(F.lit(1)).over(by_column).alias("distinct"),
+        F.row_number().over(by_column.orderBy(F.desc("count"), F.asc("order"), F.asc("value"))).alias("top_rank"),
+        F.row_number().over(by_column.orderBy(F.desc("count"), F.asc("value"))).alias("reference_rank"),
+    ).where(F.col("value").isNull() | (F.col("top_rank") <= top_k)
+            | (F.col("reference_rank") <= profile.MAX_REFERENCE_VALUES))
+    histograms: dict[str, dict[int, int]] = {alias: {} for alias in numeric}
+    references: dict[str, dict[int, int]] = {alias: {} for alias in numeric}
+    values: dict[str, dict] = {alias: {"distinct": 0, "top": [], "reference": []} for alias in categorical}
+    tops: dict[str, list] = {alias: [] for alias in categorical}
+    for row in ranked.collect():
+        column = row["column"]
+        if column in histograms:
+            histograms[column][row["histogram"]] = histograms[column].get(row["histogram"], 0) + row["count"]
+            references[column][row["reference"]] = references[column].get(row["reference"], 0) + row["count"]
+            continue
+        values[column]["distinct"] = row["distinct"]
+        if row["top_rank"] <= top_k:
+            tops[column].append((row["top_rank"], row["value"], row["count"]))
+        if row["reference_rank"] <= profile.MAX_REFERENCE_VALUES:
+            values[column]["reference"].append((row["reference_rank"], row["value"], row["count"]))
+    for column, entry in values.items():
+        entry["top"] = [(value, count) for _, value, count in sorted(tops[column])]
+        entry["reference"] = [(value, count) for _, value, count in sorted(entry["reference"])]
+    return histograms, references, values
 
 
 def _correlations(prepared: DataFrame, numeric: list[tuple[str, str]], features: list[str],
                   rows_used: int) -> dict:
     names = [name for name, alias in numeric if alias in features]
     size = len(names)
+    pearson = [[None] * size for _ in range(size)]
+    spearman = [[None] * size for _ in range(size)]
     if size and rows_used >= 2:
-        vectors = VectorAssembler(inputCols=features, outputCol="features", handleInvalid="skip").transform(
-            prepared.select(*features)).select("features")
-        pearson = _correlation_matrix(vectors, "pearson", size)
-        spearman = _correlation_matrix(vectors, "spearman", size)
-    else:
-        pearson = spearman = [[None] * size for _ in range(size)]
+        complete = prepared.select(*features).where(_complete(features))
+        for alias in features:
+            by_value = Window.orderBy(alias)
+            at_or_below = F.count(F.lit(1)).over(by_value.rangeBetween(Window.unboundedPreceding, Window.currentRow))
+            complete = complete.withColumn(f"{alias}_rank", (F.rank().over(by_value) + at_or_below) / 2)
+        ranks = [f"{alias}_rank" for alias in features]
+        pairs = [(i, j) for i in range(size) for j in range(i + 1, size)]
+        row = complete.agg(*(
+            aggregate for prefix, values in (("p", features), ("s", ranks)) for aggregate in (
+                *(F.var_pop(values[i]).alias(f"{prefix}{i}") for i in range(size)),
+                *(F.covar_pop(values[i], values[j]).alias(f"{prefix}{i}_{j}") for i, j in pairs),
+            )
+        )).head()
+        for matrix, prefix in ((pearson, "p"), (spearman, "s")):
+            for i in range(size):
+                matrix[i][i] = 1.0 if row[f"{prefix}{i}"] > 0 else None
+            for i, j in pairs:
+                spread = row[f"{prefix}{i}"] * row[f"{prefix}{j}"]
+                value = row[f"{prefix}{i}_{j}"] / math.sqrt(spread) if spread > 0 else None
+                matrix[i][j] = matrix[j][i] = _finite(value)
     return {
         "rows_used": rows_used,
         "pearson": {"columns": names, "matrix": pearson},

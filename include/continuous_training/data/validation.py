@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from collections.abc import Collection
 from dataclasses import asdict, dataclass
+from functools import reduce
 from pathlib import Path
 
 from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from continuous_training.data.ingest import CORRUPT_RECORD, SOURCE_FILE
@@ -71,9 +72,22 @@ def rule_checks(spec: DatasetSpec, columns: Collection[str] | None = None,
                 allowed = [str(v).lower() if isinstance(v, bool) else str(v) for v in allowed]
             checks.append((f"{column!r} not in allowed values", ~value.isin(*_literal_list(allowed))))
     for column in (c for c in _unique_columns(spec) if c in columns):
-        occurrences = F.count(F.lit(1)).over(Window.partitionBy(_col(column)))
-        checks.append((f"duplicate {column!r}", _col(column).isNotNull() & (occurrences > 1)))
+        checks.append((f"duplicate {column!r}", F.col(_duplicate_flag(column, spec)).isNotNull()))
     return checks
+
+
+def _duplicate_flag(column: str, spec: DatasetSpec) -> str:
+    return f"_duplicate_{_unique_columns(spec).index(column)}"
+
+
+def duplicated_values(frame: DataFrame, spec: DatasetSpec) -> dict[str, DataFrame]:
+    """Per unique column the frame has, its values that occur more than once: one aggregation of that column
+    alone, so checking uniqueness shuffles the ids, not the rows."""
+    return {
+        column: frame.where(_col(column).isNotNull()).groupBy(_col(column).alias(_duplicate_flag(column, spec)))
+        .count().where(F.col("count") > 1).select(_duplicate_flag(column, spec))
+        for column in _unique_columns(spec) if column in frame.columns
+    }
 
 
 def _unique_columns(spec: DatasetSpec) -> list[str]:
@@ -83,14 +97,31 @@ def _unique_columns(spec: DatasetSpec) -> list[str]:
     return unique
 
 
-def annotate(frame: DataFrame, spec: DatasetSpec, labelled: bool = True) -> DataFrame:
+def _with_checks(frame: DataFrame, spec: DatasetSpec, labelled: bool,
+                 duplicates: dict[str, DataFrame] | None) -> tuple[DataFrame, list[tuple[str, Column]]]:
+    """The frame joined with its duplicate flags, and the (reason, failed) checks over it (null counts as passed)."""
+    checks = rule_checks(spec, [column for column in frame.columns if column in spec.schema_], labelled)
+    flagged = frame
+    for column, values in (duplicated_values(frame, spec) if duplicates is None else duplicates).items():
+        flagged = flagged.join(values, _col(column) == F.col(_duplicate_flag(column, spec)), "left")
+    return flagged, [(reason, F.coalesce(condition, F.lit(False))) for reason, condition in checks]
+
+
+def _reasons(checks: list[tuple[str, Column]]) -> Column:
+    reasons = F.array(*(F.when(failed, F.lit(reason)) for reason, failed in checks))
+    return F.filter(reasons, lambda reason: reason.isNotNull())
+
+
+def annotate(frame: DataFrame, spec: DatasetSpec, labelled: bool = True,
+             duplicates: dict[str, DataFrame] | None = None) -> DataFrame:
     """Add an array column of every reason a row fails (empty when valid), checking the spec columns the frame has.
 
-    A check on a null value passes; only not_null rules and the label check catch nulls.
+    A check on a null value passes; only not_null rules and the label check catch nulls. `duplicates` are the
+    frame's `duplicated_values` (computed here when not given); each is joined on its column, a broadcast join
+    when Spark knows it is small (a persisted, materialized frame).
     """
-    checks = rule_checks(spec, [column for column in frame.columns if column in spec.schema_], labelled)
-    reasons = [F.when(F.coalesce(condition, F.lit(False)), F.lit(reason)) for reason, condition in checks]
-    return frame.withColumn(REASONS, F.filter(F.array(*reasons), lambda reason: reason.isNotNull()))
+    flagged, checks = _with_checks(frame, spec, labelled, duplicates)
+    return flagged.select(*(_col(column) for column in frame.columns), _reasons(checks).alias(REASONS))
 
 
 def validate(frame: DataFrame, spec: DatasetSpec, run_id: str, out_dir: Path,
@@ -102,21 +133,24 @@ def validate(frame: DataFrame, spec: DatasetSpec, run_id: str, out_dir: Path,
     when the quarantined fraction exceeds `max_quarantine_fraction`.
     """
     columns = [_col(column) for column in spec.schema_ if column in frame.columns]
-    annotated = annotate(frame, spec, labelled).persist(StorageLevel.MEMORY_AND_DISK)
+    duplicates = {column: values.persist(StorageLevel.MEMORY_AND_DISK)
+                  for column, values in duplicated_values(frame, spec).items()}
+    failed = None
     try:
-        is_valid = F.size(REASONS) == 0
-        valid = annotated.where(is_valid).select(*columns)
-        quarantine = annotated.where(~is_valid).select(
-            F.array_join(REASONS, "; ").alias(REASON), *columns, CORRUPT_RECORD, SOURCE_FILE
-        )
-        valid.write.mode("overwrite").parquet(str(out_dir / "valid"))
-        quarantine.write.mode("overwrite").parquet(str(out_dir / "quarantine"))
-        rows_in = annotated.count()
-        reason_counts = (
-            annotated.select(F.explode(REASONS).alias("reason")).groupBy("reason").count().collect()
-        )
+        for values in duplicates.values():
+            values.count()
+        flagged, checks = _with_checks(frame, spec, labelled, duplicates)
+        failing = reduce(lambda a, b: a | b, [condition for _, condition in checks])
+        flagged.where(~failing).select(*columns).write.mode("overwrite").parquet(str(out_dir / "valid"))
+        failed = (flagged.where(failing).select(_reasons(checks).alias(REASONS), *columns, CORRUPT_RECORD, SOURCE_FILE)
+                  .persist(StorageLevel.MEMORY_AND_DISK))
+        failed.select(F.array_join(REASONS, "; ").alias(REASON), *columns, CORRUPT_RECORD, SOURCE_FILE).write.mode(
+            "overwrite").parquet(str(out_dir / "quarantine"))
+        reason_counts = failed.select(F.explode(REASONS).alias("reason")).groupBy("reason").count().collect()
     finally:
-        annotated.unpersist()
+        for cached in [*duplicates.values(), *([failed] if failed is not None else [])]:
+            cached.unpersist()
+    rows_in = frame.count()
     valid_rows = frame.sparkSession.read.parquet(str(out_dir / "valid")).count()
     quarantined = frame.sparkSession.read.parquet(str(out_dir / "quarantine")).count()
     if valid_rows + quarantined != rows_in:

@@ -51,12 +51,13 @@ def _bin_counts(df: DataFrame, keys: Sequence[Column]) -> dict[int, dict[int | N
     return counts
 
 
-def _with_numeric_bins(df: DataFrame, edges: Mapping[str, Sequence[float]]) -> tuple[DataFrame, list[Column]]:
+def with_numeric_bins(df: DataFrame, edges: Mapping[str, Sequence[float]],
+                      prefix: str = "_bin") -> tuple[DataFrame, list[Column]]:
     """`df` with the bin index of each numeric column (how many of its edges are <= the value; null stays null),
     from one multi-column Bucketizer; and those bin columns, in the order of `edges`."""
     binned = [name for name, column_edges in edges.items() if column_edges]
-    values = {name: f"_value_{i}" for i, name in enumerate(binned)}
-    bins = {name: f"_bin_{i}" for i, name in enumerate(binned)}
+    values = {name: f"{prefix}_value_{i}" for i, name in enumerate(binned)}
+    bins = {name: f"{prefix}_{i}" for i, name in enumerate(binned)}
     if binned:
         df = df.select("*", *(_value(name, "numeric").alias(values[name]) for name in binned))
         df = Bucketizer(splitsArray=[[-math.inf, *edges[name], math.inf] for name in binned],
@@ -77,7 +78,7 @@ def _categorical_bin(value: Column, values: Sequence[str]) -> Column:
 def window_profiles(df: DataFrame, references: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """The profiles of `df` on the bins of `references` (column name -> reference profile), in one Spark pass."""
     numeric = {name: reference["edges"] for name, reference in references.items() if reference["kind"] == "numeric"}
-    df, numeric_keys = _with_numeric_bins(df, numeric)
+    df, numeric_keys = with_numeric_bins(df, numeric)
     keys_by_name = dict(zip(numeric, numeric_keys, strict=True))
     names = list(references)
     keys = [keys_by_name[name] if name in keys_by_name
@@ -96,6 +97,29 @@ def window_profiles(df: DataFrame, references: Mapping[str, Mapping[str, Any]]) 
     return profiles
 
 
+def percentiles(name: str) -> Column:
+    """The aggregate a numeric reference's edges come from: PERCENTILES of the column, as `reference_edges` takes."""
+    return F.percentile_approx(_value(name, "numeric"), PERCENTILES, PERCENTILE_ACCURACY)
+
+
+def reference_edges(values: Sequence[float | None] | None) -> list[float]:
+    """Bin edges from a column's percentiles: the finite ones, sorted, duplicates merged."""
+    return sorted({float(p) for p in values or [] if p is not None and math.isfinite(p)})
+
+
+def numeric_reference(rows: int, nulls: int, edges: Sequence[float], per_bin: Mapping[int, int]) -> dict[str, Any]:
+    """A numeric reference profile from its edges and its rows per bin."""
+    return {"kind": "numeric", "rows": rows, "nulls": nulls, "edges": list(edges),
+            "counts": [per_bin.get(slot, 0) for slot in range(len(edges) + 1)]}
+
+
+def categorical_reference(rows: int, non_null: int, top: Sequence[tuple[str, int]]) -> dict[str, Any]:
+    """A categorical reference profile from its most frequent values (value as text, rows), most frequent first."""
+    listed = [count for _, count in top]
+    return {"kind": "categorical", "rows": rows, "nulls": rows - non_null, "values": [value for value, _ in top],
+            "counts": [*listed, non_null - sum(listed)]}
+
+
 def reference_profiles(df: DataFrame, columns: Sequence[tuple[str, Kind]],
                        max_values: int = MAX_REFERENCE_VALUES) -> dict[str, dict[str, Any]]:
     """Profiles of `columns` ((name, kind) pairs) that fix the bins: a pass for percentiles and null counts, one to
@@ -104,27 +128,19 @@ def reference_profiles(df: DataFrame, columns: Sequence[tuple[str, Kind]],
     categorical = [name for name, kind in columns if kind == "categorical"]
     aggregates = [F.count(F.lit(1)).alias("rows")]
     for i, name in enumerate(numeric):
-        value = _value(name, "numeric")
-        aggregates += [F.count(value).alias(f"n{i}_count"),
-                       F.percentile_approx(value, PERCENTILES, PERCENTILE_ACCURACY).alias(f"n{i}_percentiles")]
+        aggregates += [F.count(_value(name, "numeric")).alias(f"n{i}_count"), percentiles(name).alias(f"n{i}_pct")]
     aggregates += [F.count(_value(name, "categorical")).alias(f"c{i}_count") for i, name in enumerate(categorical)]
     first = df.agg(*aggregates).head().asDict()
     rows = first["rows"]
 
     profiles: dict[str, dict[str, Any]] = {}
-    edges = {name: sorted({float(p) for p in first[f"n{i}_percentiles"] or [] if p is not None and math.isfinite(p)})
-             for i, name in enumerate(numeric)}
-    counts = _bin_counts(*_with_numeric_bins(df, edges)) if numeric else {}
+    edges = {name: reference_edges(first[f"n{i}_pct"]) for i, name in enumerate(numeric)}
+    counts = _bin_counts(*with_numeric_bins(df, edges)) if numeric else {}
     for i, name in enumerate(numeric):
-        profiles[name] = {"kind": "numeric", "rows": rows, "nulls": rows - first[f"n{i}_count"], "edges": edges[name],
-                          "counts": [counts[i].get(slot, 0) for slot in range(len(edges[name]) + 1)]}
+        profiles[name] = numeric_reference(rows, rows - first[f"n{i}_count"], edges[name], counts[i])
     top = _top_values(df, categorical, max_values) if categorical else {}
     for i, name in enumerate(categorical):
-        values = top.get(i, [])
-        non_null = first[f"c{i}_count"]
-        listed = [count for _, count in values]
-        profiles[name] = {"kind": "categorical", "rows": rows, "nulls": rows - non_null,
-                          "values": [value for value, _ in values], "counts": [*listed, non_null - sum(listed)]}
+        profiles[name] = categorical_reference(rows, first[f"c{i}_count"], top.get(i, []))
     return {name: profiles[name] for name, _ in columns}
 
 
