@@ -11,6 +11,12 @@ on the same rows, model (`build_mlp`), batch size and optimizer (Adam):
 (b) `fit` with 1 Horovod rank in a Spark barrier stage (Petastorm feed, in memory by default; Horovod optimizer);
 (c) `fit` with 2 ranks.
 
+With `--gpu` (a GPU host; no JVM or Spark needed, only the wheels the project imports) the same comparisons run
+on `cuda` and, on the same host, on the CPU: (a) the plain loop over tensors already on the device (on the GPU
+this is the GPU-tensor limit), and (b) one rank of `train_rank`, the body every barrier task runs, launched in a
+fresh process as a single Horovod rank that Spark would have assigned GPU "0". Two ranks need two GPUs, so (c) is
+left out; GPU vs CPU ratios are added.
+
 Throughput is training samples per second of the epochs' training loops (validation excluded), over all
 epochs and over the steady state (the epochs after the first, which also warms the reader up); the headline
 ratios use the steady state, the same ratios over all epochs are listed too. The fixed overhead of (b) and (c)
@@ -23,7 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
+import multiprocessing
 import os
 import platform
 import shutil
@@ -36,15 +42,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from continuous_training.data.features import FEATURES, LABEL
 from continuous_training.spark import build_spark_session
-from continuous_training.training.barrier import barrier_spark_conf
-from continuous_training.training.loop import TrainConfig, fit
+from continuous_training.training.barrier import RankContext, barrier_spark_conf
+from continuous_training.training.loop import TrainConfig, fit, train_rank
 from continuous_training.training.model import build_mlp, loss_for
 from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
 
 TASK = "regression"
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "training_throughput.json"
@@ -63,6 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--feed-memory-mb", type=int, default=1024,
                         help="TrainConfig.feed_memory_mb of (b) and (c): 0 streams the shards.")
     parser.add_argument("--master", default="local[2]", help="Spark master (needs 2 task slots).")
+    parser.add_argument("--gpu", action="store_true",
+                        help="Compare on cuda and on the CPU of this host, one rank without Spark (see above).")
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="Folder for the data and checkpoints (kept); default: a temporary folder, removed.")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="Where to write the JSON figures.")
@@ -72,18 +80,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def write_dataset(spark: SparkSession, root: Path, args: argparse.Namespace) -> None:
-    """Featurize-stage output of a noisy linear target over standard normal features."""
-    weights = np.random.default_rng(args.seed).normal(size=args.features)
-    for offset, (split, rows) in enumerate((("train", args.rows), ("validation", args.validation_rows))):
-        seed = args.seed + 1000 * offset
-        columns = [F.randn(seed=seed + i).alias(f"x{i}") for i in range(args.features)]
-        frame = spark.range(rows).select(*columns)
-        target = sum((float(w) * F.col(f"x{i}") for i, w in enumerate(weights)), F.lit(0.0))
-        frame.select(
-            F.array(*[F.col(f"x{i}").cast("float") for i in range(args.features)]).alias(FEATURES),
-            (target + 0.1 * F.randn(seed=seed - 1)).cast("float").alias(LABEL),
-        ).repartition(args.files).write.mode("overwrite").parquet(str(root / split))
+def write_dataset(root: Path, args: argparse.Namespace) -> None:
+    """Featurize-stage output of a noisy linear target over standard normal features (one row group per file)."""
+    rng = np.random.default_rng(args.seed)
+    weights = rng.normal(size=args.features).astype(np.float32)
+    for split, rows in (("train", args.rows), ("validation", args.validation_rows)):
+        features = rng.standard_normal((rows, args.features), dtype=np.float32)
+        labels = features @ weights + 0.1 * rng.standard_normal(rows, dtype=np.float32)
+        (root / split).mkdir(parents=True)
+        for part, index in enumerate(np.array_split(np.arange(rows), args.files)):
+            column = pa.ListArray.from_arrays(
+                pa.array(np.arange(len(index) + 1, dtype=np.int32) * args.features),
+                pa.array(features[index].ravel()))
+            table = pa.table({FEATURES: column, LABEL: pa.array(labels[index])})
+            pq.write_table(table, root / split / f"part-{part:05d}.parquet", row_group_size=len(index))
     meta = {"task": TASK, "feature_dim": args.features, "num_classes": None,
             "rows": {"train": args.rows, "validation": args.validation_rows, "test": 0}}
     (root / "featurize.json").write_text(json.dumps(meta))
@@ -98,12 +108,14 @@ def load_tensors(path: Path, feature_dim: int) -> tuple[torch.Tensor, torch.Tens
 
 
 def plain_loop(features: torch.Tensor, labels: torch.Tensor, config: TrainConfig, threads: int) -> dict[str, Any]:
-    """(a): the training steps of `loop._Trainer` with `threads` intra-op threads, no reader, Horovod or Spark."""
+    """(a): the training steps of `loop._Trainer` with `threads` intra-op threads, no reader, Horovod or Spark,
+    on the device the tensors are on."""
     torch.manual_seed(config.seed)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     started = time.perf_counter()
-    model = build_mlp(config.feature_dim, config.task, config.num_classes, config.hidden, config.seed)
+    device = features.device
+    model = build_mlp(config.feature_dim, config.task, config.num_classes, config.hidden, config.seed).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     loss_fn = loss_for(config.task)
     setup_s = time.perf_counter() - started
@@ -112,22 +124,22 @@ def plain_loop(features: torch.Tensor, labels: torch.Tensor, config: TrainConfig
     epochs = []
     for _ in range(config.epochs):
         model.train()
-        order = torch.randperm(len(features))
+        order = torch.randperm(len(features), device=device)
         epoch_started = time.perf_counter()
-        loss_total = 0.0
+        losses = torch.empty(steps, device=device)
         for step in range(steps):
             index = order[step * batch_size:(step + 1) * batch_size]
             optimizer.zero_grad()
             loss = loss_fn(model(features[index]), labels[index])
-            value = loss.item()
-            if not math.isfinite(value):
-                raise FloatingPointError(f"training loss is {value}")
             loss.backward()
             optimizer.step()
-            loss_total += value
+            losses[step] = loss.detach()
+        losses = losses.cpu()
         seconds = time.perf_counter() - epoch_started
+        if not torch.isfinite(losses).all():
+            raise FloatingPointError("training loss is not finite")
         epochs.append({"epoch_seconds": seconds, "samples_per_s": steps * batch_size / seconds,
-                       "train_loss": loss_total / steps})
+                       "train_loss": losses.mean().item()})
     torch.set_num_threads(previous_threads)
     summary = summarize(epochs, steps * batch_size, overhead_s=setup_s)
     summary["torch_threads"] = threads
@@ -144,6 +156,23 @@ def barrier_fit(spark: SparkSession, config: TrainConfig, num_proc: int) -> dict
     summary = summarize(result.history, samples, overhead_s=result.elapsed_s - in_epochs)
     summary.update(num_proc=num_proc, feed=result.feed, fit_wall_s=wall_s, stage_s=result.elapsed_s,
                    validation_s=sum(entry["val_seconds"] for entry in result.history))
+    return summary
+
+
+def direct_rank(config: TrainConfig, gpu: bool) -> dict[str, Any]:
+    """(b) with `--gpu`: `train_rank` as the single rank of a fresh process (what a barrier task runs), given
+    GPU "0" or none; overhead = process wall time − epoch and validation time."""
+    context = RankContext(rank=0, size=1, local_rank=0, local_size=1, host="localhost",
+                          gpu_addresses=["0"] if gpu else [], threads=os.cpu_count() or 1)
+    started = time.perf_counter()
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        value = pool.apply(train_rank, (context, config), {"require_gpu": gpu})
+    wall_s = time.perf_counter() - started
+    history = value["history"]
+    in_epochs = sum(entry["epoch_seconds"] + entry["val_seconds"] for entry in history)
+    summary = summarize(history, value["steps_per_epoch"] * config.batch_size, overhead_s=wall_s - in_epochs)
+    summary.update(num_proc=1, feed=value["feed"], device=value["device"], wall_s=wall_s,
+                   final_val_loss=history[-1]["val_loss"])
     return summary
 
 
@@ -176,34 +205,24 @@ def print_table(results: dict[str, dict[str, Any]], ratios: dict[str, float]) ->
         print(f"{name:<28}{value:>8.3f}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    work = args.work_dir or Path(tempfile.mkdtemp(prefix="training_throughput_"))
-    featurize_dir = work / "featurize"
-    load_before = load_average()
+def measure_barrier(args: argparse.Namespace, work: Path, config: TrainConfig) -> tuple[dict, dict]:
+    """(a) on the CPU, then (b) and (c) in Spark barrier stages; results and ratios."""
     # A driver started by `python` (not spark-submit) launches its Python workers with PYSPARK_PYTHON only.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    features, labels = load_tensors(work / "featurize" / "train", args.features)
+    # (a) uses the intra-op threads `train_rank` gives a single rank; a second run uses one thread.
+    cpus = os.cpu_count() or 1
+    results = {"a_plain_pytorch": plain_loop(features, labels, config, cpus)}
+    results["a_plain_pytorch_1_thread"] = plain_loop(features, labels, config, 1)
+    for key in ("a_plain_pytorch", "a_plain_pytorch_1_thread"):
+        print(f"(a) plain PyTorch, {results[key]['torch_threads']} thread(s): "
+              f"{results[key]['samples_per_s']:,.0f} samples/s")
     spark = build_spark_session("training-throughput", {
         "spark.master": args.master, "spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "8",
         **barrier_spark_conf(use_gpu=False),
     })
     spark.sparkContext.setLogLevel("ERROR")
     try:
-        started = time.perf_counter()
-        write_dataset(spark, featurize_dir, args)
-        print(f"wrote {args.rows:,} + {args.validation_rows:,} rows x {args.features} features to "
-              f"{featurize_dir} in {time.perf_counter() - started:.1f} s")
-        config = TrainConfig.from_featurize(featurize_dir, work / "checkpoints", epochs=args.epochs,
-                                            batch_size=args.batch_size, learning_rate=args.learning_rate,
-                                            patience=0, seed=args.seed, feed_memory_mb=args.feed_memory_mb)
-        features, labels = load_tensors(featurize_dir / "train", args.features)
-        # (a) uses the intra-op threads `train_rank` gives a single rank; a second run uses one thread.
-        cpus = os.cpu_count() or 1
-        results = {"a_plain_pytorch": plain_loop(features, labels, config, cpus)}
-        results["a_plain_pytorch_1_thread"] = plain_loop(features, labels, config, 1)
-        for key in ("a_plain_pytorch", "a_plain_pytorch_1_thread"):
-            print(f"(a) plain PyTorch, {results[key]['torch_threads']} thread(s): "
-                  f"{results[key]['samples_per_s']:,.0f} samples/s")
         for key, num_proc in (("b_horovod_barrier_1", 1), ("c_horovod_barrier_2", 2)):
             fresh = replace(config, checkpoint_dir=str(work / f"checkpoints_{num_proc}"))
             results[key] = barrier_fit(spark, fresh, num_proc)
@@ -211,24 +230,67 @@ def main(argv: list[str] | None = None) -> int:
                   f"overhead {results[key]['overhead_s']:.1f} s")
     finally:
         spark.stop()
-        if args.work_dir is None:
-            shutil.rmtree(work, ignore_errors=True)
     ratios = {}
     for measure, suffix in (("steady_samples_per_s", ""), ("samples_per_s", " (all epochs)")):
         a, b, c = (results[key][measure] for key in ("a_plain_pytorch", "b_horovod_barrier_1", "c_horovod_barrier_2"))
         ratios.update({f"b/a{suffix}": b / a, f"c/a{suffix}": c / a, f"c/b{suffix}": c / b})
         ratios[f"c/a_1_thread{suffix}"] = c / results["a_plain_pytorch_1_thread"][measure]
+    return results, ratios
+
+
+def measure_gpu(args: argparse.Namespace, work: Path, config: TrainConfig) -> tuple[dict, dict]:
+    """(a) and (b) on cuda, then the same on the CPU of this host; results and ratios."""
+    if not torch.cuda.is_available():
+        raise SystemExit("--gpu needs a usable CUDA device: torch.cuda.is_available() is False")
+    features, labels = load_tensors(work / "featurize" / "train", args.features)
+    cpus = os.cpu_count() or 1
+    results = {}
+    for device in ("cuda", "cpu"):
+        results[f"a_plain_pytorch_{device}"] = plain_loop(features.to(device), labels.to(device), config, cpus)
+        fresh = replace(config, checkpoint_dir=str(work / f"checkpoints_{device}"))
+        results[f"b_horovod_rank_{device}"] = direct_rank(fresh, gpu=device == "cuda")
+        for key in (f"a_plain_pytorch_{device}", f"b_horovod_rank_{device}"):
+            print(f"({key[0]}) {key}: {results[key]['samples_per_s']:,.0f} samples/s")
+    ratios = {}
+    for measure, suffix in (("steady_samples_per_s", ""), ("samples_per_s", " (all epochs)")):
+        a_gpu, b_gpu, a_cpu, b_cpu = (results[key][measure] for key in (
+            "a_plain_pytorch_cuda", "b_horovod_rank_cuda", "a_plain_pytorch_cpu", "b_horovod_rank_cpu"))
+        ratios.update({f"b/a cuda{suffix}": b_gpu / a_gpu, f"b/a cpu{suffix}": b_cpu / a_cpu,
+                       f"b cuda/b cpu{suffix}": b_gpu / b_cpu, f"a cuda/a cpu{suffix}": a_gpu / a_cpu})
+    return results, ratios
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix="training_throughput_"))
+    featurize_dir = work / "featurize"
+    load_before = load_average()
+    try:
+        started = time.perf_counter()
+        write_dataset(featurize_dir, args)
+        print(f"wrote {args.rows:,} + {args.validation_rows:,} rows x {args.features} features to "
+              f"{featurize_dir} in {time.perf_counter() - started:.1f} s")
+        config = TrainConfig.from_featurize(featurize_dir, work / "checkpoints", epochs=args.epochs,
+                                            batch_size=args.batch_size, learning_rate=args.learning_rate,
+                                            patience=0, seed=args.seed, feed_memory_mb=args.feed_memory_mb)
+        results, ratios = (measure_gpu if args.gpu else measure_barrier)(args, work, config)
+    finally:
+        if args.work_dir is None:
+            shutil.rmtree(work, ignore_errors=True)
     print_table(results, ratios)
+    machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0],
+               "torch": torch.__version__, "load_average_before": load_before, "load_average_after": load_average()}
+    if args.gpu:
+        machine["gpu"] = torch.cuda.get_device_name(0)
     report = {
         "benchmark": "training_throughput",
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0],
-                    "torch": torch.__version__, "load_average_before": load_before,
-                    "load_average_after": load_average()},
+        "machine": machine,
         "config": {"rows": args.rows, "validation_rows": args.validation_rows, "features": args.features,
                    "files_per_split": args.files, "epochs": args.epochs, "batch_size": args.batch_size,
-                   "learning_rate": args.learning_rate, "hidden": list(config.hidden), "master": args.master,
-                   "feed_memory_mb": args.feed_memory_mb},
+                   "learning_rate": args.learning_rate, "hidden": list(config.hidden),
+                   "master": None if args.gpu else args.master, "feed_memory_mb": args.feed_memory_mb,
+                   "gpu": args.gpu},
         "results": results,
         "ratios": ratios,
     }

@@ -19,7 +19,7 @@ gpu_env=()
 if [ "$gpu" = 1 ]; then
   includes="-include string -include cstdint -include stdexcept"
   nvcc=$(command -v nvcc) || { echo "GPU=1 needs nvcc (the CUDA toolkit) on PATH" >&2; exit 1; }
-  nccl=$("$python" -c "import nvidia.nccl, os; print(os.path.dirname(nvidia.nccl.__file__))") \
+  nccl=$("$python" -c "import nvidia.nccl; print(list(nvidia.nccl.__path__)[0])") \
     || { echo "GPU=1 needs the CUDA torch wheel's nvidia-nccl package in $venv" >&2; exit 1; }
   # The wheel ships libnccl.so.2 only; Horovod's CMake looks for libnccl.so.
   ln -sf libnccl.so.2 "$nccl/lib/libnccl.so"

@@ -311,28 +311,31 @@ class _Trainer:
                 streamed.close()
 
     def _train_epoch(self, epoch: int, batches: Any) -> dict[str, float]:
+        """One epoch of steps; the losses stay on the device until its end (no host sync per step), then the
+        first non-finite one, if any, fails the rank naming its step."""
         hvd = self.hvd
         self.model.train()
         started = time.perf_counter()
-        loss_total = 0.0
+        losses = torch.empty(self.steps, device=self.device)
         samples = 0
-        for step in range(1, self.steps + 1):
+        for step in range(self.steps):
             features, labels = self._checked(*next(batches))
             self.optimizer.zero_grad()
             loss = self.loss_fn(self.model(features), labels)
-            value = loss.item()
-            if not math.isfinite(value):
-                raise FloatingPointError(
-                    f"training loss is {value} at epoch {epoch}, step {step} (rank {self.rank}): "
-                    f"lower learning_rate (now {self.config.learning_rate}) or check the features for "
-                    f"extreme values"
-                )
             loss.backward()
             self.optimizer.step()
-            loss_total += value
+            losses[step] = loss.detach()
             samples += features.shape[0]
+        losses = losses.cpu()
         elapsed = time.perf_counter() - started
-        totals = hvd.allreduce(torch.tensor([loss_total / self.steps, float(samples)], dtype=torch.float64),
+        non_finite = torch.nonzero(~torch.isfinite(losses))
+        if len(non_finite):
+            step = int(non_finite[0])
+            raise FloatingPointError(
+                f"training loss is {losses[step].item()} at epoch {epoch}, step {step + 1} (rank {self.rank}): "
+                f"lower learning_rate (now {self.config.learning_rate}) or check the features for extreme values"
+            )
+        totals = hvd.allreduce(torch.tensor([losses.mean().item(), float(samples)], dtype=torch.float64),
                                op=hvd.Sum, name=f"train.{epoch}")
         return {"epoch": epoch, "train_loss": totals[0].item() / self.size,
                 "samples_per_s": totals[1].item() / elapsed if elapsed > 0 else 0.0,
