@@ -1,4 +1,5 @@
-"""Horovod ranks in a Spark barrier stage on local[2], trained from Petastorm shards of Spark-written Parquet."""
+"""Horovod ranks and TensorFlow workers in a Spark barrier stage on local[2], trained from Petastorm shards of
+Spark-written Parquet."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ def _write_featurized(spark: SparkSession, root: Path, task: str) -> Path:
         )
         if task == "regression":
             label = 2.0 * F.col("x0") - 1.5 * F.col("x1") + 0.5 * F.col("x2") * F.col("x3") + 0.3
+        elif task == "binary_classification":
+            label = F.when(F.col("x0") + F.col("x1") > 0, 1).otherwise(0)
         else:
             label = (F.when(F.col("x0") > F.greatest("x1", "x2"), 0)
                      .when(F.col("x1") > F.col("x2"), 1).otherwise(2))
@@ -51,6 +54,11 @@ def regression_dir(spark, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def multiclass_dir(spark, tmp_path_factory) -> Path:
     return _write_featurized(spark, tmp_path_factory.mktemp("featurize_multiclass"), "multiclass_classification")
+
+
+@pytest.fixture(scope="module")
+def binary_dir(spark, tmp_path_factory) -> Path:
+    return _write_featurized(spark, tmp_path_factory.mktemp("featurize_binary"), "binary_classification")
 
 
 def test_two_ranks_see_each_other_through_horovod(spark):
@@ -168,4 +176,63 @@ def test_too_few_row_groups_for_the_ranks(spark, tmp_path):
     config = TrainConfig(featurize_dir=str(tmp_path), checkpoint_dir=str(tmp_path / "ckpt"), task="regression",
                          feature_dim=1, num_classes=None, train_rows=8)
     with pytest.raises(PipelineError, match="has 1 Parquet row groups, fewer than num_proc=2"):
+        fit(spark, config, num_proc=2)
+
+
+@pytest.mark.parametrize(("task", "feed_memory_mb", "feed"), [
+    ("regression", 1024, "in_memory"), ("regression", 0, "streamed"),
+    ("binary_classification", 1024, "in_memory"), ("multiclass_classification", 1024, "in_memory"),
+])
+def test_two_tensorflow_workers_learn(spark, request, tmp_path, task, feed_memory_mb, feed):
+    featurize_dir = request.getfixturevalue({"regression": "regression_dir", "binary_classification": "binary_dir",
+                                             "multiclass_classification": "multiclass_dir"}[task])
+    config = TrainConfig.from_featurize(featurize_dir, tmp_path / "ckpt", epochs=6, batch_size=16,
+                                        learning_rate=0.01, patience=0, feed_memory_mb=feed_memory_mb,
+                                        framework="tensorflow")
+    started = time.perf_counter()
+    result = fit(spark, config, num_proc=2)
+    print(f"2-worker TensorFlow {task} fit ({feed}): {time.perf_counter() - started:.1f} s, {result.history}")
+
+    assert [entry["epoch"] for entry in result.history] == [1, 2, 3, 4, 5, 6]
+    assert result.history[-1]["train_loss"] < 0.7 * result.history[0]["train_loss"]
+    assert result.devices == ["CPU:0", "CPU:0"] and result.feed == feed
+    assert result.steps_per_epoch == ROWS["train"] // (2 * 16)
+    classes = {"regression": 1, "binary_classification": 1, "multiclass_classification": 3}[task]
+    assert result.best_state["mlp/hidden_0/kernel"].shape == (FEATURE_DIM, 64)
+    assert result.best_state["mlp/output/kernel"].shape == (32, classes)
+    if task == "regression":
+        assert result.best_metrics["val_loss"] < 0.5 * result.history[0]["val_loss"]
+        assert result.best_metrics["val_rmse"] ** 2 == pytest.approx(result.best_metrics["val_loss"], rel=1e-6)
+    else:
+        assert result.best_metrics["val_accuracy"] > 0.8
+    assert (tmp_path / "ckpt" / "checkpoint.keras.npz").exists()
+
+
+def test_tensorflow_workers_resume_after_a_failed_worker(spark, regression_dir, tmp_path):
+    from continuous_training.training.tensorflow_loop import train_worker
+
+    hyper = {"batch_size": 32, "learning_rate": 0.01, "patience": 0, "framework": "tensorflow"}
+    two_epochs = TrainConfig.from_featurize(regression_dir, tmp_path, epochs=2, **hyper)
+
+    def dies_after_two_epochs(ctx):
+        value = train_worker(ctx, two_epochs)
+        if ctx.rank == 1:
+            raise RuntimeError("worker 1 lost its executor")
+        return value
+
+    with pytest.raises(BarrierStageError, match="worker 1 lost its executor"):
+        run_in_barrier(spark, 2, dies_after_two_epochs, use_gpu=False)
+    retried = fit(spark, TrainConfig.from_featurize(regression_dir, tmp_path, epochs=4, **hyper), num_proc=2)
+
+    assert retried.start_epoch == 3
+    assert [entry["epoch"] for entry in retried.history] == [1, 2, 3, 4]
+    assert retried.history[3]["val_loss"] < retried.history[0]["val_loss"]
+    torch_config = TrainConfig.from_featurize(regression_dir, tmp_path, epochs=1, **{**hyper, "framework": "torch"})
+    assert fit(spark, torch_config, num_proc=2).start_epoch == 1, "a torch run starts over beside a Keras checkpoint"
+
+
+def test_tensorflow_non_finite_loss_names_epoch_and_step(spark, regression_dir, tmp_path):
+    config = TrainConfig.from_featurize(regression_dir, tmp_path, epochs=2, batch_size=16, learning_rate=1e30,
+                                        framework="tensorflow")
+    with pytest.raises(BarrierStageError, match=r"FloatingPointError: training loss is (inf|nan) at epoch 1, step"):
         fit(spark, config, num_proc=2)

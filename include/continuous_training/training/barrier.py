@@ -1,16 +1,20 @@
 """Horovod ranks as the tasks of one Spark barrier stage (gang scheduled: all start together or none do).
 
-Each task of `rdd.barrier().mapPartitions` becomes one Horovod rank. The task of partition 0 hosts Horovod's
-own gloo rendezvous server; its port is shared through `BarrierTaskContext.allGather`, and every task sets the
-environment contract Horovod's launchers use before calling the rank function. If any rank raises, Spark fails
-the whole stage and kills the other ranks; the driver re-raises the failing rank's Python traceback.
+Each task of `rdd.barrier().mapPartitions` becomes one rank. The task of partition 0 hosts Horovod's own gloo
+rendezvous server; its port, and a free port of every task (the `peers` a TensorFlow worker cluster is built
+from), are shared through `BarrierTaskContext.allGather`, and every task sets the environment contract Horovod's
+launchers use before calling the rank function (a PyTorch rank body, or a TensorFlow worker body). If any rank
+raises, Spark fails the whole stage and kills the other ranks; the driver re-raises the failing rank's Python
+traceback.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +45,7 @@ class RankContext:
     host: str
     gpu_addresses: list[str] = field(default_factory=list)
     threads: int = 1
+    peers: list[str] = field(default_factory=list)  # "host:port" of every rank, by rank; the port is free here
 
 
 @dataclass(frozen=True)
@@ -166,8 +171,11 @@ def _run_rank(rank_fn: Callable[[RankContext], Any], use_gpu: bool, threads: int
         server = RendezvousServer()
         port = str(server.start())
         server.init(plan)
+    peer = f"{hosts[rank]}:{_free_port(hosts[rank])}"
     # allGather returns only once every task called it, so it is also the start barrier of the ranks.
-    rendezvous_port = ctx.allGather(port)[0]
+    gathered = [json.loads(message) for message in ctx.allGather(json.dumps([port, slot.rank, peer]))]
+    rendezvous_port = gathered[0][0]
+    peers = [entry[2] for entry in sorted(gathered, key=lambda entry: entry[1])]
     resources = ctx.resources()
     gpu_addresses = list(resources["gpu"].addresses) if "gpu" in resources else []
     os.environ.update({
@@ -192,7 +200,7 @@ def _run_rank(rank_fn: Callable[[RankContext], Any], use_gpu: bool, threads: int
     try:
         value = rank_fn(RankContext(
             rank=slot.rank, size=slot.size, local_rank=slot.local_rank, local_size=slot.local_size,
-            host=hosts[rank], gpu_addresses=gpu_addresses, threads=threads,
+            host=hosts[rank], gpu_addresses=gpu_addresses, threads=threads, peers=peers,
         ))
         # Rank 0 keeps the rendezvous server up until every rank is done with Horovod.
         ctx.barrier()
@@ -201,6 +209,13 @@ def _run_rank(rank_fn: Callable[[RankContext], Any], use_gpu: bool, threads: int
             server.stop()
     return RankResult(rank=slot.rank, size=slot.size, host=hosts[rank], gpu_addresses=gpu_addresses,
                       value=value)
+
+
+def _free_port(host: str) -> int:
+    """A TCP port free on `host` now (the rank body binds it next)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
 
 
 def _interface_of(address: str) -> str | None:

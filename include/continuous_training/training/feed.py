@@ -69,14 +69,18 @@ def epoch_generator(seed: int, rank: int, epoch: int) -> torch.Generator:
     return generator
 
 
+def epoch_order(rows: int, needed: int, generator: torch.Generator) -> torch.Tensor:
+    """`needed` row indices of one epoch: permutations of `rows` rows, repeated when there are fewer rows."""
+    permutations = [torch.randperm(rows, generator=generator) for _ in range(math.ceil(needed / rows))]
+    return torch.cat(permutations)[:needed]
+
+
 def in_memory_batches(shard: Shard, batch_size: int, steps: int, generator: torch.Generator
                       ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """`steps` batches of one epoch: a permutation of the shard (repeated when the shard holds fewer than
     steps × batch_size rows), in slices of `batch_size`."""
-    needed = steps * batch_size
-    permutations = [torch.randperm(shard.rows, generator=generator) for _ in range(math.ceil(needed / shard.rows))]
-    order = torch.cat(permutations)[:needed].to(shard.features.device)
-    for start in range(0, needed, batch_size):
+    order = epoch_order(shard.rows, steps * batch_size, generator).to(shard.features.device)
+    for start in range(0, len(order), batch_size):
         index = order[start:start + batch_size]
         yield shard.features.index_select(0, index), shard.labels.index_select(0, index)
 

@@ -1,5 +1,7 @@
-"""Data-parallel training of the MLP: one Horovod rank per barrier task, each fed its Petastorm shard as whole
-batches (`feed.py`): from memory, on the rank's device, when the shard fits `feed_memory_mb`, else streamed.
+"""Data-parallel training of the MLP: one rank per barrier task, each fed its Petastorm shard as whole batches
+(`feed.py`): from memory, on the rank's device, when the shard fits `feed_memory_mb`, else streamed. The PyTorch
+rank body (`train_rank`, Horovod) is here; the TensorFlow one (`tensorflow_loop.train_worker`) shares the launcher,
+the config, the feed and the early-stopping rule.
 
 Every rank takes the same number of steps per epoch (a shard smaller than its share of the steps repeats), so
 gradient allreduces never wait on a rank that ran out of data. Rank 0 decides early stopping from allreduced metrics,
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
+FRAMEWORKS = ("torch", "tensorflow")
 
 
 @dataclass(frozen=True)
@@ -63,9 +66,13 @@ class TrainConfig:
     hidden: tuple[int, ...] = (64, 32)
     feed_memory_mb: int = 1024
     reader_workers: int = 2
+    framework: str = "torch"
 
     def __post_init__(self) -> None:
         output_dim(self.task, self.num_classes)
+        if self.framework not in FRAMEWORKS:
+            raise PipelineError(f"invalid training config values: framework={self.framework!r} "
+                                f"(expected one of {', '.join(FRAMEWORKS)})")
         checks = {
             "feature_dim": self.feature_dim >= 1, "train_rows": self.train_rows >= 1, "epochs": self.epochs >= 1,
             "batch_size": self.batch_size >= 1, "learning_rate": self.learning_rate > 0,
@@ -105,7 +112,7 @@ class TrainConfig:
     def signature(self) -> dict[str, Any]:
         """What a checkpoint must match to be resumed by this config: the model's shape and the data it saw."""
         return {"task": self.task, "feature_dim": self.feature_dim, "num_classes": self.num_classes,
-                "hidden": list(self.hidden), "data_fingerprint": self.data_fingerprint}
+                "hidden": list(self.hidden), "data_fingerprint": self.data_fingerprint, "framework": self.framework}
 
 
 @dataclass
@@ -165,9 +172,21 @@ def steps_per_epoch(train_rows: int, size: int, batch_size: int) -> int:
     return max(1, train_rows // (size * batch_size))
 
 
+def early_stopping_decision(config: TrainConfig, epoch: int, record: dict[str, float], best_val_loss: float,
+                            wait: int) -> dict[str, Any]:
+    """Rank 0's bookkeeping after one epoch: improved on the best validation loss, epochs waited, stop now."""
+    improved = record["val_loss"] < best_val_loss - config.min_delta
+    wait = 0 if improved else wait + 1
+    return {
+        "record": record, "epoch": epoch, "improved": improved, "wait": wait,
+        "stop": config.patience > 0 and wait >= config.patience and epoch < config.epochs,
+    }
+
+
 def fit(spark: SparkSession, config: TrainConfig, num_proc: int, use_gpu: bool = False,
         require_gpu: bool = False) -> TrainResult:
-    """Train with `num_proc` Horovod ranks in one Spark barrier stage; the result comes from rank 0.
+    """Train with `num_proc` ranks (Horovod for torch, a MultiWorkerMirroredStrategy cluster for tensorflow) in
+    one Spark barrier stage; the result comes from rank 0.
 
     With `use_gpu` the ranks ask Spark for a GPU each and train on it when CUDA works there (else on the CPU, or,
     with `require_gpu`, the stage fails with the reason).
@@ -176,8 +195,12 @@ def fit(spark: SparkSession, config: TrainConfig, num_proc: int, use_gpu: bool =
     reachable from every executor, since rank 0 may run on another host the next time).
     """
     check_shardable(config, num_proc)
+    if config.framework == "tensorflow":
+        from continuous_training.training.tensorflow_loop import train_worker as body
+    else:
+        body = train_rank
     started = time.perf_counter()
-    results = run_in_barrier(spark, num_proc, partial(train_rank, config=config, require_gpu=require_gpu),
+    results = run_in_barrier(spark, num_proc, partial(body, config=config, require_gpu=require_gpu),
                              use_gpu=use_gpu)
     elapsed = time.perf_counter() - started
     chief = results[0].value
@@ -208,8 +231,13 @@ def train_rank(rank_context: RankContext, config: TrainConfig, require_gpu: bool
     return result
 
 
-def gpu_build_problem() -> str | None:
-    """Why this installation cannot train on GPUs (torch without CUDA, Horovod without NCCL), or None."""
+def gpu_build_problem(framework: str = "torch") -> str | None:
+    """Why this installation cannot train `framework` on GPUs (torch without CUDA, Horovod without NCCL,
+    TensorFlow without CUDA), or None."""
+    if framework == "tensorflow":
+        import tensorflow as tf
+
+        return None if tf.test.is_built_with_cuda() else f"tensorflow {tf.__version__} is built without CUDA"
     import horovod.torch as hvd
 
     if not torch.backends.cuda.is_built():
@@ -393,13 +421,7 @@ class _Trainer:
         return features, labels.reshape(-1, 1)
 
     def _decide(self, epoch: int, record: dict[str, float]) -> dict[str, Any]:
-        """Rank 0's early-stopping bookkeeping after one epoch."""
-        improved = record["val_loss"] < self.best_val_loss - self.config.min_delta
-        wait = 0 if improved else self.wait + 1
-        return {
-            "record": record, "epoch": epoch, "improved": improved, "wait": wait,
-            "stop": self.config.patience > 0 and wait >= self.config.patience and epoch < self.config.epochs,
-        }
+        return early_stopping_decision(self.config, epoch, record, self.best_val_loss, self.wait)
 
     def _apply(self, decision: dict[str, Any]) -> None:
         self.history.append(decision["record"])
@@ -456,5 +478,5 @@ class _Trainer:
         hvd.broadcast_optimizer_state(self.optimizer, root_rank=0)
 
 
-__all__ = ["TrainConfig", "TrainResult", "check_shardable", "count_row_groups", "dataset_url", "fit",
-           "steps_per_epoch", "train_rank"]
+__all__ = ["FRAMEWORKS", "TrainConfig", "TrainResult", "check_shardable", "count_row_groups", "dataset_url",
+           "early_stopping_decision", "fit", "steps_per_epoch", "train_rank"]
