@@ -37,7 +37,7 @@ from continuous_training.serving.model import FeatureTransform, log_pyfunc_model
 from continuous_training.spark import build_spark_session
 from continuous_training.spec import DatasetSpec, load_spec
 from continuous_training.tracking import mlflow_client
-from continuous_training.training.model import build_mlp
+from continuous_training.training.model import build_mlp, numpy_weights
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -89,7 +89,7 @@ def register_model(spark: SparkSession, spec: DatasetSpec, settings: Settings) -
     mlflow.set_experiment(experiment_id=client.create_experiment(
         "bench", artifact_location=(settings.mlflow_artifact_root / "bench").as_uri()))
     with mlflow.start_run() as run:
-        info = log_pyfunc_model(state_dict=network.state_dict(), transform=transform, task=spec.task,
+        info = log_pyfunc_model(weights=numpy_weights(network), transform=transform, task=spec.task,
                                 feature_dim=transform.feature_dim, num_classes=None, hidden=HIDDEN,
                                 classes=["0", "1"], input_example=train.limit(3).toPandas())
     version = mlflow.register_model(info.model_uri, spec.registered_model_name).version

@@ -43,7 +43,7 @@ from continuous_training.spark import build_spark_session
 from continuous_training.spec import DatasetSpec, load_spec
 from continuous_training.tracking import mlflow_client
 from continuous_training.training.evaluation import LABEL, prediction_metrics
-from continuous_training.training.model import build_mlp
+from continuous_training.training.model import build_mlp, numpy_weights
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -111,7 +111,7 @@ def register_model(spark: SparkSession, spec: DatasetSpec, settings: Settings, r
     mlflow.set_experiment(experiment_id=client.create_experiment(
         "bench", artifact_location=(settings.mlflow_artifact_root / "bench").as_uri()))
     with mlflow.start_run() as run:
-        info = log_pyfunc_model(state_dict=network.state_dict(), transform=transform, task=spec.task,
+        info = log_pyfunc_model(weights=numpy_weights(network), transform=transform, task=spec.task,
                                 feature_dim=transform.feature_dim, num_classes=None, hidden=HIDDEN,
                                 classes=["0", "1"], input_example=train.limit(3).toPandas())
         mlflow.log_dict(compute_stats(train, spec), reference.STATS_ARTIFACT)

@@ -26,7 +26,7 @@ from continuous_training.serving.model import FeatureTransform, log_pyfunc_model
 from continuous_training.spec import DatasetSpec, load_spec
 from continuous_training.tracking import mlflow_client
 from continuous_training.training.evaluation import LABEL, prediction_metrics
-from continuous_training.training.model import build_mlp
+from continuous_training.training.model import build_mlp, numpy_weights
 from pyspark.sql import functions as F
 
 pytestmark = pytest.mark.integration
@@ -53,7 +53,7 @@ def log_version(spark, spec: DatasetSpec, frame, seed: int) -> ResolvedModel:
     transform = FeatureTransform.from_pipeline(fit_feature_pipeline(frame, spec), spec)
     network = build_mlp(transform.feature_dim, spec.task, None, hidden=(8,), seed=seed)
     with mlflow.start_run() as run:
-        info = log_pyfunc_model(state_dict=network.state_dict(), transform=transform, task=spec.task,
+        info = log_pyfunc_model(weights=numpy_weights(network), transform=transform, task=spec.task,
                                 feature_dim=transform.feature_dim, num_classes=None, hidden=(8,), classes=["0", "1"],
                                 input_example=frame.limit(3).toPandas())
         mlflow.log_dict(compute_stats(frame, spec), STATS_ARTIFACT)

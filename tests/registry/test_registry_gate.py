@@ -18,7 +18,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from continuous_training.config import Settings
 from continuous_training.data.features import SPLIT
 from continuous_training.paths import stage_dir
@@ -55,9 +54,18 @@ def write_test_split(spec: DatasetSpec, run_id: str, rows: pd.DataFrame, setting
     rows.to_parquet(folder / "part-00000.parquet", index=False)
 
 
+def linear_weights(weight: list[list[float]], bias: list[float], framework: str) -> dict[str, np.ndarray]:
+    """The weights of a hidden-layer-free MLP (outputs × inputs `weight`) by the framework's names."""
+    weight_array, bias_array = np.asarray(weight, dtype=np.float32), np.asarray(bias, dtype=np.float32)
+    if framework == "tensorflow":
+        return {"mlp/output/kernel": weight_array.T, "mlp/output/bias": bias_array}
+    return {"0.weight": weight_array, "0.bias": bias_array}
+
+
 def log_candidate(spec: DatasetSpec, run_id: str, classes: list[str], weight: list[list[float]],
-                  bias: list[float], settings) -> None:
-    """A training run of `run_id` whose candidate is a linear model over the raw (unscaled) numeric columns."""
+                  bias: list[float], settings, framework: str = "torch") -> None:
+    """A training run of `run_id` whose candidate is a linear model over the raw (unscaled) numeric columns, as a
+    torch or a Keras network."""
     client = mlflow_client(settings)
     run = start_training_run(client, spec.name, run_id, {"dataset": spec.name}, settings)
     transform = FeatureTransform(numeric=NUMERIC, numeric_types=["double", "double"], surrogates=[0.0, 0.0],
@@ -66,7 +74,7 @@ def log_candidate(spec: DatasetSpec, run_id: str, classes: list[str], weight: li
     num_classes = len(classes) if spec.task == "multiclass_classification" else None
     with mlflow.start_run(run_id=run.info.run_id):
         info = log_pyfunc_model(
-            state_dict={"0.weight": torch.tensor(weight), "0.bias": torch.tensor(bias)}, transform=transform,
+            weights=linear_weights(weight, bias, framework), framework=framework, transform=transform,
             task=spec.task, feature_dim=len(NUMERIC), num_classes=num_classes, hidden=(), classes=classes,
             input_example=pd.DataFrame({"signal": [0.5, -1.0], "noise": [0.1, 0.2]}),
         )
@@ -107,6 +115,8 @@ def test_candidate_and_champion_are_scored_on_the_same_rows(spark, settings, cap
 
 NOISE_WEIGHT = {"v1": 3.0, "A": 0.0, "B": 1.0}
 """Candidates score `signal + w * noise` where the label is `signal > 0`: the larger w, the worse the AUC."""
+FRAMEWORK = {"v1": "tensorflow", "A": "torch", "B": "tensorflow"}
+"""The gate compares models of either framework on the same holdout."""
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +133,7 @@ def gate_template(spark, tmp_path_factory):
                          "label": np.where(signal > 0, "yes", "no")})
     for run_id, weight in NOISE_WEIGHT.items():
         write_test_split(spec, run_id, rows, settings)
-        log_candidate(spec, run_id, ["no", "yes"], [[1.0, weight]], [0.0], settings)
+        log_candidate(spec, run_id, ["no", "yes"], [[1.0, weight]], [0.0], settings, FRAMEWORK[run_id])
     evaluate_candidate(spark, spec, "v1", settings)
     register_candidate(spec, "v1", settings)
     assert promote_candidate(spark, spec, "v1", settings=settings).promoted

@@ -23,7 +23,7 @@ from continuous_training.serving.batch import ResolvedModel, partition_dir, pred
 from continuous_training.serving.model import FeatureTransform, log_pyfunc_model
 from continuous_training.spec import DatasetSpec, load_spec
 from continuous_training.tracking import mlflow_client
-from continuous_training.training.model import build_mlp
+from continuous_training.training.model import build_mlp, numpy_weights
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +41,7 @@ def log_candidate(spec: DatasetSpec, transform: FeatureTransform, example: pd.Da
     """A registered version of a small pyfunc over the spec's real fitted feature pipeline (random weights)."""
     network = build_mlp(transform.feature_dim, spec.task, None, hidden=(8,), seed=seed)
     with mlflow.start_run():
-        info = log_pyfunc_model(state_dict=network.state_dict(), transform=transform, task=spec.task,
+        info = log_pyfunc_model(weights=numpy_weights(network), transform=transform, task=spec.task,
                                 feature_dim=transform.feature_dim, num_classes=None, hidden=(8,), classes=["0", "1"],
                                 input_example=example)
     return str(mlflow.register_model(info.model_uri, spec.registered_model_name).version)

@@ -17,7 +17,8 @@ from continuous_training.data.features import fit_feature_pipeline, pipeline_inp
 from continuous_training.errors import PipelineError
 from continuous_training.serving.model import FeatureTransform, log_pyfunc_model, predict_spark
 from continuous_training.spec import parse_spec
-from continuous_training.training.model import build_mlp
+from continuous_training.training.keras_model import build_keras_mlp, keras_weights
+from continuous_training.training.model import build_mlp, numpy_weights
 from mlflow.exceptions import MlflowException
 from pyspark.ml import PipelineModel
 from pyspark.ml.feature import SQLTransformer
@@ -110,12 +111,15 @@ def tracking(tmp_path):
     mlflow.set_tracking_uri(previous)
 
 
-def log_model(task: str, transform: FeatureTransform, example: pd.DataFrame):
+def log_model(task: str, transform: FeatureTransform, example: pd.DataFrame, framework: str = "torch"):
     classes = CLASSES[task]
     num_classes = len(classes) if task == "multiclass_classification" else None
-    network = build_mlp(transform.feature_dim, task, num_classes, hidden=(8,), seed=3)
+    if framework == "tensorflow":
+        weights = keras_weights(build_keras_mlp(transform.feature_dim, task, num_classes, hidden=(8,), seed=3))
+    else:
+        weights = numpy_weights(build_mlp(transform.feature_dim, task, num_classes, hidden=(8,), seed=3))
     with mlflow.start_run():
-        return log_pyfunc_model(state_dict=network.state_dict(), transform=transform, task=task,
+        return log_pyfunc_model(weights=weights, transform=transform, task=task, framework=framework,
                                 feature_dim=transform.feature_dim, num_classes=num_classes, hidden=(8,),
                                 classes=classes, input_example=example)
 
@@ -200,12 +204,13 @@ def test_transform_accepts_online_style_input(frames, transform):
         feature_transform.transform(online.drop(columns=["tenure", "region code"]))
 
 
+@pytest.mark.parametrize("framework", ["torch", "tensorflow"])
 @pytest.mark.parametrize("task", list(LABELS))
-def test_pyfunc_round_trip(task, frames, transform, tracking):
+def test_pyfunc_round_trip(task, framework, frames, transform, tracking):
     _, feature_transform = transform
     raw = frames[1].orderBy("spend").toPandas()
 
-    info = log_model(task, feature_transform, raw.head(3))
+    info = log_model(task, feature_transform, raw.head(3), framework)
     model = mlflow.pyfunc.load_model(info.model_uri)
     predictions = model.predict(raw)
 
@@ -242,7 +247,7 @@ import sys
 
 class RefuseImports:
     def find_spec(self, name, path=None, target=None):
-        if name.partition(".")[0] in {"pyspark", "airflow", "horovod"}:
+        if name.partition(".")[0] in {"pyspark", "airflow", "horovod", *sys.argv[3].split(",")}:
             raise ImportError(f"the served model imported {name}")
         return None
 
@@ -256,7 +261,8 @@ print(model.predict(pd.DataFrame(json.loads(sys.argv[2]))).to_json(orient="recor
 """
 
 
-def test_served_model_needs_neither_pyspark_nor_airflow(frames, transform, tracking):
+@pytest.mark.parametrize(("framework", "other"), [("torch", "tensorflow,keras"), ("tensorflow", "torch")])
+def test_served_model_needs_neither_pyspark_nor_airflow(framework, other, frames, transform, tracking):
     _, feature_transform = transform
     online = [
         {"Avg Session (min)": 4.25, "tenure": 12, "constant": 3.5, "monthly charges": 55.105, "plan <tier>": "plus",
@@ -266,11 +272,11 @@ def test_served_model_needs_neither_pyspark_nor_airflow(frames, transform, track
         {"Avg Session (min)": 31.5, "tenure": 70, "constant": 1.0, "monthly charges": 99.99, "plan <tier>": "gold",
          "region code": 40, "rating": 7.25, "autopay": "yes"},
     ]
-    info = log_model("binary_classification", feature_transform, frames[1].toPandas())
+    info = log_model("binary_classification", feature_transform, frames[1].toPandas(), framework)
     local_model = Path(mlflow.artifacts.download_artifacts(info.model_uri))
     expected = mlflow.pyfunc.load_model(str(local_model)).predict(pd.DataFrame(online))
 
-    served = subprocess.run([sys.executable, "-c", REFUSING_SERVER, str(local_model), json.dumps(online)],
+    served = subprocess.run([sys.executable, "-c", REFUSING_SERVER, str(local_model), json.dumps(online), other],
                             capture_output=True, text=True, timeout=300)
 
     assert served.returncode == 0, served.stderr[-3000:]
@@ -278,14 +284,18 @@ def test_served_model_needs_neither_pyspark_nor_airflow(frames, transform, track
     assert predictions["prediction"].tolist() == expected["prediction"].tolist()
     np.testing.assert_allclose(predictions["probability"], expected["probability"], atol=1e-9)
     requirements = (local_model / "requirements.txt").read_text()
-    assert "pyspark" not in requirements and "torch==" in requirements
+    assert "pyspark" not in requirements
+    expected_pins = {"torch": ["torch=="], "tensorflow": ["tensorflow-cpu==", "keras=="]}[framework]
+    assert all(pin in requirements for pin in expected_pins), requirements
+    assert ("torch==" in requirements) == (framework == "torch")
 
 
-def test_predict_spark_matches_pyfunc(frames, transform, tracking):
+@pytest.mark.parametrize("framework", ["torch", "tensorflow"])
+def test_predict_spark_matches_pyfunc(framework, frames, transform, tracking):
     _, feature_transform = transform
     task = "multiclass_classification"
     scoring = frames[0].limit(20).unionByName(frames[1]).repartition(2)
-    info = log_model(task, feature_transform, frames[1].toPandas())
+    info = log_model(task, feature_transform, frames[1].toPandas(), framework)
     version = mlflow.register_model(info.model_uri, "serving_test").version
     mlflow.MlflowClient().set_registered_model_alias("serving_test", "champion", version)
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from continuous_training.errors import PipelineError
 from continuous_training.training.barrier import barrier_spark_conf, local_master_slots
+from continuous_training.training.keras_model import build_keras_mlp, keras_loss, keras_weights
 from continuous_training.training.loop import TrainConfig, steps_per_epoch
 from continuous_training.training.model import build_mlp, loss_for
 from torch import nn
@@ -20,6 +22,30 @@ def test_output_width_follows_the_task(task, num_classes, width):
     model = build_mlp(5, task, num_classes, hidden=(8, 4), seed=1)
     assert model(torch.zeros(3, 5)).shape == (3, width)
     assert [m.out_features for m in model if isinstance(m, nn.Linear)] == [8, 4, width]
+
+
+@pytest.mark.parametrize(("task", "num_classes"), [
+    ("regression", None), ("binary_classification", None), ("multiclass_classification", 4),
+])
+def test_the_keras_twin_computes_what_the_torch_mlp_does(task, num_classes):
+    torch_model = build_mlp(5, task, num_classes, hidden=(8, 4), seed=1)
+    keras_model = build_keras_mlp(5, task, num_classes, hidden=(8, 4), seed=1)
+    linear = [m for m in torch_model if isinstance(m, nn.Linear)]
+    keras_model.set_weights([array for m in linear for array in (m.weight.detach().numpy().T, m.bias.detach().numpy())])
+    features = np.random.default_rng(0).normal(size=(6, 5)).astype(np.float32)
+    labels = (np.array([0, 1, 3, 2, 1, 0]) if task == "multiclass_classification"
+              else np.array([[0.0], [1.0], [1.0], [0.0], [1.0], [0.0]], dtype=np.float32))
+
+    torch_scores = torch_model(torch.from_numpy(features))
+    keras_scores = np.asarray(keras_model(features))
+
+    np.testing.assert_allclose(keras_scores, torch_scores.detach().numpy(), atol=1e-5)
+    torch_loss = loss_for(task)(torch_scores, torch.from_numpy(labels)).item()
+    keras_per_example = np.asarray(keras_loss(task)(labels, keras_scores))
+    assert keras_per_example.shape == (6,)
+    assert keras_per_example.mean() == pytest.approx(torch_loss, rel=1e-5)
+    assert list(keras_weights(keras_model)) == [f"mlp/{layer}/{kind}" for layer in ("hidden_0", "hidden_1", "output")
+                                                for kind in ("kernel", "bias")]
 
 
 def test_same_seed_same_weights_without_touching_the_global_generator():

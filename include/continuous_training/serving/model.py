@@ -15,8 +15,9 @@ JSON document, and `FeatureTransform.transform` re-applies them with numpy/panda
   (handleInvalid="keep"), then one-hot (dropLast=False);
 * blocks in the VectorAssembler order: scaled numeric, then one one-hot block per categorical; float32 output.
 
-`TabularModel` (the pyfunc) therefore computes with numpy, pandas and torch only (no SparkSession, no JVM, and
-neither pyspark nor Airflow imported when it loads): the same artifact scores batches inside Spark executors
+`TabularModel` (the pyfunc) therefore computes with numpy, pandas and the framework that trained the MLP (torch,
+or TensorFlow/Keras; its weights are stored as numpy arrays by name) only (no SparkSession, no JVM, and neither
+pyspark nor Airflow imported when it loads): the same artifact scores batches inside Spark executors
 (`predict_spark`, a pandas iterator UDF) and serves online (`mlflow models serve`). Its input signature comes from
 the spec types, not from the example's pandas dtypes, so nullable integer columns and batch/online dtype
 differences do not fail schema enforcement: numeric columns and non-string categoricals with a numeric type are
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -41,7 +43,6 @@ from typing import TYPE_CHECKING, Any
 import mlflow
 import numpy as np
 import pandas as pd
-import torch
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.models.model import ModelInfo
 from mlflow.types import DataType
@@ -56,13 +57,14 @@ if TYPE_CHECKING:
 
     from continuous_training.spec import DatasetSpec
 
-TRANSFORM_FILE, WEIGHTS_FILE, CONFIG_FILE = "feature_transform.json", "state_dict.pt", "model_config.json"
+TRANSFORM_FILE, WEIGHTS_FILE, CONFIG_FILE = "feature_transform.json", "weights.npz", "model_config.json"
 PREDICTION, PROBABILITY, PROBABILITIES = "prediction", "probability", "probabilities"
 _INTEGRAL = {"tinyint", "byte", "smallint", "short", "int", "integer", "bigint", "long"}
 _FLOATING = {"float", "double"}
 _TRUE_STRINGS, _FALSE_STRINGS = {"t", "true", "y", "yes", "1"}, {"f", "false", "n", "no", "0"}
 _INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
-_SERVING_PACKAGES = ("mlflow", "torch", "numpy", "pandas")
+_SERVING_PACKAGES = {"torch": ("mlflow", "torch", "numpy", "pandas"),
+                     "tensorflow": ("mlflow", "tensorflow-cpu", "keras", "numpy", "pandas")}
 
 
 def _decimal_type(spark_type: str) -> tuple[int, int] | None:
@@ -368,41 +370,81 @@ def conform_input(frame: pd.DataFrame, schema: Schema | None) -> pd.DataFrame:
     return frame.assign(**{column: pd.to_numeric(frame[column]).astype(np.float64) for column in doubles})
 
 
+def _sigmoid(scores: np.ndarray) -> np.ndarray:
+    return np.exp(-np.logaddexp(0.0, -scores))
+
+
+def _softmax(scores: np.ndarray) -> np.ndarray:
+    shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
 class TabularModel(mlflow.pyfunc.PythonModel):
-    """Raw rows → FeatureTransform → MLP → predictions (columns depend on the task, see `predict`)."""
+    """Raw rows → FeatureTransform → MLP (torch or Keras, `config["framework"]`) → predictions (columns depend on
+    the task, see `predict`)."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         """Read the transform, config and weights from the model's artifacts."""
         artifacts = context.artifacts
         transform = FeatureTransform.from_dict(json.loads(Path(artifacts["feature_transform"]).read_text()))
         config = json.loads(Path(artifacts["model_config"]).read_text())
-        state_dict = torch.load(artifacts["state_dict"], map_location="cpu", weights_only=True)
-        self.setup(transform, config, state_dict)
+        if "weights" in artifacts:
+            with np.load(artifacts["weights"], allow_pickle=False) as stored:
+                weights = {name: stored[name] for name in stored.files}
+        else:  # models logged before weights.npz: a torch state_dict file
+            import torch
 
-    def setup(self, transform: FeatureTransform, config: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> None:
-        """Build the MLP from `config` and load its weights (CPU, eval mode)."""
-        from continuous_training.training.model import build_mlp
+            weights = {name: tensor.numpy() for name, tensor in torch.load(
+                artifacts["state_dict"], map_location="cpu", weights_only=True).items()}
+        self.setup(transform, config, weights)
 
+    def setup(self, transform: FeatureTransform, config: dict[str, Any], weights: dict[str, np.ndarray]) -> None:
+        """Build the MLP of `config` in its framework and load its weights (CPU, inference mode)."""
         self.transform, self.config = transform, config
-        self.network = build_mlp(config["feature_dim"], config["task"], config["num_classes"],
-                                 hidden=tuple(config["hidden"]))
-        self.network.load_state_dict(state_dict)
-        self.network.eval()
+        self.framework = config.get("framework", "torch")
+        shape = (config["feature_dim"], config["task"], config["num_classes"], tuple(config["hidden"]))
+        if self.framework == "tensorflow":
+            from continuous_training.training.keras_model import build_keras_mlp
+
+            self.network = build_keras_mlp(*shape)
+            self.network.set_weights([weights[weight.path] for weight in self.network.weights])
+        else:
+            import torch
+
+            from continuous_training.training.model import build_mlp
+
+            self.network = build_mlp(*shape)
+            self.network.load_state_dict({name: torch.from_numpy(np.asarray(value)) for name, value in weights.items()})
+            self.network.eval()
+
+    def limit_threads(self, threads: int) -> None:
+        """Cap torch's intra-op threads (TensorFlow reads `TF_NUM_INTRAOP_THREADS` when it starts instead)."""
+        if self.framework == "torch":
+            import torch
+
+            torch.set_num_threads(threads)
+
+    def scores(self, features: np.ndarray) -> np.ndarray:
+        """Raw MLP outputs (logits for classifiers) as float64."""
+        if self.framework == "tensorflow":
+            return np.asarray(self.network(features, training=False), dtype=np.float64)
+        import torch
+
+        with torch.no_grad():
+            return self.network(torch.from_numpy(features)).double().numpy()
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """regression: `prediction`; binary: `prediction` (class label), `probability` (P(classes[1]));
         multiclass: `prediction`, `probability` (of the predicted class), `probabilities` (ordered as classes)."""
-        features = torch.from_numpy(self.transform.transform(model_input))
-        with torch.no_grad():
-            scores = self.network(features).double()
+        scores = self.scores(self.transform.transform(model_input))
         task, classes = self.config["task"], self.config["classes"]
         if task == "regression":
-            return pd.DataFrame({PREDICTION: scores[:, 0].numpy()})
+            return pd.DataFrame({PREDICTION: scores[:, 0]})
         if task == "binary_classification":
-            positive = torch.sigmoid(scores[:, 0]).numpy()
+            positive = _sigmoid(scores[:, 0])
             labels = np.where(positive >= 0.5, classes[1], classes[0]).astype(object)
             return pd.DataFrame({PREDICTION: labels, PROBABILITY: positive})
-        probabilities = torch.softmax(scores, dim=1).numpy()
+        probabilities = _softmax(scores)
         best = probabilities.argmax(axis=1)
         return pd.DataFrame({
             PREDICTION: np.asarray(classes, dtype=object)[best],
@@ -415,42 +457,46 @@ def _pinned(package: str) -> str:
     return f"{package}=={version(package).split('+')[0]}"
 
 
-def log_pyfunc_model(*, state_dict: dict[str, torch.Tensor], transform: FeatureTransform, task: str,
+def log_pyfunc_model(*, weights: dict[str, np.ndarray], transform: FeatureTransform, task: str,
                      feature_dim: int, num_classes: int | None, hidden: Sequence[int], classes: list[str] | None,
-                     input_example: pd.DataFrame, name: str = "model") -> ModelInfo:
+                     input_example: pd.DataFrame, framework: str = "torch", name: str = "model") -> ModelInfo:
     """Log the pyfunc (transform + weights + config + the package code) into the active MLflow run.
 
-    The signature's inputs are `transform.input_schema()`, its outputs inferred from the predictions on
-    `input_example` (its feature columns, conformed to the signature, are saved as the input example).
-    Requirements pin mlflow/torch/numpy/pandas: loading and predicting imports neither pyspark nor Airflow.
+    `weights` are the MLP's as numpy arrays: a torch `state_dict`'s names, or Keras weight paths (`framework`
+    "tensorflow"). The signature's inputs are `transform.input_schema()`, its outputs inferred from the
+    predictions on `input_example` (its feature columns, conformed to the signature, are saved as the input
+    example). Requirements pin mlflow, numpy, pandas and the framework: loading and predicting imports neither
+    pyspark nor Airflow.
     """
+    if framework not in _SERVING_PACKAGES:
+        raise PipelineError(f"unknown framework {framework!r}; expected one of {', '.join(_SERVING_PACKAGES)}")
     if transform.feature_dim != feature_dim:
         raise PipelineError(f"feature_dim {feature_dim} does not match the transform's {transform.feature_dim}")
     if task != "regression" and (not classes or len(classes) < 2):
         raise PipelineError(f"{task} needs at least two classes, got {classes}")
     config = {"task": task, "feature_dim": feature_dim, "num_classes": num_classes, "hidden": list(hidden),
-              "classes": classes}
+              "classes": classes, "framework": framework}
     schema = transform.input_schema()
     transform.check_columns(input_example)
     example = conform_input(input_example[transform.input_columns].reset_index(drop=True), schema)
     model = TabularModel()
-    model.setup(transform, config, state_dict)
+    model.setup(transform, config, weights)
     outputs = infer_signature(example, model.predict(None, example)).outputs
     signature = ModelSignature(inputs=schema, outputs=outputs)
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         (folder / TRANSFORM_FILE).write_text(json.dumps(transform.to_dict(), indent=2))
         (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2))
-        torch.save({key: value.detach().cpu() for key, value in state_dict.items()}, folder / WEIGHTS_FILE)
+        np.savez(folder / WEIGHTS_FILE, **{name: np.asarray(value) for name, value in weights.items()})
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=TabularModel(),
             artifacts={"feature_transform": str(folder / TRANSFORM_FILE), "model_config": str(folder / CONFIG_FILE),
-                       "state_dict": str(folder / WEIGHTS_FILE)},
+                       "weights": str(folder / WEIGHTS_FILE)},
             code_paths=[str(Path(__file__).resolve().parents[1])],  # the whole continuous_training package
             signature=signature,
             input_example=example,
-            pip_requirements=[_pinned(package) for package in _SERVING_PACKAGES],
+            pip_requirements=[_pinned(package) for package in _SERVING_PACKAGES[framework]],
         )
 
 
@@ -488,8 +534,10 @@ def _predict_batches(batches: Iterator[pd.DataFrame], *, model_uri: str, trackin
                      registry_uri: str) -> Iterator[pd.DataFrame]:
     from pyspark import TaskContext
 
-    torch.set_num_threads(TaskContext.get().cpus())
+    cpus = TaskContext.get().cpus()
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(cpus))
     model = _worker_model(model_uri, tracking_uri, registry_uri)
+    model.unwrap_python_model().limit_threads(cpus)
     schema = model.metadata.get_input_schema()
     for batch in batches:
         yield model.predict(conform_input(batch, schema)).reset_index(drop=True)
@@ -497,8 +545,8 @@ def _predict_batches(batches: Iterator[pd.DataFrame], *, model_uri: str, trackin
 
 def predict_spark(df: DataFrame, model_uri: str, task: str) -> DataFrame:
     """Score a Spark DataFrame in the executors: a pandas iterator UDF fed Arrow batches of the model's input
-    columns only (the other columns never leave the JVM), the pyfunc loaded once per Python worker, torch limited
-    to the task's cores.
+    columns only (the other columns never leave the JVM), the pyfunc loaded once per Python worker, its framework
+    limited to the task's cores.
 
     An alias URI is resolved to its version on the driver first. Returns the input columns plus the task's
     prediction columns (`prediction_fields`).

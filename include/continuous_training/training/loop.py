@@ -36,7 +36,8 @@ from continuous_training.training.feed import (
     streamed_batches,
     streamed_eval_batches,
 )
-from continuous_training.training.model import TASKS, build_mlp, loss_for, output_dim
+from continuous_training.training.model import build_mlp, loss_for
+from continuous_training.training.tasks import TASKS, output_dim
 
 log = logging.getLogger(__name__)
 

@@ -4,21 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
-TASKS = ("regression", "binary_classification", "multiclass_classification")
-
-
-def output_dim(task: str, num_classes: int | None) -> int:
-    """Width of the model's output: 1 for regression and binary classification, C for multiclass."""
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
-    if task != "multiclass_classification":
-        return 1
-    if num_classes is None or num_classes < 2:
-        raise ValueError(f"multiclass_classification needs num_classes >= 2, got {num_classes}")
-    return num_classes
+from continuous_training.training.tasks import TASKS, output_dim
 
 
 def build_mlp(input_dim: int, task: str, num_classes: int | None = None,
@@ -38,6 +28,11 @@ def build_mlp(input_dim: int, task: str, num_classes: int | None = None,
         return nn.Sequential(*layers)
     finally:
         torch.random.set_rng_state(generator_state)
+
+
+def numpy_weights(model: nn.Module) -> dict[str, np.ndarray]:
+    """The model's state_dict as numpy arrays by name (what `serving.model.log_pyfunc_model` stores)."""
+    return {name: tensor.detach().cpu().numpy() for name, tensor in model.state_dict().items()}
 
 
 def loss_for(task: str, reduction: str = "mean") -> nn.Module:

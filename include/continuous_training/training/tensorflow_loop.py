@@ -16,7 +16,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from continuous_training.training.feed import (
     streamed_batches,
     streamed_eval_batches,
 )
+from continuous_training.training.keras_model import build_keras_mlp, keras_loss
 from continuous_training.training.loop import (
     CHECKPOINT_FORMAT,
     TrainConfig,
@@ -41,47 +42,11 @@ from continuous_training.training.loop import (
     gpu_build_problem,
     steps_per_epoch,
 )
-from continuous_training.training.model import output_dim
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.keras.npz"
 CPU = torch.device("cpu")
-
-
-def build_keras_mlp(input_dim: int, task: str, num_classes: int | None = None, hidden: Sequence[int] = (64, 32),
-                    seed: int = 0):
-    """The Keras twin of `model.build_mlp`: the same widths, ReLU, raw scores out; weights seeded by `seed`.
-    Layers are named `hidden_<i>` and `output`, so weight paths (`mlp/hidden_0/kernel`, ...) are the same in every
-    process."""
-    import keras
-
-    if input_dim < 1:
-        raise ValueError(f"input_dim must be positive, got {input_dim}")
-    layers = [keras.Input(shape=(input_dim,))]
-    for index, units in enumerate(hidden):
-        layers.append(keras.layers.Dense(units, activation="relu", name=f"hidden_{index}",
-                                         kernel_initializer=keras.initializers.GlorotUniform(seed=seed + index)))
-    layers.append(keras.layers.Dense(output_dim(task, num_classes), name="output",
-                                     kernel_initializer=keras.initializers.GlorotUniform(seed=seed + len(hidden))))
-    return keras.Sequential(layers, name="mlp")
-
-
-def keras_loss(task: str):
-    """Per-example loss (no reduction): MSE, binary cross-entropy on logits, sparse categorical cross-entropy."""
-    import keras
-
-    if task == "regression":
-        return keras.losses.MeanSquaredError(reduction=None)
-    if task == "binary_classification":
-        return keras.losses.BinaryCrossentropy(from_logits=True, reduction=None)
-    output_dim(task, 2)
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
-
-
-def keras_weights(model) -> dict[str, np.ndarray]:
-    """The model's weights by path (`hidden_0/kernel`, ...), in the model's order."""
-    return {weight.path: np.asarray(weight.numpy()) for weight in model.weights}
 
 
 def train_worker(rank_context: RankContext, config: TrainConfig, require_gpu: bool = False) -> dict[str, Any]:
@@ -351,4 +316,4 @@ class _KerasTrainer:
         self.completed_epochs = meta["epoch"]
 
 
-__all__ = ["build_keras_mlp", "keras_loss", "keras_weights", "train_worker"]
+__all__ = ["train_worker"]
