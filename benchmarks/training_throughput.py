@@ -9,7 +9,10 @@ on the same rows, model (`build_mlp`), batch size and optimizer (Adam):
 (a) a single-process PyTorch loop over tensors already in memory (no reader, no allreduce), with as many
     intra-op threads as `train_rank` gives a single rank (the CPU count), and again with one thread;
 (b) `fit` with 1 Horovod rank in a Spark barrier stage (Petastorm feed, in memory by default; Horovod optimizer);
-(c) `fit` with 2 ranks.
+(c) `fit` with 2 ranks;
+and the same for TensorFlow (`--frameworks`, default both): (d) a plain single-process Keras loop over the same
+tensors (`build_keras_mlp`, Adam, one `tf.function` step that gathers its batch, as the workers do), (e) `fit` with
+`framework="tensorflow"` and 1 worker, (f) with 2 workers; TensorFlow against PyTorch at the same worker count.
 
 With `--gpu` (a GPU host; no JVM or Spark needed, only the wheels the project imports) the same comparisons run
 on `cuda` and, on the same host, on the CPU: (a) the plain loop over tensors already on the device (on the GPU
@@ -69,6 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--feed-memory-mb", type=int, default=1024,
                         help="TrainConfig.feed_memory_mb of (b) and (c): 0 streams the shards.")
     parser.add_argument("--master", default="local[2]", help="Spark master (needs 2 task slots).")
+    parser.add_argument("--frameworks", default="torch,tensorflow",
+                        help="Comma-separated frameworks to measure without --gpu (torch, tensorflow).")
     parser.add_argument("--gpu", action="store_true",
                         help="Compare on cuda and on the CPU of this host, one rank without Spark (see above).")
     parser.add_argument("--work-dir", type=Path, default=None,
@@ -146,6 +151,50 @@ def plain_loop(features: torch.Tensor, labels: torch.Tensor, config: TrainConfig
     return summary
 
 
+def plain_keras_loop(features: np.ndarray, labels: np.ndarray, config: TrainConfig, threads: int) -> dict[str, Any]:
+    """(d): the Keras workers' training step (`tensorflow_loop._KerasTrainer`) in one process with `threads`
+    intra-op threads: batches gathered inside one `tf.function` step, no reader, strategy or Spark."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    import keras
+    from continuous_training.training.keras_model import build_keras_mlp, keras_loss
+
+    started = time.perf_counter()
+    model = build_keras_mlp(config.feature_dim, config.task, config.num_classes, config.hidden, config.seed)
+    optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate)
+    loss_fn = keras_loss(config.task)
+    all_features, all_labels = tf.constant(features), tf.constant(labels)
+
+    @tf.function
+    def step(index):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(loss_fn(tf.gather(all_labels, index), model(tf.gather(all_features, index),
+                                                                                training=True)))
+        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables,
+                                      strict=True))
+        return loss
+
+    setup_s = time.perf_counter() - started
+    batch_size = config.batch_size
+    steps = max(1, len(features) // batch_size)
+    rng = np.random.default_rng(config.seed)
+    epochs = []
+    for _ in range(config.epochs):
+        order = tf.constant(rng.permutation(len(features))[:steps * batch_size].reshape(steps, batch_size))
+        epoch_started = time.perf_counter()
+        losses = tf.stack([step(order[index]) for index in range(steps)]).numpy()
+        seconds = time.perf_counter() - epoch_started
+        if not np.isfinite(losses).all():
+            raise FloatingPointError("training loss is not finite")
+        epochs.append({"epoch_seconds": seconds, "samples_per_s": steps * batch_size / seconds,
+                       "train_loss": float(losses.mean())})
+    summary = summarize(epochs, steps * batch_size, overhead_s=setup_s)
+    summary["threads"] = threads
+    return summary
+
+
 def barrier_fit(spark: SparkSession, config: TrainConfig, num_proc: int) -> dict[str, Any]:
     """(b)/(c): `fit` with `num_proc` ranks; overhead = stage wall time − epoch and validation time."""
     started = time.perf_counter()
@@ -206,35 +255,49 @@ def print_table(results: dict[str, dict[str, Any]], ratios: dict[str, float]) ->
 
 
 def measure_barrier(args: argparse.Namespace, work: Path, config: TrainConfig) -> tuple[dict, dict]:
-    """(a) on the CPU, then (b) and (c) in Spark barrier stages; results and ratios."""
+    """Per framework: the plain loop on the CPU, then 1 and 2 ranks in Spark barrier stages; results and ratios."""
     # A driver started by `python` (not spark-submit) launches its Python workers with PYSPARK_PYTHON only.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    frameworks = args.frameworks.split(",")
     features, labels = load_tensors(work / "featurize" / "train", args.features)
-    # (a) uses the intra-op threads `train_rank` gives a single rank; a second run uses one thread.
+    # The plain loops use the intra-op threads `train_rank` gives a single rank; torch's once more with one thread.
     cpus = os.cpu_count() or 1
-    results = {"a_plain_pytorch": plain_loop(features, labels, config, cpus)}
-    results["a_plain_pytorch_1_thread"] = plain_loop(features, labels, config, 1)
-    for key in ("a_plain_pytorch", "a_plain_pytorch_1_thread"):
-        print(f"(a) plain PyTorch, {results[key]['torch_threads']} thread(s): "
-              f"{results[key]['samples_per_s']:,.0f} samples/s")
+    results = {}
+    if "torch" in frameworks:
+        results["a_plain_pytorch"] = plain_loop(features, labels, config, cpus)
+        results["a_plain_pytorch_1_thread"] = plain_loop(features, labels, config, 1)
+    if "tensorflow" in frameworks:
+        results["d_plain_keras"] = plain_keras_loop(features.numpy(), labels.numpy(), config, cpus)
+    for key, row in results.items():
+        print(f"({key[0]}) {key}: {row['samples_per_s']:,.0f} samples/s")
     spark = build_spark_session("training-throughput", {
         "spark.master": args.master, "spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "8",
         **barrier_spark_conf(use_gpu=False),
     })
     spark.sparkContext.setLogLevel("ERROR")
+    variants = {"torch": (("b_horovod_barrier_1", 1), ("c_horovod_barrier_2", 2)),
+                "tensorflow": (("e_tensorflow_barrier_1", 1), ("f_tensorflow_barrier_2", 2))}
     try:
-        for key, num_proc in (("b_horovod_barrier_1", 1), ("c_horovod_barrier_2", 2)):
-            fresh = replace(config, checkpoint_dir=str(work / f"checkpoints_{num_proc}"))
-            results[key] = barrier_fit(spark, fresh, num_proc)
-            print(f"({key[0]}) {num_proc} rank(s): {results[key]['samples_per_s']:,.0f} samples/s, "
-                  f"overhead {results[key]['overhead_s']:.1f} s")
+        for framework in frameworks:
+            for key, num_proc in variants[framework]:
+                fresh = replace(config, checkpoint_dir=str(work / f"checkpoints_{key}"), framework=framework)
+                results[key] = barrier_fit(spark, fresh, num_proc)
+                print(f"({key[0]}) {key}: {results[key]['samples_per_s']:,.0f} samples/s, "
+                      f"overhead {results[key]['overhead_s']:.1f} s")
     finally:
         spark.stop()
     ratios = {}
     for measure, suffix in (("steady_samples_per_s", ""), ("samples_per_s", " (all epochs)")):
-        a, b, c = (results[key][measure] for key in ("a_plain_pytorch", "b_horovod_barrier_1", "c_horovod_barrier_2"))
-        ratios.update({f"b/a{suffix}": b / a, f"c/a{suffix}": c / a, f"c/b{suffix}": c / b})
-        ratios[f"c/a_1_thread{suffix}"] = c / results["a_plain_pytorch_1_thread"][measure]
+        value = {key: row[measure] for key, row in results.items()}
+        pairs = {"b/a": ("b_horovod_barrier_1", "a_plain_pytorch"), "c/a": ("c_horovod_barrier_2", "a_plain_pytorch"),
+                 "c/b": ("c_horovod_barrier_2", "b_horovod_barrier_1"),
+                 "c/a_1_thread": ("c_horovod_barrier_2", "a_plain_pytorch_1_thread"),
+                 "e/d": ("e_tensorflow_barrier_1", "d_plain_keras"), "f/d": ("f_tensorflow_barrier_2", "d_plain_keras"),
+                 "f/e": ("f_tensorflow_barrier_2", "e_tensorflow_barrier_1"),
+                 "d/a": ("d_plain_keras", "a_plain_pytorch"), "e/b": ("e_tensorflow_barrier_1", "b_horovod_barrier_1"),
+                 "f/c": ("f_tensorflow_barrier_2", "c_horovod_barrier_2")}
+        ratios.update({f"{name}{suffix}": value[top] / value[bottom] for name, (top, bottom) in pairs.items()
+                       if top in value and bottom in value})
     return results, ratios
 
 
@@ -290,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
                    "files_per_split": args.files, "epochs": args.epochs, "batch_size": args.batch_size,
                    "learning_rate": args.learning_rate, "hidden": list(config.hidden),
                    "master": None if args.gpu else args.master, "feed_memory_mb": args.feed_memory_mb,
-                   "gpu": args.gpu},
+                   "gpu": args.gpu, "frameworks": ["torch"] if args.gpu else args.frameworks.split(",")},
         "results": results,
         "ratios": ratios,
     }

@@ -16,8 +16,9 @@ Spark stages are `spark-submit`s of `jobs/<stage>.py` against the `spark_default
   `max_quarantine_fraction`.
 * **stats**: `stats.json` (the drift reference) and `report.html`.
 * **featurize**: fits the Spark ML feature pipeline on the train split, writes Petastorm-ready features.
-* **train**: `num_proc` Horovod ranks (PyTorch) in one Spark barrier stage, GPU-aware, fed by Petastorm;
-  tracked in the MLflow experiment named after the dataset, with a pyfunc model taking raw columns.
+* **train**: `num_proc` ranks in one Spark barrier stage, GPU-aware, fed by Petastorm: Horovod ranks with
+  `framework` torch (default), Keras workers of a MultiWorkerMirroredStrategy cluster with tensorflow; tracked in
+  the MLflow experiment named after the dataset, with a pyfunc model taking raw columns.
 * **evaluate**: scores the test split with the candidate and the current `@champion`.
 * **register**: creates the model version, tags it, points `@challenger` at it.
 * **promote**: moves `@champion` only if the candidate passes the threshold and beats the champion by

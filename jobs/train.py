@@ -1,4 +1,5 @@
-"""Train a candidate with Horovod ranks in a Spark barrier stage: spark-submit jobs/train.py --dataset churn ..."""
+"""Train a candidate in a Spark barrier stage (Horovod ranks, or TensorFlow workers with --framework tensorflow):
+spark-submit jobs/train.py --dataset churn ..."""
 
 from dataclasses import fields
 
@@ -16,6 +17,8 @@ def main() -> None:
         flag = f"--{field.name.replace('_', '-')}"
         if field.name == "use_gpu":
             parser.add_argument(flag, choices=["auto", "true", "false"], default=defaults.use_gpu)
+        elif field.name == "framework":
+            parser.add_argument(flag, choices=["torch", "tensorflow"], default=defaults.framework)
         else:
             parser.add_argument(flag, type=type(getattr(defaults, field.name)), default=getattr(defaults, field.name))
     parser.add_argument("--airflow-dag-id", default=AirflowContext.dag_id)

@@ -71,7 +71,7 @@ def training_params(spec: DatasetSpec | None) -> dict[str, Param]:
     spec's `training.params`; the generic DAG takes a name or a path."""
     defaults: dict[str, Any] = {
         "max_quarantine_fraction": get_settings().quarantine_max_fraction, "num_proc": 2, "use_gpu": "auto",
-        "epochs": 10, "batch_size": 64, "learning_rate": 0.001, "patience": 3, "seed": 42,
+        "framework": "torch", "epochs": 10, "batch_size": 64, "learning_rate": 0.001, "patience": 3, "seed": 42,
         "promotion_threshold": None, "min_improvement": 0.0,
         **(spec.training.params if spec and spec.training else {}),
     }
@@ -84,8 +84,11 @@ def training_params(spec: DatasetSpec | None) -> dict[str, Param]:
         "dataset": dataset,
         "max_quarantine_fraction": Param(defaults["max_quarantine_fraction"], type="number", minimum=0, maximum=1,
                                          description="validate fails above this quarantined fraction."),
+        "framework": Param(defaults["framework"], enum=["torch", "tensorflow"],
+                           description="torch: Horovod ranks; tensorflow: Keras workers "
+                                       "(MultiWorkerMirroredStrategy)."),
         "num_proc": Param(defaults["num_proc"], type="integer", minimum=1,
-                          description="Horovod ranks (barrier tasks)."),
+                          description="Ranks or workers (barrier tasks)."),
         "use_gpu": Param(defaults["use_gpu"], enum=["auto", "true", "false"],
                          description="auto: GPUs when the cluster schedules them; true: require; false: CPU."),
         "epochs": Param(defaults["epochs"], type="integer", minimum=1,
@@ -114,9 +117,10 @@ def new_data(triggering_asset_events: Any) -> str:
 
 
 def train_task() -> SparkSubmitOperator:
-    """The Horovod training job, with the run's params."""
+    """The distributed training job, with the run's params."""
     return spark_job(
         "train",
+        "--framework", "{{ params.framework }}",
         "--num-proc", "{{ params.num_proc }}", "--use-gpu", "{{ params.use_gpu }}",
         "--epochs", "{{ params.epochs }}", "--batch-size", "{{ params.batch_size }}",
         "--learning-rate", "{{ params.learning_rate }}", "--patience", "{{ params.patience }}",

@@ -129,7 +129,7 @@ class Monitoring(_Strict):
 
 
 # The training_pipeline params a spec's `training.params` may give defaults for (the trigger form shows them).
-TRAINING_PARAMS = frozenset({"max_quarantine_fraction", "num_proc", "use_gpu", "epochs", "batch_size",
+TRAINING_PARAMS = frozenset({"max_quarantine_fraction", "framework", "num_proc", "use_gpu", "epochs", "batch_size",
                              "learning_rate", "patience", "seed", "promotion_threshold", "min_improvement"})
 
 

@@ -21,6 +21,8 @@ from spark_cluster import StandaloneCluster
 
 ON_CLUSTER = ("churn_value",)
 TRAIN_CONF = {"epochs": 4, "batch_size": 32, "num_proc": 2, "learning_rate": 0.003}
+FRAMEWORK = {"churn": "torch", "churn_value": "tensorflow"}
+"""The framework of each dataset's training run: Horovod ranks for churn, Keras workers for churn_value."""
 
 
 @dataclass
@@ -68,7 +70,7 @@ class Workspace:
     def train(self, dataset: str) -> str:
         """The run id of `dataset`'s training_pipeline run, run through `airflow dags test` the first time."""
         if dataset not in self.runs:
-            conf = json.dumps({"dataset": dataset, **TRAIN_CONF})
+            conf = json.dumps({"dataset": dataset, **TRAIN_CONF, "framework": FRAMEWORK[dataset]})
             before = self.cluster.applications()
             result = self.airflow("dags", "test", "training_pipeline", "--conf", conf,
                                   env=self.on_cluster if dataset in ON_CLUSTER else None)

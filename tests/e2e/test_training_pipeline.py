@@ -1,4 +1,5 @@
-"""training_pipeline end to end through `airflow dags test`: real Airflow, Spark, Horovod, Petastorm, MLflow."""
+"""training_pipeline end to end through `airflow dags test`: real Airflow, Spark, Horovod or TensorFlow workers,
+Petastorm, MLflow."""
 
 from __future__ import annotations
 
@@ -17,12 +18,13 @@ from continuous_training.spec import load_spec, parse_spec
 from continuous_training.tracking import find_training_run
 from continuous_training.training.candidate import AirflowContext, TrainParams, train_candidate
 from continuous_training.training.evaluation import evaluate_candidate
-from e2e_workspace import ON_CLUSTER, TRAIN_CONF, Workspace, dag_run_finished, task_final_state
+from e2e_workspace import FRAMEWORK, ON_CLUSTER, TRAIN_CONF, Workspace, dag_run_finished, task_final_state
 
 pytestmark = pytest.mark.e2e
 
-# A classifier and a regressor through the whole DAG; multiclass training and evaluation take the same tasks and
-# are covered by tests/training (barrier training) and tests/registry (evaluation).
+# A classifier (torch) and a regressor (tensorflow, on the standalone cluster) through the whole DAG; multiclass
+# training and evaluation take the same tasks and are covered by tests/training (barrier training, both
+# frameworks) and tests/registry (evaluation).
 DATASETS = {
     "churn": ("test_auc", "test_accuracy", "test_f1", "test_logloss"),
     "churn_value": ("test_rmse", "test_mae", "test_r2"),
@@ -66,11 +68,12 @@ def test_pipeline_trains_registers_and_promotes(e2e: Workspace, dataset: str, mo
     params = run.data.params
     assert {"framework", "num_proc", "epochs", "batch_size", "learning_rate", "dataset", "data_run_id",
             "spark_master", "data_fingerprint"} <= set(params)
-    assert params["framework"] == "pytorch" and params["num_proc"] == "2" and params["data_run_id"] == run_id
+    assert params["framework"] == FRAMEWORK[dataset] and params["num_proc"] == "2" and params["data_run_id"] == run_id
     assert params["data_fingerprint"] == features["data_fingerprint"]
     assert params["spark_master"] == (e2e.cluster.master_url if on_cluster else "local[2]")
     tags = run.data.tags
-    assert tags["horovod.size"] == "2" and tags["spark.barrier"] == "true" and tags["gpu.addresses"] == "none"
+    workers_tag = {"torch": "horovod.size", "tensorflow": "tensorflow.workers"}[FRAMEWORK[dataset]]
+    assert tags[workers_tag] == "2" and tags["spark.barrier"] == "true" and tags["gpu.addresses"] == "none"
     assert tags["airflow.dag_id"] == "training_pipeline" and tags["airflow.task_id"] == "train"
     assert tags["airflow.run_id"] == run_id
     for metric in ("train_loss", "val_loss", "samples_per_s"):
@@ -171,7 +174,7 @@ def test_gate_promotes_a_better_candidate_and_never_a_worse_one(e2e: Workspace, 
     document = yaml.safe_load((settings.datasets_dir / "churn.yaml").read_text())
     spec = parse_spec({**document, "name": "churn_gate", "model_name": "churn_gate_model"})
     worse = TrainParams(num_proc=2, epochs=1, learning_rate=1e-6, batch_size=32)
-    better = TrainParams(num_proc=2, epochs=4, learning_rate=0.003, batch_size=32)
+    better = TrainParams(num_proc=2, epochs=4, learning_rate=0.003, batch_size=32, framework="tensorflow")
     decisions = {}
     for run_id, params in (("gate-1-worse", worse), ("gate-2-better", better), ("gate-3-worse", worse)):
         for stage in ("stats", "featurize"):
@@ -190,6 +193,8 @@ def test_gate_promotes_a_better_candidate_and_never_a_worse_one(e2e: Workspace, 
     client = e2e.client()
     champion = client.get_model_version_by_alias(spec.registered_model_name, "champion")
     assert str(champion.version) == decisions["gate-2-better"].version
+    assert client.get_run(champion.run_id).data.params["framework"] == "tensorflow", \
+        "a Keras candidate replaced a torch champion, and a torch candidate was gated against it"
     rejected = client.get_model_version(spec.registered_model_name, decisions["gate-3-worse"].version)
     assert rejected.tags["validation_status"] == "rejected"
     assert rejected.current_stage == "Archived"

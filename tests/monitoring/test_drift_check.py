@@ -26,12 +26,13 @@ from continuous_training.serving.model import FeatureTransform, log_pyfunc_model
 from continuous_training.spec import DatasetSpec, load_spec
 from continuous_training.tracking import mlflow_client
 from continuous_training.training.evaluation import LABEL, prediction_metrics
+from continuous_training.training.keras_model import build_keras_mlp, keras_weights
 from continuous_training.training.model import build_mlp, numpy_weights
 from pyspark.sql import functions as F
 
 pytestmark = pytest.mark.integration
 
-CLEAN, DRIFTED, LATER = date(2026, 11, 5), date(2026, 11, 6), date(2026, 11, 7)
+CLEAN, DRIFTED, LATER, BACK = date(2026, 11, 5), date(2026, 11, 6), date(2026, 11, 7), date(2026, 11, 8)
 LABELS = ("churned", "customer_value", "plan_tier")
 
 
@@ -47,13 +48,16 @@ def training_frame(spark, spec: DatasetSpec, root: Path, drift: float):
     return spark.read.csv(str(root / "landing" / "churn"), header=True, schema=spec.ddl_schema)
 
 
-def log_version(spark, spec: DatasetSpec, frame, seed: int) -> ResolvedModel:
-    """A registered pyfunc (random weights over the fitted feature pipeline) whose training run carries the
-    references a real training run logs: stats.json, the prediction profile and its test AUC."""
+def log_version(spark, spec: DatasetSpec, frame, seed: int, framework: str = "torch") -> ResolvedModel:
+    """A registered pyfunc (random weights over the fitted feature pipeline, a torch or a Keras MLP) whose training
+    run carries the references a real training run logs: stats.json, the prediction profile and its test AUC."""
     transform = FeatureTransform.from_pipeline(fit_feature_pipeline(frame, spec), spec)
-    network = build_mlp(transform.feature_dim, spec.task, None, hidden=(8,), seed=seed)
+    if framework == "tensorflow":
+        weights = keras_weights(build_keras_mlp(transform.feature_dim, spec.task, None, hidden=(8,), seed=seed))
+    else:
+        weights = numpy_weights(build_mlp(transform.feature_dim, spec.task, None, hidden=(8,), seed=seed))
     with mlflow.start_run() as run:
-        info = log_pyfunc_model(weights=numpy_weights(network), transform=transform, task=spec.task,
+        info = log_pyfunc_model(weights=weights, framework=framework, transform=transform, task=spec.task,
                                 feature_dim=transform.feature_dim, num_classes=None, hidden=(8,), classes=["0", "1"],
                                 input_example=frame.limit(3).toPandas())
         mlflow.log_dict(compute_stats(frame, spec), STATS_ARTIFACT)
@@ -73,7 +77,8 @@ def monitored(spark, tmp_path_factory) -> Monitored:
     client = mlflow_client(settings)
     mlflow.set_experiment(experiment_id=client.create_experiment("models", (root / "artifacts").as_uri()))
     clean = log_version(spark, spec, training_frame(spark, spec, root / "clean", 0.0), seed=1)
-    drifted = log_version(spark, spec, training_frame(spark, spec, root / "drifted", 1.0), seed=1)
+    drifted = log_version(spark, spec, training_frame(spark, spec, root / "drifted", 1.0), seed=1,
+                          framework="tensorflow")
     client.set_registered_model_alias(spec.registered_model_name, CHAMPION, clean.version)
     monitored = Monitored(settings, spec, [clean, drifted])
     score_day(spark, monitored, CLEAN, clean)
@@ -129,6 +134,8 @@ def test_clean_window_has_no_drift_and_a_drifted_one_names_its_features(spark, m
 
 
 def test_a_window_is_compared_with_the_reference_of_the_version_that_scored_it(spark, monitored):
+    """The champion changes framework (torch → Keras → torch); each scores its days and each window is checked
+    against the reference of the version that scored it."""
     clean_model, drifted_model = monitored.versions
     client = mlflow_client(monitored.settings)
     client.set_registered_model_alias(monitored.spec.registered_model_name, CHAMPION, drifted_model.version)
@@ -141,12 +148,19 @@ def test_a_window_is_compared_with_the_reference_of_the_version_that_scored_it(s
                              settings=monitored.settings)
     finally:
         client.set_registered_model_alias(monitored.spec.registered_model_name, CHAMPION, clean_model.version)
+    # Back to the torch champion: the Keras-scored day is left out of its window.
+    score_day(spark, monitored, BACK, clean_model, seed=10)
+    back = check_drift(spark, monitored.spec, BACK, "check-back", window_size=2, settings=monitored.settings)
 
     assert again["model"]["version"] == clean_model.version and again["outcome"] == "drift"
     assert latest["model"]["version"] == drifted_model.version
     assert latest["window"]["dates"] == ["2026-11-07"]
     assert latest["window"]["left_out"] == [{"scored_for": "2026-11-06", "model_version": clean_model.version}]
     assert latest["drifted_features"] == [], "drifted data against the reference of a model trained on drifted data"
+    assert latest["prediction_drift"] is False, "the Keras version's predictions match its own prediction profile"
+    assert back["model"]["version"] == clean_model.version and back["window"]["dates"] == ["2026-11-08"]
+    assert back["window"]["left_out"] == [{"scored_for": "2026-11-07", "model_version": drifted_model.version}]
+    assert back["outcome"] == "no_drift"
 
 
 def test_performance_drift_is_found_when_the_delayed_labels_show_a_metric_drop(spark, monitored, tmp_path):

@@ -1,4 +1,5 @@
-"""The train stage: fit a candidate with Horovod-in-barrier and record everything in its MLflow run."""
+"""The train stage: fit a candidate in a Spark barrier stage (Horovod ranks for torch, MultiWorkerMirroredStrategy
+workers for tensorflow) and record everything in its MLflow run."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import torch
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -31,7 +31,7 @@ from continuous_training.training.loop import TrainConfig, TrainResult, fit, gpu
 log = logging.getLogger(__name__)
 
 UseGpu = Literal["auto", "true", "false"]
-FRAMEWORK = "pytorch"
+Framework = Literal["torch", "tensorflow"]
 DATA_FINGERPRINT_PARAM = "data_fingerprint"
 
 
@@ -46,6 +46,7 @@ class TrainParams:
     patience: int = 3
     seed: int = 42
     use_gpu: UseGpu = "auto"
+    framework: Framework = "torch"
 
 
 @dataclass(frozen=True)
@@ -57,10 +58,10 @@ class AirflowContext:
     triggered_by: str = ""
 
 
-def resolve_use_gpu(mode: UseGpu, spark: SparkSession) -> bool:
+def resolve_use_gpu(mode: UseGpu, spark: SparkSession, framework: Framework = "torch") -> bool:
     """`true` demands GPUs from a cluster manager; `auto` uses them when the cluster config requests them."""
     requested = spark.conf.get("spark.task.resource.gpu.amount", None) is not None
-    if mode == "true" and (problem := gpu_build_problem()):
+    if mode == "true" and (problem := gpu_build_problem(framework)):
         raise PipelineError(f"use_gpu=true needs the GPU installation (make setup GPU=1): {problem}")
     if mode == "true" and spark.sparkContext.master.startswith("local"):
         raise PipelineError(
@@ -80,11 +81,12 @@ def train_candidate(spark: SparkSession, spec: DatasetSpec, run_id: str, params:
     settings = settings or get_settings()
     featurize_dir = stage_dir(spec.name, "featurize", run_id, settings)
     features = read_featurize_result(featurize_dir)
-    use_gpu = resolve_use_gpu(params.use_gpu, spark)
+    use_gpu = resolve_use_gpu(params.use_gpu, spark, params.framework)
     config = TrainConfig.from_featurize(
         featurize_dir, stage_dir(spec.name, "train", run_id, settings) / "checkpoints",
         epochs=params.epochs, batch_size=params.batch_size, learning_rate=params.learning_rate,
         patience=params.patience, seed=params.seed, feed_memory_mb=settings.train_feed_memory_mb,
+        framework=params.framework,
     )
     client = mlflow_client(settings)
     run = start_training_run(client, spec.name, run_id, {
@@ -120,7 +122,7 @@ def _train_and_log(spark: SparkSession, client, run, spec: DatasetSpec, run_id: 
     mlflow_run_id = run.info.run_id
     featurize_dir = Path(config.featurize_dir)
     for key, value in {
-        "framework": FRAMEWORK, "num_proc": params.num_proc, "epochs": params.epochs,
+        "framework": params.framework, "num_proc": params.num_proc, "epochs": params.epochs,
         "batch_size": params.batch_size, "learning_rate": params.learning_rate, "patience": params.patience,
         "seed": params.seed, "use_gpu": params.use_gpu, "dataset": spec.name, "data_run_id": run_id,
         "spark_master": spark.sparkContext.master, "feature_dim": features.feature_dim,
@@ -133,7 +135,8 @@ def _train_and_log(spark: SparkSession, client, run, spec: DatasetSpec, run_id: 
     transform = _checked_serving_transform(spark, spec, featurize_dir)
     result = fit(spark, config, params.num_proc, use_gpu, require_gpu=params.use_gpu == "true")
     _log_history(client, mlflow_run_id, result)
-    client.set_tag(mlflow_run_id, "horovod.size", str(result.num_proc))
+    client.set_tag(mlflow_run_id, "horovod.size" if params.framework == "torch" else "tensorflow.workers",
+                   str(result.num_proc))
     client.set_tag(mlflow_run_id, "spark.barrier", "true")
     client.set_tag(mlflow_run_id, "gpu.addresses", json.dumps(result.gpu_addresses) if any(
         result.gpu_addresses.values()) else "none")
@@ -189,9 +192,9 @@ def _log_model(spark: SparkSession, spec: DatasetSpec, featurize_dir: Path, tran
     example = example.toPandas()
     with mlflow.start_run(run_id=mlflow_run_id):
         info = log_pyfunc_model(
-            state_dict={name: torch.from_numpy(value) for name, value in result.best_state.items()},
-            transform=transform, task=spec.task, feature_dim=features.feature_dim,
-            num_classes=features.num_classes, hidden=config.hidden, classes=features.classes, input_example=example,
+            weights=result.best_state, framework=config.framework, transform=transform, task=spec.task,
+            feature_dim=features.feature_dim, num_classes=features.num_classes, hidden=config.hidden,
+            classes=features.classes, input_example=example,
         )
     log.info("logged candidate model %s (best epoch %d: %s)", info.model_uri, result.best_epoch,
              result.best_metrics)
