@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -117,9 +118,18 @@ def featurized(tmp_path: Path) -> tuple[Path, Settings]:
     return spec_path, settings
 
 
+@pytest.mark.parametrize(("framework", "run_id", "devices"), [
+    ("torch", RUN_ID, ["cpu", "cpu"]),
+    ("tensorflow", "manual__2026-11-21T13:00:00+00:00", ["CPU:0", "CPU:0"]),
+])
 def test_train_job_gets_one_scheduled_gpu_per_rank(featurized: tuple[Path, Settings], cluster: StandaloneCluster,
-                                                   tmp_path: Path):
+                                                   tmp_path: Path, framework: str, run_id: str, devices: list[str]):
+    """Each rank (Horovod or Keras worker) gets its own GPU address; the CPU builds installed here then train on
+    the CPU, as `use_gpu=auto` allows."""
     spec_path, settings = featurized
+    if run_id != RUN_ID:
+        shutil.copytree(stage_dir(DATASET, "featurize", RUN_ID, settings),
+                        stage_dir(DATASET, "featurize", run_id, settings), dirs_exist_ok=True)
     env = {
         **os.environ,
         "DATA_DIR": str(settings.data_dir),
@@ -141,22 +151,22 @@ def test_train_job_gets_one_scheduled_gpu_per_rank(featurized: tuple[Path, Setti
     submit_args = ["--master", cluster.master_url, *[arg for key, value in conf.items()
                                                      for arg in ("--conf", f"{key}={value}")]]
     started = time.monotonic()
-    job_args = ["--dataset", str(spec_path), "--run-id", RUN_ID, "--num-proc", "2", "--epochs", "2",
-                "--batch-size", "16", "--use-gpu", "auto"]
+    job_args = ["--dataset", str(spec_path), "--run-id", run_id, "--num-proc", "2", "--epochs", "2",
+                "--batch-size", "16", "--use-gpu", "auto", "--framework", framework]
     _run_train_job(submit_args, job_args, env, tmp_path / "train.log")
     print(f"train job on {cluster.master_url}: {time.monotonic() - started:.1f} s")
 
-    run = find_training_run(MlflowClient(settings.mlflow_tracking_uri), DATASET, RUN_ID)
-    assert run is not None, f"no MLflow run tagged airflow.run_id={RUN_ID} in experiment {DATASET!r}"
+    run = find_training_run(MlflowClient(settings.mlflow_tracking_uri), DATASET, run_id)
+    assert run is not None, f"no MLflow run tagged airflow.run_id={run_id} in experiment {DATASET!r}"
     tags, params = run.data.tags, run.data.params
-    assert tags["spark.barrier"] == "true"
-    assert tags["horovod.size"] == "2"
+    assert tags["spark.barrier"] == "true" and params["framework"] == framework
+    assert tags["horovod.size" if framework == "torch" else "tensorflow.workers"] == "2"
     assigned = json.loads(tags["gpu.addresses"])
     assert sorted(assigned) == ["0", "1"], assigned
     assert all(len(addresses) == 1 for addresses in assigned.values()), assigned
     addresses = {rank_addresses[0] for rank_addresses in assigned.values()}
     assert len(addresses) == 2 and addresses <= set(GPU_ADDRESSES), assigned
-    assert json.loads(tags["devices"]) == ["cpu", "cpu"]
+    assert json.loads(tags["devices"]) == devices
     assert params["spark_master"] == cluster.master_url
     assert params["num_proc"] == "2"
     assert run.info.status == "FINISHED"
