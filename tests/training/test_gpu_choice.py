@@ -14,7 +14,8 @@ import torch
 from continuous_training.errors import PipelineError
 from continuous_training.training.barrier import RankContext, rank_threads
 from continuous_training.training.candidate import resolve_use_gpu
-from continuous_training.training.loop import _select_device, gpu_build_problem
+from continuous_training.training.loop import TrainConfig, _select_device, gpu_build_problem
+from continuous_training.training.tensorflow_loop import train_worker
 
 CPU_BUILD = gpu_build_problem() is not None
 
@@ -46,6 +47,25 @@ def test_a_rank_without_an_assigned_gpu_trains_on_cpu_unless_one_is_required(vis
     assert "CUDA_VISIBLE_DEVICES" not in os.environ
     with pytest.raises(PipelineError, match="rank 0 cannot train on a GPU: Spark assigned it no GPU"):
         _select_device(unassigned, require_gpu=True)
+
+
+@pytest.mark.skipif(gpu_build_problem("tensorflow") is None,
+                    reason="checks the CPU TensorFlow's answers; this one is built with CUDA")
+def test_a_tensorflow_worker_pins_its_gpu_and_fails_when_one_is_required_on_the_cpu_build(spark, monkeypatch):
+    for name in ("CUDA_VISIBLE_DEVICES", "TF_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    assigned = RankContext(rank=1, size=2, local_rank=1, local_size=2, host="h", gpu_addresses=["GPU-5f3c"],
+                           peers=["h:7001", "h:7002"])
+    config = TrainConfig(featurize_dir="featurized", checkpoint_dir="checkpoints", task="regression", feature_dim=2,
+                         num_classes=None, train_rows=8, framework="tensorflow")
+
+    with pytest.raises(PipelineError, match=r"use_gpu=true: worker 1 cannot train on a GPU: tensorflow .* CUDA"):
+        train_worker(assigned, config, require_gpu=True)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "GPU-5f3c"
+    assert json.loads(os.environ["TF_CONFIG"]) == {"cluster": {"worker": ["h:7001", "h:7002"]},
+                                                   "task": {"type": "worker", "index": 1}}
+    with pytest.raises(PipelineError, match=r"needs the GPU installation \(make setup GPU=1\): tensorflow"):
+        resolve_use_gpu("true", spark, "tensorflow")
 
 
 @pytest.mark.skipif(not CPU_BUILD, reason="checks the CPU installation's answers; this one can train on GPUs")
