@@ -16,7 +16,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -181,8 +181,8 @@ class _KerasTrainer:
                                         config.seed + start_epoch, config.reader_workers, CPU)
         try:
             for epoch in range(start_epoch, config.epochs + 1):
-                record = (self._train_epoch_in_memory(epoch, *train) if self.in_memory
-                          else self._train_epoch(epoch, (self._checked(*batch) for batch in streamed)))
+                record = (self._train_epoch_in_memory(epoch, *train) if self.in_memory else
+                          self._train_epoch(epoch, lambda _: self.train_step(*self._checked(*next(streamed)))))
                 record.update(self._validate())
                 self._apply(early_stopping_decision(config, epoch, record, self.best_val_loss, self.wait))
                 if self.rank == 0:
@@ -199,13 +199,13 @@ class _KerasTrainer:
                             epoch_generator(self.config.seed, self.rank, epoch)).numpy()
         with self.tf.device(self.device):
             order = self.tf.constant(order.reshape(self.steps, self.config.batch_size))
-        return self._train_epoch(epoch, None, lambda step: self.train_indexed(features, labels, order[step]))
+        return self._train_epoch(epoch, lambda step: self.train_indexed(features, labels, order[step]))
 
-    def _train_epoch(self, epoch: int, batches: Iterator | None, indexed_step=None) -> dict[str, float]:
-        """One epoch of steps; the first non-finite loss, read once at the end, fails the worker naming its step."""
+    def _train_epoch(self, epoch: int, step_fn: Callable[[int], Any]) -> dict[str, float]:
+        """One epoch of `step_fn(step)` calls, each returning its loss on the device; the first non-finite loss,
+        read once at the end, fails the worker naming its step."""
         started = time.perf_counter()
-        losses = [indexed_step(step) if indexed_step else self.train_step(*next(batches))
-                  for step in range(self.steps)]
+        losses = [step_fn(step) for step in range(self.steps)]
         losses = self.tf.stack(losses).numpy()
         elapsed = time.perf_counter() - started
         non_finite = np.flatnonzero(~np.isfinite(losses))
