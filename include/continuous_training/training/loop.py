@@ -184,6 +184,39 @@ def early_stopping_decision(config: TrainConfig, epoch: int, record: dict[str, f
     }
 
 
+def check_epoch_losses(config: TrainConfig, losses: np.ndarray, epoch: int, rank: int) -> None:
+    """Fail naming the epoch and step of the first non-finite loss of a rank's epoch."""
+    non_finite = np.flatnonzero(~np.isfinite(losses))
+    if len(non_finite):
+        step = int(non_finite[0])
+        raise FloatingPointError(
+            f"training loss is {losses[step]} at epoch {epoch}, step {step + 1} (rank {rank}): "
+            f"lower learning_rate (now {config.learning_rate}) or check the features for extreme values"
+        )
+
+
+def epoch_record(epoch: int, loss_sum: float, samples: float, size: int, elapsed: float) -> dict[str, float]:
+    """The history entry of an epoch from the ranks' summed mean losses and samples."""
+    return {"epoch": epoch, "train_loss": loss_sum / size, "samples_per_s": samples / elapsed if elapsed > 0 else 0.0,
+            "epoch_seconds": elapsed}
+
+
+def validation_record(config: TrainConfig, loss_sum: float, count: float, extra: float,
+                      started: float) -> dict[str, float]:
+    """Validation metrics from the sums over all ranks: loss, and RMSE (regression) or accuracy."""
+    if count == 0:
+        raise PipelineError("the validation split is empty: no rank read any validation rows")
+    record = {"val_loss": loss_sum / count, "val_seconds": time.perf_counter() - started}
+    if not math.isfinite(record["val_loss"]):
+        raise FloatingPointError(f"validation loss is {record['val_loss']}: lower learning_rate "
+                                 f"(now {config.learning_rate})")
+    if config.task == "regression":
+        record["val_rmse"] = math.sqrt(extra / count)
+    else:
+        record["val_accuracy"] = extra / count
+    return record
+
+
 def fit(spark: SparkSession, config: TrainConfig, num_proc: int, use_gpu: bool = False,
         require_gpu: bool = False) -> TrainResult:
     """Train with `num_proc` ranks (Horovod for torch, a MultiWorkerMirroredStrategy cluster for tensorflow) in
@@ -355,20 +388,12 @@ class _Trainer:
             self.optimizer.step()
             losses[step] = loss.detach()
             samples += features.shape[0]
-        losses = losses.cpu()
+        losses = losses.cpu().numpy()
         elapsed = time.perf_counter() - started
-        non_finite = torch.nonzero(~torch.isfinite(losses))
-        if len(non_finite):
-            step = int(non_finite[0])
-            raise FloatingPointError(
-                f"training loss is {losses[step].item()} at epoch {epoch}, step {step + 1} (rank {self.rank}): "
-                f"lower learning_rate (now {self.config.learning_rate}) or check the features for extreme values"
-            )
-        totals = hvd.allreduce(torch.tensor([losses.mean().item(), float(samples)], dtype=torch.float64),
+        check_epoch_losses(self.config, losses, epoch, self.rank)
+        totals = hvd.allreduce(torch.tensor([losses.mean(), float(samples)], dtype=torch.float64),
                                op=hvd.Sum, name=f"train.{epoch}")
-        return {"epoch": epoch, "train_loss": totals[0].item() / self.size,
-                "samples_per_s": totals[1].item() / elapsed if elapsed > 0 else 0.0,
-                "epoch_seconds": elapsed}
+        return epoch_record(epoch, totals[0].item(), totals[1].item(), self.size, elapsed)
 
     def _validate(self) -> dict[str, float]:
         self.model.eval()
@@ -386,18 +411,7 @@ class _Trainer:
                 extra += self._extra_metric_sum(outputs, labels)
         totals = self.hvd.allreduce(torch.tensor([loss_sum, count, extra], dtype=torch.float64),
                                     op=self.hvd.Sum, name="validation")
-        loss_sum, count, extra = (value.item() for value in totals)
-        if count == 0:
-            raise PipelineError("the validation split is empty: no rank read any validation rows")
-        record = {"val_loss": loss_sum / count, "val_seconds": time.perf_counter() - started}
-        if not math.isfinite(record["val_loss"]):
-            raise FloatingPointError(f"validation loss is {record['val_loss']}: lower learning_rate "
-                                     f"(now {self.config.learning_rate})")
-        if self.config.task == "regression":
-            record["val_rmse"] = math.sqrt(extra / count)
-        else:
-            record["val_accuracy"] = extra / count
-        return record
+        return validation_record(self.config, *(value.item() for value in totals), started)
 
     def _extra_metric_sum(self, outputs: torch.Tensor, labels: torch.Tensor) -> float:
         """Squared error (regression) or number of correct predictions (classification) of one batch."""
@@ -479,5 +493,6 @@ class _Trainer:
         hvd.broadcast_optimizer_state(self.optimizer, root_rank=0)
 
 
-__all__ = ["FRAMEWORKS", "TrainConfig", "TrainResult", "check_shardable", "count_row_groups", "dataset_url",
-           "early_stopping_decision", "fit", "steps_per_epoch", "train_rank"]
+__all__ = ["FRAMEWORKS", "TrainConfig", "TrainResult", "check_epoch_losses", "check_shardable", "count_row_groups",
+           "dataset_url", "early_stopping_decision", "epoch_record", "fit", "steps_per_epoch", "train_rank",
+           "validation_record"]

@@ -37,10 +37,13 @@ from continuous_training.training.keras_model import build_keras_mlp, keras_loss
 from continuous_training.training.loop import (
     CHECKPOINT_FORMAT,
     TrainConfig,
+    check_epoch_losses,
     dataset_url,
     early_stopping_decision,
+    epoch_record,
     gpu_build_problem,
     steps_per_epoch,
+    validation_record,
 )
 
 log = logging.getLogger(__name__)
@@ -208,18 +211,10 @@ class _KerasTrainer:
         losses = [step_fn(step) for step in range(self.steps)]
         losses = self.tf.stack(losses).numpy()
         elapsed = time.perf_counter() - started
-        non_finite = np.flatnonzero(~np.isfinite(losses))
-        if len(non_finite):
-            step = int(non_finite[0])
-            raise FloatingPointError(
-                f"training loss is {losses[step]} at epoch {epoch}, step {step + 1} (worker {self.rank}): "
-                f"lower learning_rate (now {self.config.learning_rate}) or check the features for extreme values"
-            )
+        check_epoch_losses(self.config, losses, epoch, self.rank)
         samples = self.steps * self.config.batch_size
         totals = self.all_sum(self.tf.constant([float(losses.mean()), float(samples)], dtype=self.tf.float64))
-        totals = totals.numpy()
-        return {"epoch": epoch, "train_loss": float(totals[0]) / self.size,
-                "samples_per_s": float(totals[1]) / elapsed if elapsed > 0 else 0.0, "epoch_seconds": elapsed}
+        return epoch_record(epoch, *(float(value) for value in totals.numpy()), self.size, elapsed)
 
     def _validate(self) -> dict[str, float]:
         tf = self.tf
@@ -235,18 +230,7 @@ class _KerasTrainer:
         local = tf.zeros([3], dtype=tf.float64)
         for batch in batches:
             local += self.eval_step(*batch)
-        loss_sum, count, extra = (float(value) for value in self.all_sum(local).numpy())
-        if count == 0:
-            raise PipelineError("the validation split is empty: no worker read any validation rows")
-        record = {"val_loss": loss_sum / count, "val_seconds": time.perf_counter() - started}
-        if not math.isfinite(record["val_loss"]):
-            raise FloatingPointError(f"validation loss is {record['val_loss']}: lower learning_rate "
-                                     f"(now {self.config.learning_rate})")
-        if self.config.task == "regression":
-            record["val_rmse"] = math.sqrt(extra / count)
-        else:
-            record["val_accuracy"] = extra / count
-        return record
+        return validation_record(self.config, *(float(value) for value in self.all_sum(local).numpy()), started)
 
     def _read_shard(self, split: str):
         shard = read_shard(self._split_url(split), self.rank, self.size, CPU)
