@@ -1,4 +1,5 @@
-"""Horovod ranks as the tasks of one Spark barrier stage (gang scheduled: all start together or none do).
+"""Training ranks (Horovod ranks or TensorFlow workers) as the tasks of one Spark barrier stage (gang scheduled:
+all start together or none do).
 
 Each task of `rdd.barrier().mapPartitions` becomes one rank. The task of partition 0 hosts Horovod's own gloo
 rendezvous server; its port, and a free port of every task (the `peers` a TensorFlow worker cluster is built
