@@ -22,12 +22,12 @@ from e2e_workspace import FRAMEWORK, ON_CLUSTER, TRAIN_CONF, Workspace, dag_run_
 
 pytestmark = pytest.mark.e2e
 
-# A classifier (torch) and a regressor (tensorflow, on the standalone cluster) through the whole DAG; multiclass
-# training and evaluation take the same tasks and are covered by tests/training (barrier training, both
-# frameworks) and tests/registry (evaluation).
+# Each task through the whole DAG: binary with Horovod ranks, regression (on the standalone cluster) and multiclass
+# with Keras workers. Binary with Keras workers runs under the real scheduler in test_services.py.
 DATASETS = {
     "churn": ("test_auc", "test_accuracy", "test_f1", "test_logloss"),
     "churn_value": ("test_rmse", "test_mae", "test_r2"),
+    "churn_plan": ("test_accuracy", "test_f1", "test_logloss"),
 }
 SPARK_STAGES = ("ingest", "validate", "stats", "featurize", "train", "evaluate", "promote")
 
