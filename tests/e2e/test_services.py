@@ -1,9 +1,10 @@
 """The local services for real: `scripts/services.py up` (what `make up` runs) starts the api-server, scheduler,
 dag-processor, triggerer and an MLflow server; a training run triggered through the REST API with a login
-succeeds under the scheduler, its task log and its MLflow run are read back through the APIs; a batch landing
-starts exactly one training run through the landing Asset's watcher, and not before its `_SUCCESS` marker (the
-run itself is the pipeline the first test proved: `down` stops it mid-way); the grid, graph and MLflow run pages
-render in headless Chromium; `down` leaves no process or listener behind."""
+succeeds under the scheduler (two Keras workers: the spec's `training.params` choose tensorflow), its task log
+and its MLflow run are read back through the APIs; a batch landing starts exactly one training run through the
+landing Asset's watcher, and not before its `_SUCCESS` marker (the run itself is the pipeline the first test
+proved: `down` stops it mid-way); the grid, graph and MLflow run pages render in headless Chromium; `down` leaves
+no process or listener behind."""
 
 from __future__ import annotations
 
@@ -118,7 +119,8 @@ def services(tmp_path_factory, airflow_env) -> Iterator[Services]:
     spec = {key: value for key, value in spec.items() if key not in ("scoring", "monitoring")}
     spec |= {"name": DATASET, "model_name": f"{DATASET}_model",
              "source": {**spec["source"], "path": f"landing/{DATASET}/*/*.csv"},
-             "training": {"on_new_data": True, "params": {"epochs": 1, "num_proc": 1, "batch_size": 128}}}
+             "training": {"on_new_data": True,
+                          "params": {"framework": "tensorflow", "epochs": 1, "num_proc": 2, "batch_size": 128}}}
     datasets = root / "datasets"
     datasets.mkdir()
     (datasets / f"{DATASET}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
@@ -171,7 +173,10 @@ def test_the_api_requires_a_login_and_a_triggered_run_is_traced_to_mlflow(servic
     [mlflow_run] = services.mlflow_runs(run["dag_run_id"])
     assert mlflow_run["info"]["status"] == "FINISHED"
     tags = {tag["key"]: tag["value"] for tag in mlflow_run["data"]["tags"]}
+    params = {param["key"]: param["value"] for param in mlflow_run["data"]["params"]}
     assert tags["airflow.dag_id"] == DAG_ID
+    assert params["framework"] == "tensorflow" and tags["tensorflow.workers"] == "2", \
+        "the spec's training.params chose two Keras workers"
 
     assert ui_pages.CHROMIUM.exists(), "the UI checks need Chromium: bash scripts/install_chromium.sh"
     token = services.session.headers["Authorization"].removeprefix("Bearer ")
