@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from continuous_training.data.report import render_report
-from continuous_training.data.stats import QUANTILES, compute_stats
+from continuous_training.data.stats import QUANTILES, RANK_POINTS, SPEARMAN_TOLERANCE, compute_stats
 from continuous_training.errors import PipelineError
 from continuous_training.monitoring.profile import reference_profiles
 from continuous_training.spec import parse_spec
@@ -118,6 +118,27 @@ def test_correlations_match_pandas_and_scipy(profiled, frame):
     np.testing.assert_allclose(correlation["pearson"]["matrix"], complete.corr().to_numpy(), rtol=1e-9, atol=1e-12)
     spearman = scipy_stats.spearmanr(complete.to_numpy()).statistic
     np.testing.assert_allclose(correlation["spearman"]["matrix"], spearman, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.integration
+def test_spearman_above_rank_points_is_within_its_tolerance(spark):
+    """Above RANK_POINTS complete rows ranks are interpolated from a sketch: |rho - scipy's| <= SPEARMAN_TOLERANCE,
+    for a smooth, a heavy-tailed and a heavily tied feature, one of them null on some rows."""
+    rng = np.random.default_rng(11)
+    n = 20 * RANK_POINTS
+    smooth = rng.normal(size=n)
+    tailed = np.exp(smooth + rng.normal(size=n))
+    tied = np.clip(np.round(smooth * 2 + rng.normal(size=n)), -3, 3)
+    tailed[rng.choice(n, n // 50, replace=False)] = np.nan
+    frame = pd.DataFrame({"smooth": smooth, "tailed": tailed, "tied": tied, "y": rng.normal(size=n)})
+    spec = make_spec(["smooth", "tailed", "tied"], [], "y", "regression",
+                     {"smooth": "double", "tailed": "double", "tied": "double", "y": "double"})
+    correlation = compute_stats(spark.createDataFrame(frame).repartition(4), spec)["correlation"]
+    complete = frame[["smooth", "tailed", "tied"]].dropna()
+    assert correlation["rows_used"] == len(complete)
+    expected = scipy_stats.spearmanr(complete.to_numpy()).statistic
+    np.testing.assert_allclose(correlation["spearman"]["matrix"], expected, rtol=0, atol=SPEARMAN_TOLERANCE)
+    np.testing.assert_allclose(correlation["pearson"]["matrix"], complete.corr().to_numpy(), rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.integration

@@ -24,11 +24,19 @@ QUANTILES: dict[str, float] = {
 HISTOGRAM_BINS = 20
 TOP_K = 20
 QUANTILE_ACCURACY = profile.PERCENTILE_ACCURACY
+RANK_POINTS = 1_000
+SPEARMAN_TOLERANCE = 1e-3  # |rho - exact rho| above RANK_POINTS complete rows
 
 
 def _quoted(name: str) -> Column:
     """A column reference that takes the name verbatim (spaces, dots, parentheses, backticks)."""
     return F.col(f"`{name.replace('`', '``')}`")
+
+
+def _double_array(items: list[float]) -> Column:
+    """A literal array<double>, parsed by Spark in one call (it folds to one constant that generated code reads)."""
+    return F.expr("array(" + ", ".join(
+        f"{item!r}D" if math.isfinite(item) else f"CAST('{item}' AS DOUBLE)" for item in map(float, items)) + ")")
 
 
 def profiled_columns(spec: DatasetSpec) -> list[tuple[str, str]]:
@@ -78,17 +86,21 @@ def compute_stats(df: DataFrame, spec: DatasetSpec, bins: int = HISTOGRAM_BINS, 
        scipy.stats.kurtosis(fisher=True, bias=True); null for a constant column); for categorical columns the
        non-null count.
     2. Approximate percentiles of every numeric column (percentile_approx, relative rank error
-       1/QUANTILE_ACCURACY, each a value of the column): the report's QUANTILES and the drift reference's
-       percentiles in one sketch per column.
+       1/QUANTILE_ACCURACY, each a value of the column): the report's QUANTILES, the drift reference's
+       percentiles and item 4's rank points in one sketch per column (a feature set on more rows than the complete
+       ones gets a second sketch, of its values on the complete rows).
     3. One grouping of every cell: numeric values by their histogram bin (`bins` equal-width bins over
        [min, max], [e_i, e_i+1) and the last closed, as numpy.histogram; a constant column gets [v-0.5, v+0.5];
        a column with no values gets empty edges and counts) and their drift-reference bin; categorical values
        (nulls excluded) by value, which gives the exact distinct count, the `top_k` top values (ties by value)
        and the drift reference's values. Only bins and the top values reach the driver.
     4. Pearson and Spearman correlations over the numeric features, on the rows where every numeric feature is
-       set (`rows_used`): one sort per feature ranks it (ties get their average rank), then one aggregation
-       correlates the values and the ranks. The diagonal is 1 and entries that are undefined (a constant column,
-       fewer than two rows) are null.
+       set (`rows_used`), in one aggregation with no sort. Spearman is Pearson's on rank fractions read from each
+       feature's sketch of pass 2 at min(rows_used, RANK_POINTS) points: a value the sketch returns gets the
+       middle of its points (the average rank of its ties), a value between two of them the linear interpolation.
+       Up to RANK_POINTS complete rows every value is such a point and Spearman is exact; above, it is within
+       SPEARMAN_TOLERANCE of the exact figure. The diagonal is 1 and entries that are undefined (a constant
+       column, fewer than two rows) are null.
 
     `drift_reference` holds each column's drift profile (`continuous_training.monitoring.profile`): the bins drift
     checks compare later windows on. The result is strict JSON (NaN and infinities become null).
@@ -109,7 +121,7 @@ def compute_stats(df: DataFrame, spec: DatasetSpec, bins: int = HISTOGRAM_BINS, 
     rows = first["rows"]
     if rows == 0:
         raise PipelineError(f"stats for {spec.name}: the input has no rows, nothing to profile")
-    sketches = _percentiles(prepared, numeric)
+    sketches, rank_sketches = _percentiles(prepared, numeric, features, first)
 
     result: dict[str, dict] = {}
     reference: dict[str, dict] = {}
@@ -153,7 +165,7 @@ def compute_stats(df: DataFrame, spec: DatasetSpec, bins: int = HISTOGRAM_BINS, 
         "label": spec.label,
         "rows": rows,
         "columns": {name: result[name] for name, _ in columns},
-        "correlation": _correlations(prepared, numeric, features, first.get("rows_used", 0)),
+        "correlation": _correlations(prepared, numeric, features, first, rank_sketches),
         "drift_reference": {"columns": {name: reference[name] for name, _ in columns}},
     }
 
@@ -183,14 +195,29 @@ def _complete(features: list[str]) -> Column:
     return reduce(lambda a, b: a & b, [F.col(alias).isNotNull() for alias in features])
 
 
-def _percentiles(prepared: DataFrame, numeric: list[tuple[str, str]]) -> dict[str, dict[float, float | None]]:
-    """Per numeric column, the value at each of QUANTILES and the drift reference's percentiles (one sketch)."""
+def _percentiles(prepared: DataFrame, numeric: list[tuple[str, str]], features: list[str], first: dict,
+                 ) -> tuple[dict[str, dict[float, float | None]], dict[str, list[float]]]:
+    """Per numeric column, its values at QUANTILES and at the drift reference's percentiles; per feature (when
+    at least two rows are complete), its values among the complete rows at `_rank_points`, for Spearman. One sketch
+    per column, read at both sets of points for a feature set on exactly the complete rows; a feature set on more
+    rows than those gets a second sketch of its values on the complete rows."""
     points = sorted({*QUANTILES.values(), *profile.PERCENTILES})
     if not numeric:
-        return {}
-    row = prepared.agg(*(F.percentile_approx(alias, points, QUANTILE_ACCURACY).alias(alias)
-                         for _, alias in numeric)).head()
-    return {alias: dict(zip(points, row[alias] or [None] * len(points), strict=True)) for _, alias in numeric}
+        return {}, {}
+    rows_used = first.get("rows_used", 0)
+    ranked = features if rows_used >= 2 else []
+    rank_points = _rank_points(rows_used) if ranked else []
+    shared = {alias for alias in ranked if first[f"{alias}_count"] == rows_used}
+    row = prepared.agg(
+        *(F.percentile_approx(alias, _double_array(points + rank_points if alias in shared else points),
+                              QUANTILE_ACCURACY).alias(alias) for _, alias in numeric),
+        *(F.percentile_approx(F.when(_complete(features), F.col(alias)), _double_array(rank_points), QUANTILE_ACCURACY)
+          .alias(f"{alias}_ranks") for alias in ranked if alias not in shared),
+    ).head()
+    sketches = {alias: dict(zip(points, (row[alias] or [None] * len(points))[:len(points)], strict=True))
+                for _, alias in numeric}
+    return sketches, {alias: row[alias][len(points):] if alias in shared else row[f"{alias}_ranks"]
+                      for alias in ranked}
 
 
 def _cell_counts(prepared: DataFrame, histogram_edges: dict[str, list[float]],
@@ -246,19 +273,51 @@ def _cell_counts(prepared: DataFrame, histogram_edges: dict[str, list[float]],
     return histograms, references, values
 
 
-def _correlations(prepared: DataFrame, numeric: list[tuple[str, str]], features: list[str],
-                  rows_used: int) -> dict:
+def _rank_points(rows_used: int) -> list[float]:
+    """Where a feature's Spearman sketch is read: the middles of min(rows_used, RANK_POINTS) equal slices of [0, 1]."""
+    points = min(rows_used, RANK_POINTS)
+    return [(k + 0.5) / points for k in range(points)]
+
+
+def _rank_knots(sketch: list[float], low: float, high: float, rows_used: int) -> list[list[float]]:
+    """A feature's knots for `_rank_fraction`: its distinct values among the sketch's values at `_rank_points` and
+    its min and max, each with its rank fraction (rank - 1/2) / rows_used (the middle of the points where the sketch
+    returns it: the average rank of its ties), and the rank fraction's slope from the knot to the next one."""
+    fractions = [0.5 / rows_used, *_rank_points(rows_used), 1 - 0.5 / rows_used]
+    spans: dict[float, list[float]] = {}
+    for value, fraction in zip([low, *sketch, high], fractions, strict=True):
+        spans.setdefault(float(value), []).append(fraction)
+    values = sorted(spans)
+    firsts, lasts = [min(spans[value]) for value in values], [max(spans[value]) for value in values]
+    slopes = [(next_first - last) / (next_value - value) for value, last, next_value, next_first
+              in zip(values, lasts, values[1:], firsts[1:], strict=False)]
+    return [values, [(first + last) / 2 for first, last in zip(firsts, lasts, strict=True)], lasts, [*slopes, 0.0]]
+
+
+def _rank_fraction(value: Column, knot: Column, knots: list[list[float]]) -> Column:
+    """The value's rank fraction among the complete rows (`knot`: how many knot values are <= it): a knot value
+    gets its own, a value between two knots the linear interpolation."""
+    at_value, middle, last, slope = (F.element_at(_double_array(items), knot) for items in knots)
+    return F.when(value == at_value, middle).otherwise(last + (value - at_value) * slope)
+
+
+def _correlations(prepared: DataFrame, numeric: list[tuple[str, str]], features: list[str], first: dict,
+                  rank_sketches: dict[str, list[float]]) -> dict:
+    rows_used = first.get("rows_used", 0)
     names = [name for name, alias in numeric if alias in features]
     size = len(names)
     pearson = [[None] * size for _ in range(size)]
     spearman = [[None] * size for _ in range(size)]
     if size and rows_used >= 2:
-        complete = prepared.select(*features).where(_complete(features))
-        for alias in features:
-            by_value = Window.orderBy(alias)
-            at_or_below = F.count(F.lit(1)).over(by_value.rangeBetween(Window.unboundedPreceding, Window.currentRow))
-            complete = complete.withColumn(f"{alias}_rank", (F.rank().over(by_value) + at_or_below) / 2)
+        knots = {alias: _rank_knots(rank_sketches[alias], first[f"{alias}_min"], first[f"{alias}_max"], rows_used)
+                 for alias in features}
+        complete, knot_columns = profile.with_numeric_bins(
+            prepared.select(*features).where(_complete(features)),
+            {alias: feature_knots[0] for alias, feature_knots in knots.items()}, prefix="_rank")
         ranks = [f"{alias}_rank" for alias in features]
+        complete = complete.select(*features, *(
+            _rank_fraction(F.col(alias), knot, knots[alias]).alias(rank)
+            for alias, knot, rank in zip(features, knot_columns, ranks, strict=True)))
         pairs = [(i, j) for i in range(size) for j in range(i + 1, size)]
         row = complete.agg(*(
             aggregate for prefix, values in (("p", features), ("s", ranks)) for aggregate in (
