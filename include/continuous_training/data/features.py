@@ -143,12 +143,11 @@ def fit_feature_pipeline(train: DataFrame, spec: DatasetSpec) -> PipelineModel:
     return PipelineModel(stages)
 
 
-def fit_label_indexer(rows: DataFrame, spec: DatasetSpec) -> StringIndexerModel | None:
-    """Classes (every label value in `rows`, i.e. all splits) in alphabetical order; None for regression."""
-    if spec.task == "regression":
-        return None
-    return StringIndexer(inputCol=spec.label, outputCol=_LABEL_INDEX, stringOrderType="alphabetAsc",
-                         handleInvalid="error").fit(rows.withColumn(spec.label, _col(spec.label).cast("string")))
+def class_indexer(classes: list[str], spec: DatasetSpec) -> StringIndexerModel:
+    """The label's StringIndexer over `classes` (every label value of all splits, as strings) in alphabetical
+    order, as StringIndexer(stringOrderType="alphabetAsc", handleInvalid="error") would fit them."""
+    return StringIndexerModel.from_labels(sorted(classes), inputCol=spec.label, outputCol=_LABEL_INDEX,
+                                          handleInvalid="error")
 
 
 def to_feature_rows(frame: DataFrame, pipeline: PipelineModel, label_indexer: StringIndexerModel | None,
@@ -182,14 +181,19 @@ def featurize(valid: DataFrame, spec: DatasetSpec, run_id: str, out_dir: Path, i
     with_split = assign_split(valid, spec, settings.split_fractions)
     with_split.write.mode("overwrite").partitionBy(SPLIT).parquet(str(out_dir / "raw_splits"))
     raw = spark.read.parquet(str(out_dir / "raw_splits"))
-    rows = {split: 0 for split in SPLITS} | {
-        row[SPLIT]: row["count"] for row in raw.groupBy(SPLIT).count().collect()
-    }
+    classified = spec.task != "regression"
+    keys = [SPLIT, _col(spec.label).cast("string").alias(LABEL)] if classified else [SPLIT]
+    rows = {split: 0 for split in SPLITS}
+    classes: set[str] = set()
+    for row in raw.groupBy(*keys).count().collect():
+        rows[row[SPLIT]] += row["count"]
+        if classified and row[LABEL] is not None:
+            classes.add(row[LABEL])
     if rows["train"] == 0:
         raise PipelineError(f"featurize: the train split of {spec.name!r} is empty ({rows}); more rows are needed")
     train_raw = raw.where(F.col(SPLIT) == "train").drop(SPLIT)
     pipeline = fit_feature_pipeline(train_raw, spec)
-    label_indexer = fit_label_indexer(raw.drop(SPLIT), spec)
+    label_indexer = class_indexer(sorted(classes), spec) if classified else None
     pipeline.write().overwrite().save(str(out_dir / "pipeline"))
     if label_indexer is not None:
         label_indexer.write().overwrite().save(str(out_dir / "label_indexer"))
