@@ -193,7 +193,7 @@ def featurize(valid: DataFrame, spec: DatasetSpec, run_id: str, out_dir: Path, i
         raise PipelineError(f"featurize: the train split of {spec.name!r} is empty ({rows}); more rows are needed")
     train_raw = raw.where(F.col(SPLIT) == "train").drop(SPLIT)
     pipeline = fit_feature_pipeline(train_raw, spec)
-    label_indexer = class_indexer(sorted(classes), spec) if classified else None
+    label_indexer = class_indexer(list(classes), spec) if classified else None
     pipeline.write().overwrite().save(str(out_dir / "pipeline"))
     if label_indexer is not None:
         label_indexer.write().overwrite().save(str(out_dir / "label_indexer"))
