@@ -21,6 +21,7 @@ from continuous_training.serving.batch import probability_columns
 from continuous_training.serving.model import PREDICTION, model_classes, predict_spark
 from continuous_training.spec import DatasetSpec
 from mlflow.tracking import MlflowClient
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -39,11 +40,16 @@ def prediction_columns(task: str, classes: list[str] | None) -> list[tuple[str, 
 
 
 def prediction_reference(rows: DataFrame, model_uri: str, spec: DatasetSpec) -> dict[str, Any]:
-    """The profile of a model's predictions on `rows` (raw spec columns), as `prediction_profile.json`."""
+    """The profile of a model's predictions on `rows` (raw spec columns), as `prediction_profile.json`. The rows
+    are scored once and kept while the profile's passes read them."""
     classes = model_classes(model_uri)
     scored = predict_spark(rows, model_uri, spec.task).select(F.col(PREDICTION),
                                                                *probability_columns(spec.task, classes))
-    return {"model_uri": model_uri, "columns": reference_profiles(scored, prediction_columns(spec.task, classes))}
+    scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        return {"model_uri": model_uri, "columns": reference_profiles(scored, prediction_columns(spec.task, classes))}
+    finally:
+        scored.unpersist()
 
 
 @dataclass(frozen=True)
