@@ -36,22 +36,51 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     return ByWorkspace(config, log)
 
 
-@pytest.fixture(scope="session")
-def spark():
-    """A real local Spark session (2 cores) shared by the whole test session."""
-    from continuous_training.spark import build_spark_session
-    from continuous_training.training.barrier import barrier_spark_conf
+class LocalSparkSessions:
+    """One real local Spark session (2 cores) at a time in the test process, of the flavour the current module asks
+    for; built when the flavour changes (a worker runs whole modules, so that is at most once per module)."""
 
-    session = build_spark_session("tests", {
-        "spark.master": "local[2]", "spark.sql.shuffle.partitions": "4", "spark.ui.enabled": "false",
-        **barrier_spark_conf(use_gpu=False),
-        # Spark's barrier slot check gives up after 2 s here, so the test of that path stays short.
-        "spark.scheduler.barrier.maxConcurrentTasksCheck.interval": "1s",
-        "spark.scheduler.barrier.maxConcurrentTasksCheck.maxFailures": "2",
-    })
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
-    session.stop()
+    def __init__(self) -> None:
+        self.session = None
+        self.barrier = None
+
+    def get(self, barrier: bool):
+        if self.session is not None and self.barrier == barrier:
+            return self.session
+        self.stop()
+        from continuous_training.spark import build_spark_session
+        from continuous_training.training.barrier import barrier_spark_conf
+
+        self.session = build_spark_session("tests", {
+            "spark.master": "local[2]", "spark.sql.shuffle.partitions": "4", "spark.ui.enabled": "false",
+            **(barrier_spark_conf(use_gpu=False) if barrier else {}),
+            # Spark's barrier slot check gives up after 2 s here, so the test of that path stays short.
+            "spark.scheduler.barrier.maxConcurrentTasksCheck.interval": "1s",
+            "spark.scheduler.barrier.maxConcurrentTasksCheck.maxFailures": "2",
+        })
+        self.session.sparkContext.setLogLevel("ERROR")
+        self.barrier = barrier
+        return self.session
+
+    def stop(self) -> None:
+        if self.session is not None:
+            self.session.stop()
+            self.session = None
+
+
+@pytest.fixture(scope="session")
+def spark_sessions():
+    sessions = LocalSparkSessions()
+    yield sessions
+    sessions.stop()
+
+
+@pytest.fixture(scope="module")
+def spark(request, spark_sessions):
+    """The local session of the module. A module marked `barrier` (it trains in barrier stages in-process) gets the
+    training job's confs, a fresh Python worker per task; the others reuse Python workers, as the scoring and
+    evaluate jobs do, so a model's framework is imported once per worker rather than once per task."""
+    return spark_sessions.get(barrier=request.node.get_closest_marker("barrier") is not None)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from continuous_training.training.loop import TrainConfig, fit
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.barrier]
 
 FEATURE_DIM = 4
 ROWS = {"train": 384, "validation": 128, "test": 0}

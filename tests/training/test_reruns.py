@@ -15,7 +15,7 @@ from continuous_training.tracking import find_training_run, mlflow_client
 from continuous_training.training.barrier import BarrierStageError
 from continuous_training.training.candidate import AirflowContext, TrainParams, train_candidate
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.barrier]
 
 RUN_ID = "manual__2026-11-21T10:00:00+00:00"
 
