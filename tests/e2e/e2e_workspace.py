@@ -21,8 +21,8 @@ from spark_cluster import StandaloneCluster
 
 ON_CLUSTER = ("churn_value",)
 TRAIN_CONF = {"epochs": 4, "batch_size": 32, "num_proc": 2, "learning_rate": 0.003}
-FRAMEWORK = {"churn": "torch", "churn_value": "tensorflow", "churn_plan": "tensorflow"}
-"""The framework of each dataset's training run: Horovod ranks for churn, Keras workers for the others."""
+FRAMEWORK = {"churn": "torch", "churn_value": "tensorflow"}
+"""The framework of each dataset's training run: Horovod ranks for churn, Keras workers for churn_value."""
 
 
 @dataclass

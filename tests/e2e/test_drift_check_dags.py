@@ -1,7 +1,7 @@
 """drift_check end to end through `airflow dags test`, with the champion the training e2e tests trained: a drifted
-day triggers training_pipeline exactly once and lands its labelled rows, the active-run guard and the cooldown
-suppress later triggers (recorded with their reason), and the dataset's own DAG records an empty window. (No-drift
-checks, their statistics and retraining once the cooldown has passed are covered by tests/monitoring.)"""
+day triggers training_pipeline exactly once and lands its labelled rows, the active-run guard (reading Airflow's own
+runs) suppresses a later trigger with its reason, and the dataset's own DAG records an empty window. (No-drift checks,
+their statistics, the cooldown and retraining once it has passed are covered by tests/monitoring.)"""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def triggered_runs(e2e: Workspace) -> list[tuple[str, str, dict]]:
     return [(run_id, state, json.loads(conf) if isinstance(conf, str) else conf) for run_id, state, conf in rows]
 
 
-def test_drift_triggers_retraining_once_within_the_guard_and_the_cooldown(e2e: Workspace) -> None:
+def test_drift_triggers_retraining_once_and_the_active_run_guard_holds_the_next(e2e: Workspace) -> None:
     e2e.train("churn")
     spec = watched_spec(e2e)
     generate_scoring(days=1, rows_per_day=1_500, start_date="2026-11-06", seed=32, drift=1.0, data_dir=e2e.data_dir,
@@ -72,13 +72,7 @@ def test_drift_triggers_retraining_once_within_the_guard_and_the_cooldown(e2e: W
     guarded = check(e2e, spec, "2026-11-06")
     assert guarded["outcome"] == "drift" and guarded["tags"]["retrain.triggered"] == "false"
     assert guarded["tags"]["retrain.reason"].startswith("suppressed: a retraining run an earlier check triggered")
-
-    with sqlite3.connect(Path(e2e.env["AIRFLOW_HOME"]) / "airflow.db") as db:
-        db.execute("UPDATE dag_run SET state = 'failed' WHERE run_id = ?", (runs[0][0],))
-    cooled = check(e2e, spec, "2026-11-06T12:00:00+00:00")
-    assert cooled["tags"]["retrain.triggered"] == "false"
-    assert cooled["tags"]["retrain.reason"].startswith("suppressed: cooldown of 24 h")
-    assert len(triggered_runs(e2e)) == 1, "one run per trigger, none for the suppressed checks"
+    assert len(triggered_runs(e2e)) == 1, "one run per trigger, none for the suppressed check"
 
 
 def test_the_datasets_own_dag_records_an_empty_window(e2e: Workspace) -> None:
