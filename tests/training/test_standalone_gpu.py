@@ -44,10 +44,10 @@ ROWS = 600
 JOB_TIMEOUT_S = 240
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[StandaloneCluster]:
-    """A standalone master and one worker (2 cores, 2 fake GPUs) on 127.0.0.1, stopped at teardown."""
-    with standalone_cluster(tmp_path / "cluster") as running:
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory) -> Iterator[StandaloneCluster]:
+    """A standalone master and one worker (2 cores, 2 fake GPUs) on 127.0.0.1 for the module, stopped at its end."""
+    with standalone_cluster(tmp_path_factory.mktemp("cluster")) as running:
         yield running
 
 
@@ -91,10 +91,11 @@ def _run_train_job(submit_args: list[str], job_args: list[str], env: dict[str, s
     assert completed.returncode == 0, f"train exited {completed.returncode}:\n{tail(log_path, 60)}"
 
 
-@pytest.fixture
-def featurized(tmp_path: Path) -> tuple[Path, Settings]:
+@pytest.fixture(scope="module")
+def featurized(tmp_path_factory) -> tuple[Path, Settings]:
     """The spec file, and settings whose DATA_DIR holds the featurize output of RUN_ID (real ingest,
-    validate and featurize on a local[2] session)."""
+    validate and featurize on a local[2] session), shared by the module's tests (each trains its own run id)."""
+    tmp_path = tmp_path_factory.mktemp("featurized")
     spec_path = _write_spec(tmp_path, _write_landing(tmp_path))
     spec = load_spec(str(spec_path))
     settings = Settings(data_dir=tmp_path / "data", mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
