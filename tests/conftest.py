@@ -1,4 +1,5 @@
-"""Shared fixtures: one local Spark session per test session, isolated data dirs, Airflow env."""
+"""Shared fixtures: the local Spark session (one at a time, of the flavour each module needs), isolated data dirs,
+Airflow env."""
 
 from __future__ import annotations
 
