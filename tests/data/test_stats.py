@@ -121,15 +121,18 @@ def test_correlations_match_pandas_and_scipy(profiled, frame):
 
 
 @pytest.mark.integration
-def test_spearman_above_rank_points_is_within_its_tolerance(spark):
+@pytest.mark.parametrize("with_nulls", [True, False], ids=["own-rank-sketches", "ranks-from-the-percentile-sketch"])
+def test_spearman_above_rank_points_is_within_its_tolerance(spark, with_nulls):
     """Above RANK_POINTS complete rows ranks are interpolated from a sketch: |rho - scipy's| <= SPEARMAN_TOLERANCE,
-    for a smooth, a heavy-tailed and a heavily tied feature, one of them null on some rows."""
+    for a smooth, a heavy-tailed and a heavily tied feature; with one of them null on some rows (the others get
+    sketches of their complete rows) and without (every feature's ranks come from its percentile sketch)."""
     rng = np.random.default_rng(11)
     n = 20 * RANK_POINTS
     smooth = rng.normal(size=n)
     tailed = np.exp(smooth + rng.normal(size=n))
     tied = np.clip(np.round(smooth * 2 + rng.normal(size=n)), -3, 3)
-    tailed[rng.choice(n, n // 50, replace=False)] = np.nan
+    if with_nulls:
+        tailed[rng.choice(n, n // 50, replace=False)] = np.nan
     frame = pd.DataFrame({"smooth": smooth, "tailed": tailed, "tied": tied, "y": rng.normal(size=n)})
     spec = make_spec(["smooth", "tailed", "tied"], [], "y", "regression",
                      {"smooth": "double", "tailed": "double", "tied": "double", "y": "double"})

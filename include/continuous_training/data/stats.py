@@ -26,6 +26,7 @@ TOP_K = 20
 QUANTILE_ACCURACY = profile.PERCENTILE_ACCURACY
 RANK_POINTS = 1_000
 SPEARMAN_TOLERANCE = 1e-3  # |rho - exact rho| above RANK_POINTS complete rows
+SKETCH_POINTS = sorted({*QUANTILES.values(), *profile.PERCENTILES})
 
 
 def _quoted(name: str) -> Column:
@@ -78,29 +79,32 @@ def _typed_value(text: str, spark_type: str) -> Any:
 
 
 def compute_stats(df: DataFrame, spec: DatasetSpec, bins: int = HISTOGRAM_BINS, top_k: int = TOP_K) -> dict:
-    """Profile the spec's features and label in four Spark passes; returns the stats.json document.
+    """Profile the spec's features and label in three Spark passes (four when ranks need their own sketches);
+    returns the stats.json document.
 
     1. One aggregation: row count; for numeric columns (cast to double, NaN counted as null) the non-null count,
-       mean, sample standard deviation (ddof=1, null for fewer than two values), min, max, sum, population
-       skewness and population excess kurtosis (the biased estimators: scipy.stats.skew(bias=True) and
-       scipy.stats.kurtosis(fisher=True, bias=True); null for a constant column); for categorical columns the
-       non-null count.
-    2. Approximate percentiles of every numeric column (percentile_approx, relative rank error
-       1/QUANTILE_ACCURACY, each a value of the column): the report's QUANTILES, the drift reference's
-       percentiles and item 4's rank points in one sketch per column (a feature set on more rows than the complete
-       ones gets a second sketch, of its values on the complete rows).
-    3. One grouping of every cell: numeric values by their histogram bin (`bins` equal-width bins over
+       min, max, sum and approximate percentiles (percentile_approx, relative rank error 1/QUANTILE_ACCURACY, each
+       a value of the column) at the report's QUANTILES, the drift reference's percentiles and, for features, the
+       RANK_POINTS rank points of item 3; for categorical columns the non-null count; the complete rows (every
+       numeric feature set, `rows_used`). When fewer than RANK_POINTS rows are complete, or a feature is set on
+       more rows than the complete ones, the rank points are read from sketches of the features' values on the
+       complete rows, in one more aggregation.
+    2. One grouping of every cell: numeric values by their histogram bin (`bins` equal-width bins over
        [min, max], [e_i, e_i+1) and the last closed, as numpy.histogram; a constant column gets [v-0.5, v+0.5];
        a column with no values gets empty edges and counts) and their drift-reference bin; categorical values
        (nulls excluded) by value, which gives the exact distinct count, the `top_k` top values (ties by value)
        and the drift reference's values. Only bins and the top values reach the driver.
-    4. Pearson and Spearman correlations over the numeric features, on the rows where every numeric feature is
-       set (`rows_used`), in one aggregation with no sort. Spearman is Pearson's on rank fractions read from each
-       feature's sketch of pass 2 at min(rows_used, RANK_POINTS) points: a value the sketch returns gets the
-       middle of its points (the average rank of its ties), a value between two of them the linear interpolation.
-       Up to RANK_POINTS complete rows every value is such a point and Spearman is exact; above, it is within
-       SPEARMAN_TOLERANCE of the exact figure. The diagonal is 1 and entries that are undefined (a constant
-       column, fewer than two rows) are null.
+    3. One aggregation of plain sums, centred on the means of pass 1 (the two-pass algorithm): per numeric column
+       the sums of its deviations to the powers 1 to 4, which give the mean, the sample standard deviation
+       (ddof=1, null for fewer than two values), the population skewness and population excess kurtosis (the
+       biased estimators: scipy.stats.skew(bias=True) and scipy.stats.kurtosis(fisher=True, bias=True); null for
+       a constant column); over the complete rows, the sums of the features' deviations, of their rank fractions'
+       and of their pairwise products, which give the Pearson and Spearman matrices. Spearman is Pearson's on rank
+       fractions read from each feature's sketch at min(rows_used, RANK_POINTS) points: a value the sketch returns
+       gets the middle of its points (the average rank of its ties), a value between two of them the linear
+       interpolation. Up to RANK_POINTS complete rows every value is such a point and Spearman is exact; above,
+       it is within SPEARMAN_TOLERANCE of the exact figure. The diagonal is 1 and entries that are undefined (a
+       column constant on the complete rows, fewer than two rows) are null.
 
     `drift_reference` holds each column's drift profile (`continuous_training.monitoring.profile`): the bins drift
     checks compare later windows on. The result is strict JSON (NaN and infinities become null).
@@ -117,11 +121,13 @@ def compute_stats(df: DataFrame, spec: DatasetSpec, bins: int = HISTOGRAM_BINS, 
         *(F.nanvl(_quoted(name).cast("double"), F.lit(None).cast("double")).alias(alias) for name, alias in numeric),
         *(_quoted(name).alias(alias) for name, alias in categorical),
     )
-    first = _moments(prepared, numeric, categorical, features)
+    first = _summary(prepared, numeric, categorical, features)
     rows = first["rows"]
     if rows == 0:
         raise PipelineError(f"stats for {spec.name}: the input has no rows, nothing to profile")
-    sketches, rank_sketches = _percentiles(prepared, numeric, features, first)
+    sketches = {alias: dict(zip(SKETCH_POINTS, first[f"{alias}_sketch"] or [None] * len(SKETCH_POINTS),
+                                strict=False)) for _, alias in numeric}
+    sums = _centered_sums(prepared, numeric, features, first, _rank_sketches(prepared, features, first))
 
     result: dict[str, dict] = {}
     reference: dict[str, dict] = {}
@@ -132,8 +138,7 @@ def compute_stats(df: DataFrame, spec: DatasetSpec, bins: int = HISTOGRAM_BINS, 
             "type": "numeric",
             "count": count,
             "nulls": rows - count,
-            **{stat: _finite(first[f"{alias}_{stat}"]) for stat in
-               ("mean", "std", "min", "max", "sum", "skewness", "kurtosis")},
+            **_moments(first, sums, alias),
             "quantiles": {key: _finite(sketches[alias].get(p)) for key, p in QUANTILES.items()},
         }
         histogram_edges[alias] = (_histogram_edges(result[name]["min"], result[name]["max"], bins)
@@ -165,25 +170,24 @@ def compute_stats(df: DataFrame, spec: DatasetSpec, bins: int = HISTOGRAM_BINS, 
         "label": spec.label,
         "rows": rows,
         "columns": {name: result[name] for name, _ in columns},
-        "correlation": _correlations(prepared, numeric, features, first, rank_sketches),
+        "correlation": _correlations(numeric, features, first, sums),
         "drift_reference": {"columns": {name: reference[name] for name, _ in columns}},
     }
 
 
-def _moments(prepared: DataFrame, numeric: list[tuple[str, str]], categorical: list[tuple[str, str]],
+def _summary(prepared: DataFrame, numeric: list[tuple[str, str]], categorical: list[tuple[str, str]],
              features: list[str]) -> dict:
+    """Pass 1 of `compute_stats`."""
     aggregates = [F.count(F.lit(1)).alias("rows")]
     for _, alias in numeric:
         value = F.col(alias)
+        points = SKETCH_POINTS + (_rank_points(RANK_POINTS) if alias in features else [])
         aggregates += [
             F.count(value).alias(f"{alias}_count"),
-            F.mean(value).alias(f"{alias}_mean"),
-            F.stddev_samp(value).alias(f"{alias}_std"),
             F.min(value).alias(f"{alias}_min"),
             F.max(value).alias(f"{alias}_max"),
             F.sum(value).alias(f"{alias}_sum"),
-            F.skewness(value).alias(f"{alias}_skewness"),
-            F.kurtosis(value).alias(f"{alias}_kurtosis"),
+            F.percentile_approx(value, _double_array(points), QUANTILE_ACCURACY).alias(f"{alias}_sketch"),
         ]
     aggregates += [F.count(alias).alias(f"{alias}_count") for _, alias in categorical]
     if features:
@@ -195,29 +199,22 @@ def _complete(features: list[str]) -> Column:
     return reduce(lambda a, b: a & b, [F.col(alias).isNotNull() for alias in features])
 
 
-def _percentiles(prepared: DataFrame, numeric: list[tuple[str, str]], features: list[str], first: dict,
-                 ) -> tuple[dict[str, dict[float, float | None]], dict[str, list[float]]]:
-    """Per numeric column, its values at QUANTILES and at the drift reference's percentiles; per feature (when
-    at least two rows are complete), its values among the complete rows at `_rank_points`, for Spearman. One sketch
-    per column, read at both sets of points for a feature set on exactly the complete rows; a feature set on more
-    rows than those gets a second sketch of its values on the complete rows."""
-    points = sorted({*QUANTILES.values(), *profile.PERCENTILES})
-    if not numeric:
-        return {}, {}
+def _rank_sketches(prepared: DataFrame, features: list[str], first: dict) -> dict[str, list[float]]:
+    """Per feature (when at least two rows are complete), its values among the complete rows at `_rank_points`:
+    read from its sketch of pass 1 when it is set on exactly the complete rows and they are at least RANK_POINTS,
+    else from a sketch of its values on the complete rows (one aggregation for all such features)."""
     rows_used = first.get("rows_used", 0)
-    ranked = features if rows_used >= 2 else []
-    rank_points = _rank_points(rows_used) if ranked else []
-    shared = {alias for alias in ranked if first[f"{alias}_count"] == rows_used}
-    row = prepared.agg(
-        *(F.percentile_approx(alias, _double_array(points + rank_points if alias in shared else points),
-                              QUANTILE_ACCURACY).alias(alias) for _, alias in numeric),
-        *(F.percentile_approx(F.when(_complete(features), F.col(alias)), _double_array(rank_points), QUANTILE_ACCURACY)
-          .alias(f"{alias}_ranks") for alias in ranked if alias not in shared),
-    ).head()
-    sketches = {alias: dict(zip(points, (row[alias] or [None] * len(points))[:len(points)], strict=True))
-                for _, alias in numeric}
-    return sketches, {alias: row[alias][len(points):] if alias in shared else row[f"{alias}_ranks"]
-                      for alias in ranked}
+    if rows_used < 2:
+        return {}
+    shared = [alias for alias in features if rows_used >= RANK_POINTS and first[f"{alias}_count"] == rows_used]
+    sketches = {alias: first[f"{alias}_sketch"][len(SKETCH_POINTS):] for alias in shared}
+    others = [alias for alias in features if alias not in shared]
+    if others:
+        row = prepared.where(_complete(features)).agg(*(
+            F.percentile_approx(alias, _double_array(_rank_points(rows_used)), QUANTILE_ACCURACY).alias(alias)
+            for alias in others)).head()
+        sketches |= {alias: row[alias] for alias in others}
+    return sketches
 
 
 def _cell_counts(prepared: DataFrame, histogram_edges: dict[str, list[float]],
@@ -301,37 +298,87 @@ def _rank_fraction(value: Column, knot: Column, knots: list[list[float]]) -> Col
     return F.when(value == at_value, middle).otherwise(last + (value - at_value) * slope)
 
 
-def _correlations(prepared: DataFrame, numeric: list[tuple[str, str]], features: list[str], first: dict,
-                  rank_sketches: dict[str, list[float]]) -> dict:
+def _centered_sums(prepared: DataFrame, numeric: list[tuple[str, str]], features: list[str], first: dict,
+                   rank_sketches: dict[str, list[float]]) -> dict:
+    """Pass 3 of `compute_stats`: sums of powers of each numeric column's deviations from its mean (`<alias>_m<k>`);
+    over the complete rows, the sums of the features' (`p<i>`) and their rank fractions' (`s<i>`) deviations and of
+    their pairwise products (`p<i>_<j>`, `s<i>_<j>`), and each feature's range there. The deviations are
+    projected once and the aggregation only multiplies and adds them."""
+    deviations = {f"d_{alias}": F.col(alias) - F.lit(_mean(first, alias)) for _, alias in numeric}
+    sums = [F.sum(reduce(Column.__mul__, [F.col(f"d_{alias}")] * power)).alias(f"{alias}_m{power}")
+            for _, alias in numeric for power in range(1, 5)]
+    if rank_sketches:
+        rows_used = first["rows_used"]
+        knots = {alias: _rank_knots(rank_sketches[alias], first[f"{alias}_min"], first[f"{alias}_max"], rows_used)
+                 for alias in features}
+        prepared, knot_columns = profile.with_numeric_bins(
+            prepared, {alias: feature_knots[0] for alias, feature_knots in knots.items()}, prefix="_rank")
+        complete = _complete(features)
+        for i, (alias, knot) in enumerate(zip(features, knot_columns, strict=True)):
+            deviations[f"p{i}"] = F.when(complete, F.col(alias) - F.lit(_mean(first, alias)))
+            deviations[f"s{i}"] = F.when(complete, _rank_fraction(F.col(alias), knot, knots[alias]) - F.lit(0.5))
+        pairs = [(i, j) for i in range(len(features)) for j in range(i, len(features))]
+        sums += [F.sum(f"{prefix}{i}").alias(f"{prefix}{i}") for prefix in "ps" for i in range(len(features))]
+        sums += [F.sum(F.col(f"{prefix}{i}") * F.col(f"{prefix}{j}")).alias(f"{prefix}{i}_{j}")
+                 for prefix in "ps" for i, j in pairs]
+        sums += [aggregate(F.when(complete, F.col(alias))).alias(f"{alias}_complete_{name}")
+                 for alias in features for name, aggregate in (("min", F.min), ("max", F.max))]
+    if not sums:
+        return {}
+    return prepared.select("*", *(value.alias(name) for name, value in deviations.items())).agg(*sums).head().asDict()
+
+
+def _mean(first: dict, alias: str) -> float:
+    return first[f"{alias}_sum"] / first[f"{alias}_count"] if first[f"{alias}_count"] else 0.0
+
+
+def _moments(first: dict, sums: dict, alias: str) -> dict[str, float | None]:
+    """A numeric column's moments from pass 1 and its sums of deviations d^k (k = 1..4) from its mean."""
+    count, low, high = first[f"{alias}_count"], first[f"{alias}_min"], first[f"{alias}_max"]
+    moments = {"mean": None, "std": None, "min": _finite(low), "max": _finite(high),
+               "sum": _finite(first[f"{alias}_sum"]), "skewness": None, "kurtosis": None}
+    if count == 0:
+        return moments
+    s1, s2, s3, s4 = (sums[f"{alias}_m{power}"] for power in range(1, 5))
+    shift = s1 / count
+    m2 = 0.0 if low == high else max(s2 - count * shift ** 2, 0.0)
+    m3 = s3 - 3 * shift * s2 + 2 * count * shift ** 3
+    m4 = s4 - 4 * shift * s3 + 6 * shift ** 2 * s2 - 3 * count * shift ** 4
+    moments["mean"] = _finite(first[f"{alias}_sum"] / count)
+    if count > 1:
+        moments["std"] = _finite(math.sqrt(m2 / (count - 1)))
+    if m2 > 0:
+        moments["skewness"] = _finite(math.sqrt(count) * m3 / m2 ** 1.5)
+        moments["kurtosis"] = _finite(count * m4 / m2 ** 2 - 3)
+    return moments
+
+
+def _correlation_matrix(sums: dict, prefix: str, size: int, rows: int, varies: list[bool]) -> list[list[float | None]]:
+    """Pearson's matrix from the sums of deviations (`prefix`i) and of their products (`prefix`i_j) over `rows` rows;
+    null where a column does not vary."""
+    mean = [sums[f"{prefix}{i}"] / rows for i in range(size)]
+    covariance = {(i, j): sums[f"{prefix}{i}_{j}"] / rows - mean[i] * mean[j]
+                  for i in range(size) for j in range(i, size)}
+    matrix: list[list[float | None]] = [[1.0 if varies[i] and i == j else None for j in range(size)]
+                                        for i in range(size)]
+    for i in range(size):
+        for j in range(i + 1, size):
+            spread = covariance[i, i] * covariance[j, j]
+            if varies[i] and varies[j] and spread > 0:
+                matrix[i][j] = matrix[j][i] = _finite(covariance[i, j] / math.sqrt(spread))
+    return matrix
+
+
+def _correlations(numeric: list[tuple[str, str]], features: list[str], first: dict, sums: dict) -> dict:
+    """Pearson and Spearman matrices over the complete rows, from the sums of pass 3."""
     rows_used = first.get("rows_used", 0)
     names = [name for name, alias in numeric if alias in features]
     size = len(names)
-    pearson = [[None] * size for _ in range(size)]
-    spearman = [[None] * size for _ in range(size)]
+    pearson = spearman = [[None] * size for _ in range(size)]
     if size and rows_used >= 2:
-        knots = {alias: _rank_knots(rank_sketches[alias], first[f"{alias}_min"], first[f"{alias}_max"], rows_used)
-                 for alias in features}
-        complete, knot_columns = profile.with_numeric_bins(
-            prepared.select(*features).where(_complete(features)),
-            {alias: feature_knots[0] for alias, feature_knots in knots.items()}, prefix="_rank")
-        ranks = [f"{alias}_rank" for alias in features]
-        complete = complete.select(*features, *(
-            _rank_fraction(F.col(alias), knot, knots[alias]).alias(rank)
-            for alias, knot, rank in zip(features, knot_columns, ranks, strict=True)))
-        pairs = [(i, j) for i in range(size) for j in range(i + 1, size)]
-        row = complete.agg(*(
-            aggregate for prefix, values in (("p", features), ("s", ranks)) for aggregate in (
-                *(F.var_pop(values[i]).alias(f"{prefix}{i}") for i in range(size)),
-                *(F.covar_pop(values[i], values[j]).alias(f"{prefix}{i}_{j}") for i, j in pairs),
-            )
-        )).head()
-        for matrix, prefix in ((pearson, "p"), (spearman, "s")):
-            for i in range(size):
-                matrix[i][i] = 1.0 if row[f"{prefix}{i}"] > 0 else None
-            for i, j in pairs:
-                spread = row[f"{prefix}{i}"] * row[f"{prefix}{j}"]
-                value = row[f"{prefix}{i}_{j}"] / math.sqrt(spread) if spread > 0 else None
-                matrix[i][j] = matrix[j][i] = _finite(value)
+        varies = [sums[f"{alias}_complete_min"] != sums[f"{alias}_complete_max"] for alias in features]
+        pearson = _correlation_matrix(sums, "p", size, rows_used, varies)
+        spearman = _correlation_matrix(sums, "s", size, rows_used, varies)
     return {
         "rows_used": rows_used,
         "pearson": {"columns": names, "matrix": pearson},
