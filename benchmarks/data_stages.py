@@ -167,6 +167,8 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
         "baseline_seconds": round(baseline_s, 3),
         "baseline_rows": aggregate["rows"],
         "stage_seconds": {stage: round(seconds, 3) for stage, seconds in best.items()},
+        "stage_seconds_each_run": [{stage: round(seconds, 3) for stage, seconds in run_["seconds"].items()}
+                                   for run_ in pipeline_runs],
         "pipeline_seconds": round(pipeline_s, 3),
         "ratio": round(pipeline_s / baseline_s, 2),
         "stage_ratios": {stage: round(seconds / baseline_s, 2) for stage, seconds in best.items()},

@@ -10,8 +10,8 @@ times, after one untimed warm-up each, (a) `check_drift` with a one-date window 
 labels join and metric, report, MLflow run) and (b) `spark.read.parquet` of the partition with one aggregate over
 every column the check profiles. Prints and writes as JSON the seconds of both, their ratio (goal <= 2), the time
 spent in each part of the check, the check's outcome, and the peak resident memory during the check of this
-Python process and of the Spark driver JVM (goal: flat from 100k to 1M rows). Spark's confs are its defaults
-(200 shuffle partitions, as the jobs run) unless `--shuffle-partitions` is given. See benchmarks/README.md.
+Python process and of the Spark driver JVM (goal: flat from 100k to 1M rows). Spark's confs are the jobs' (twice
+the local cores as shuffle partitions) unless `--shuffle-partitions` is given. See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--master", default="local[*]", help="Spark master.")
     parser.add_argument("--driver-memory", default="2g", help="spark.driver.memory.")
     parser.add_argument("--shuffle-partitions", type=int, default=None,
-                        help="spark.sql.shuffle.partitions; default Spark's (200), as the jobs run.")
+                        help="spark.sql.shuffle.partitions; default as the jobs run (twice the local cores).")
     parser.add_argument("--repeat", type=int, default=1, help="Timed runs of check and baseline; fastest kept.")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="Where to write the JSON figures.")
     args = parser.parse_args(argv)

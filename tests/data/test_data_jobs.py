@@ -44,7 +44,7 @@ def submit(stage: str, dataset: str, env: dict[str, str]) -> subprocess.Complete
     """Run jobs/<stage>.py as the DAG does: spark-submit on local[2]."""
     command = [
         str(SPARK_SUBMIT), "--master", "local[2]",
-        "--conf", "spark.ui.enabled=false", "--conf", "spark.sql.shuffle.partitions=4",
+        "--conf", "spark.ui.enabled=false",
         str(PROJECT_ROOT / "jobs" / f"{stage}.py"), "--dataset", dataset, "--run-id", RUN_ID,
     ]
     return subprocess.run(command, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True,
