@@ -125,8 +125,8 @@ def compute_stats(df: DataFrame, spec: DatasetSpec, bins: int = HISTOGRAM_BINS, 
     rows = first["rows"]
     if rows == 0:
         raise PipelineError(f"stats for {spec.name}: the input has no rows, nothing to profile")
-    sketches = {alias: dict(zip(SKETCH_POINTS, first[f"{alias}_sketch"] or [None] * len(SKETCH_POINTS),
-                                strict=False)) for _, alias in numeric}
+    sketches = {alias: dict(zip(SKETCH_POINTS, (first[f"{alias}_sketch"] or [None] * len(SKETCH_POINTS))
+                                [:len(SKETCH_POINTS)], strict=True)) for _, alias in numeric}
     sums = _centered_sums(prepared, numeric, features, first, _rank_sketches(prepared, features, first))
 
     result: dict[str, dict] = {}
