@@ -54,7 +54,7 @@ class LocalSparkSessions:
         from continuous_training.training.barrier import barrier_spark_conf
 
         self.session = build_spark_session("tests", {
-            "spark.master": "local[2]", "spark.sql.shuffle.partitions": "4", "spark.ui.enabled": "false",
+            "spark.master": "local[2]", "spark.ui.enabled": "false",
             **(barrier_spark_conf(use_gpu=False) if barrier else {}),
             # Spark's barrier slot check gives up after 2 s here, so the test of that path stays short.
             "spark.scheduler.barrier.maxConcurrentTasksCheck.interval": "1s",
