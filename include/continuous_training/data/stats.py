@@ -344,7 +344,7 @@ def _moments(first: dict, sums: dict, alias: str) -> dict[str, float | None]:
     m2 = 0.0 if low == high else max(s2 - count * shift ** 2, 0.0)
     m3 = s3 - 3 * shift * s2 + 2 * count * shift ** 3
     m4 = s4 - 4 * shift * s3 + 6 * shift ** 2 * s2 - 3 * count * shift ** 4
-    moments["mean"] = _finite(first[f"{alias}_sum"] / count)
+    moments["mean"] = _finite(_mean(first, alias))
     if count > 1:
         moments["std"] = _finite(math.sqrt(m2 / (count - 1)))
     if m2 > 0:
@@ -374,7 +374,8 @@ def _correlations(numeric: list[tuple[str, str]], features: list[str], first: di
     rows_used = first.get("rows_used", 0)
     names = [name for name, alias in numeric if alias in features]
     size = len(names)
-    pearson = spearman = [[None] * size for _ in range(size)]
+    pearson = [[None] * size for _ in range(size)]
+    spearman = [[None] * size for _ in range(size)]
     if size and rows_used >= 2:
         varies = [sums[f"{alias}_complete_min"] != sums[f"{alias}_complete_max"] for alias in features]
         pearson = _correlation_matrix(sums, "p", size, rows_used, varies)
