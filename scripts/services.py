@@ -180,7 +180,7 @@ def up(timeout: float) -> int:
                 print_log_tail(name)
             print(f"stopped {', '.join(stop(started)) or 'nothing'}", file=sys.stderr)
             return 1
-        time.sleep(2)
+        time.sleep(1)
     print(f"healthy after {time.monotonic() - began:.0f} s")
     print(f"Airflow: {AIRFLOW_URL}  (user {ADMIN_USER}, password in {PASSWORDS_FILE})")
     print(f"MLflow:  {MLFLOW_URL}")
@@ -249,7 +249,7 @@ def wait_run(dag_id: str, run_id: str, timeout: float) -> int:
         if time.monotonic() > deadline:
             print(f"{dag_id} {run_id}: still {state or 'unknown'} after {timeout:.0f} s", file=sys.stderr)
             return 1
-        time.sleep(5)
+        time.sleep(2)
     if state == "success":
         return 0
     tasks = client.call("GET", f"{run_path}/taskInstances")["task_instances"]

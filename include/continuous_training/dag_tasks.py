@@ -17,7 +17,6 @@ from airflow.sdk.exceptions import AirflowFailException
 from continuous_training.config import get_settings
 from continuous_training.errors import PipelineError
 from continuous_training.paths import dated_path, local_matches, stage_dir
-from continuous_training.registry import register_candidate
 from continuous_training.spec import DatasetSpec, SpecError, load_spec
 
 RESOLVE_SCORING_RUN = "resolve_scoring_run"
@@ -137,6 +136,8 @@ def check_spec() -> PythonOperator:
 
 
 def _register(params: dict[str, Any], run_id: str) -> str:
+    from continuous_training.registry import register_candidate
+
     version = register_candidate(load_spec(params["dataset"]), run_id)
     return version.version
 

@@ -575,6 +575,8 @@ def predict_spark(df: DataFrame, model_uri: str, task: str) -> DataFrame:
 
 
 def model_classes(model_uri: str) -> list[str] | None:
-    """The class labels a logged model predicts, in probability order (None for regression)."""
-    model = mlflow.pyfunc.load_model(_pin_alias(model_uri))
-    return model.unwrap_python_model().config["classes"]
+    """The class labels a logged model predicts, in probability order (None for regression): read from its config
+    artifact, without loading the model and its framework."""
+    info = mlflow.models.get_model_info(model_uri)
+    config = info.flavors["python_function"]["artifacts"]["model_config"]["path"]
+    return json.loads(mlflow.artifacts.load_text(f"{info.artifact_path}/{config}"))["classes"]
