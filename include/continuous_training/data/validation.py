@@ -9,7 +9,7 @@ from functools import reduce
 from pathlib import Path
 
 from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Observation
 from pyspark.sql import functions as F
 
 from continuous_training.data.ingest import CORRUPT_RECORD, SOURCE_FILE
@@ -129,32 +129,34 @@ def validate(frame: DataFrame, spec: DatasetSpec, run_id: str, out_dir: Path,
     """Write `out_dir/valid`, `out_dir/quarantine` (with `quarantine_reason`) and `validation.json`.
 
     The spec columns the frame has are checked and kept (a batch to score may lack the label and other non-feature
-    columns; with `labelled=False` a null label is no reason to quarantine). Raises PipelineError after writing
-    when the quarantined fraction exceeds `max_quarantine_fraction`.
+    columns; with `labelled=False` a null label is no reason to quarantine). Three Spark jobs: the duplicate values,
+    then each output written once; the counts (rows read, rows each write wrote, rows per reason) are observed
+    while writing. Raises PipelineError after writing when the quarantined fraction exceeds
+    `max_quarantine_fraction`.
     """
     columns = [_col(column) for column in spec.schema_ if column in frame.columns]
     duplicates = {column: values.persist(StorageLevel.MEMORY_AND_DISK)
                   for column, values in duplicated_values(frame, spec).items()}
-    failed = None
+    rows = F.count(F.lit(1)).alias("rows")
+    read, kept, quarantine = Observation("read"), Observation("valid"), Observation("quarantined")
     try:
         for values in duplicates.values():
             values.count()
         flagged, checks = _with_checks(frame, spec, labelled, duplicates)
         failing = reduce(lambda a, b: a | b, [condition for _, condition in checks])
-        flagged.where(~failing).select(*columns).write.mode("overwrite").parquet(str(out_dir / "valid"))
-        failed = (flagged.where(failing).select(_reasons(checks).alias(REASONS), *columns, CORRUPT_RECORD, SOURCE_FILE)
-                  .persist(StorageLevel.MEMORY_AND_DISK))
-        failed.select(F.array_join(REASONS, "; ").alias(REASON), *columns, CORRUPT_RECORD, SOURCE_FILE).write.mode(
-            "overwrite").parquet(str(out_dir / "quarantine"))
-        reason_counts = failed.select(F.explode(REASONS).alias("reason")).groupBy("reason").count().collect()
+        (flagged.observe(read, rows).where(~failing).observe(kept, rows).select(*columns)
+         .write.mode("overwrite").parquet(str(out_dir / "valid")))
+        per_reason = [F.count_if(condition).alias(f"reason_{i}") for i, (_, condition) in enumerate(checks)]
+        (flagged.where(failing).observe(quarantine, rows, *per_reason)
+         .select(F.array_join(_reasons(checks), "; ").alias(REASON), *columns, CORRUPT_RECORD, SOURCE_FILE)
+         .write.mode("overwrite").parquet(str(out_dir / "quarantine")))
     finally:
-        for cached in [*duplicates.values(), *([failed] if failed is not None else [])]:
-            cached.unpersist()
-    rows_in = frame.count()
-    valid_rows = frame.sparkSession.read.parquet(str(out_dir / "valid")).count()
-    quarantined = frame.sparkSession.read.parquet(str(out_dir / "quarantine")).count()
+        for values in duplicates.values():
+            values.unpersist()
+    rows_in, valid_rows, quarantined = read.get["rows"], kept.get["rows"], quarantine.get["rows"]
     if valid_rows + quarantined != rows_in:
         raise PipelineError(f"validate: {rows_in} rows in but {valid_rows} valid + {quarantined} quarantined")
+    reason_counts = [(reason, quarantine.get[f"reason_{i}"]) for i, (reason, _) in enumerate(checks)]
     fraction = quarantined / rows_in if rows_in else 0.0
     result = ValidationResult(
         dataset=spec.name,
@@ -164,7 +166,7 @@ def validate(frame: DataFrame, spec: DatasetSpec, run_id: str, out_dir: Path,
         quarantined=quarantined,
         quarantine_fraction=round(fraction, 6),
         max_quarantine_fraction=max_quarantine_fraction,
-        reasons={row["reason"]: row["count"] for row in sorted(reason_counts, key=lambda r: -r["count"])},
+        reasons=dict(sorted(((reason, count) for reason, count in reason_counts if count), key=lambda rc: -rc[1])),
     )
     (out_dir / "validation.json").write_text(json.dumps(asdict(result), indent=2))
     if fraction > max_quarantine_fraction:
