@@ -5,8 +5,7 @@ import json
 from datetime import date
 
 from continuous_training.cli import job_parser, run_job
-from continuous_training.monitoring.drift import LANDED_FILE, MONITORING_STAGE
-from continuous_training.monitoring.labels import land_labelled_batches
+from continuous_training.monitoring.labels import LANDED_FILE, MONITORING_STAGE, land_labelled_batches
 from continuous_training.paths import stage_dir
 from continuous_training.spark import build_spark_session
 from continuous_training.spec import load_spec

@@ -84,7 +84,7 @@ def summarize(dataset: str, run_id: str | None = None, settings: Settings | None
 
 def summarize_scoring(dataset: str, scored_for: date, settings: Settings | None = None) -> str:
     """A human-readable summary of the scoring of one date."""
-    from continuous_training.serving.batch import SUMMARY_FILE, partition_dir
+    from continuous_training.serving.scored import SUMMARY_FILE, partition_dir
 
     spec = load_spec(dataset, settings)
     partition = partition_dir(spec, scored_for, settings)

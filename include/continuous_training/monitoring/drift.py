@@ -22,13 +22,13 @@ from datetime import date
 from typing import Any
 
 from continuous_training.config import Settings, get_settings
-from continuous_training.monitoring.labels import read_labels
+from continuous_training.monitoring.labels import LANDED_FILE, MONITORING_STAGE, read_labels
 from continuous_training.monitoring.profile import window_profiles
 from continuous_training.monitoring.reference import ModelReference, load_reference
 from continuous_training.monitoring.report import render_drift_report
 from continuous_training.monitoring.statistics import compare
 from continuous_training.paths import stage_dir
-from continuous_training.serving.batch import PARTITION, ScoredDate, predictions_dir, scored_dates
+from continuous_training.serving.scored import PARTITION, ScoredDate, predictions_dir, scored_dates
 from continuous_training.spec import LOWER_IS_BETTER, DatasetSpec, Monitoring
 from continuous_training.tracking import (
     AIRFLOW_RUN_ID_TAG,
@@ -43,8 +43,7 @@ from pyspark.sql import functions as F
 
 log = logging.getLogger(__name__)
 
-MONITORING_STAGE = "monitoring"
-DRIFT_FILE, REPORT_FILE, LANDED_FILE = "drift.json", "drift_report.html", "labelled_batches.json"
+DRIFT_FILE, REPORT_FILE = "drift.json", "drift_report.html"
 DRIFT_DETECTED_TAG, RETRAIN_TRIGGERED_TAG = "drift.detected", "retrain.triggered"
 _METRIC_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]")
 

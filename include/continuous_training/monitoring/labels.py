@@ -21,14 +21,15 @@ from typing import Any
 from continuous_training.config import Settings, get_settings
 from continuous_training.errors import PipelineError
 from continuous_training.paths import SUCCESS_MARKER, dated_path, local_matches
-from continuous_training.serving.batch import partition_dir, scored_dates
+from continuous_training.serving.scored import partition_dir, scored_dates
 from continuous_training.spec import DatasetSpec
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 log = logging.getLogger(__name__)
 
-
+MONITORING_STAGE = "monitoring"
+LANDED_FILE = "labelled_batches.json"
 LANDING_MANIFEST = "_landed.json"
 
 

@@ -12,7 +12,6 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 from pyspark.sql import Column, DataFrame
@@ -23,6 +22,7 @@ from continuous_training.errors import PipelineError
 from continuous_training.paths import stage_dir, stage_for
 from continuous_training.registry import alias_version
 from continuous_training.serving.model import PREDICTION, PROBABILITIES, PROBABILITY, model_classes, predict_spark
+from continuous_training.serving.scored import PARTITION, SUMMARY_FILE, partition_dir, predictions_dir
 from continuous_training.spec import DatasetSpec
 from continuous_training.tracking import (
     AIRFLOW_RUN_ID_TAG,
@@ -34,9 +34,6 @@ from continuous_training.tracking import (
 
 log = logging.getLogger(__name__)
 
-PREDICTIONS = "predictions"
-PARTITION = "scored_for"
-SUMMARY_FILE = "_summary.json"
 LINEAGE = ("model_name", "model_version", "model_run_id", PARTITION, "airflow_run_id")
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 
@@ -64,31 +61,6 @@ def resolve_model(spec: DatasetSpec, alias: str, settings: Settings | None = Non
                             f"`make train DATASET={spec.name}` (or trigger training_pipeline for {spec.name!r})")
     return ResolvedModel(name=spec.registered_model_name, version=str(version.version), run_id=version.run_id,
                          alias=alias)
-
-
-@dataclass(frozen=True)
-class ScoredDate:
-    """A scored partition and the model version that scored it."""
-
-    day: date
-    model: dict[str, str]
-
-
-def scored_dates(spec: DatasetSpec, settings: Settings | None = None) -> list[ScoredDate]:
-    """Every completed scoring partition of the dataset (one with a summary), by date."""
-    found = []
-    for path in predictions_dir(spec, settings).glob(f"{PARTITION}=*/{SUMMARY_FILE}"):
-        summary = json.loads(path.read_text())
-        found.append(ScoredDate(date.fromisoformat(summary[PARTITION]), summary["model"]))
-    return sorted(found, key=lambda scored: scored.day)
-
-
-def predictions_dir(spec: DatasetSpec, settings: Settings | None = None) -> Path:
-    return (settings or get_settings()).data_dir / spec.name / PREDICTIONS
-
-
-def partition_dir(spec: DatasetSpec, scored_for: date, settings: Settings | None = None) -> Path:
-    return predictions_dir(spec, settings) / f"{PARTITION}={scored_for.isoformat()}"
 
 
 def _col(name: str) -> Column:
