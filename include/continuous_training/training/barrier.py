@@ -28,10 +28,6 @@ log = logging.getLogger(__name__)
 
 SLOT_CHECK_INTERVAL = "5s"
 SLOT_CHECK_MAX_FAILURES = "6"
-# Horovod's background loop runs a collective round at most once per cycle, so every step's allreduce waits for the
-# next cycle; at the default (about 1 ms) one CPU rank of a small model at batch 64 trains at a third of the speed
-# of the same loop without Horovod, at 0.1 ms it keeps up. HOROVOD_CYCLE_TIME in the executors' environment wins.
-HOROVOD_CYCLE_TIME_MS = "0.1"
 _LOCAL_MASTER = re.compile(r"^local(?:\[(\*|\d+)(?:,\s*\d+)?\])?$")
 _PYTHON_TRACEBACK = re.compile(
     r"org\.apache\.spark\.api\.python\.PythonException: (Traceback \(most recent call last\):.*?)(?:\n\s+at |\Z)",
@@ -197,7 +193,6 @@ def _run_rank(rank_fn: Callable[[RankContext], Any], use_gpu: bool, threads: int
         "HOROVOD_CPU_OPERATIONS": "gloo",
         "PYTHONUNBUFFERED": "1",
     })
-    os.environ.setdefault("HOROVOD_CYCLE_TIME", HOROVOD_CYCLE_TIME_MS)
     iface = _interface_of(hosts[rank])
     if iface:
         os.environ["HOROVOD_GLOO_IFACE"] = iface
