@@ -7,6 +7,7 @@ with a clear PipelineError.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,6 +83,9 @@ def check_accounting(spark, ingested: IngestResult, validated: ValidationResult,
     assert validated.rows_in == validated.valid + validated.quarantined
     assert sorted(valid_ids + [row["id"] for row in quarantined_rows]) == sorted(expected_ids)
     assert all(row[REASON] and row[REASON].strip() for row in quarantined_rows)
+    reasons = Counter(reason for row in quarantined_rows for reason in row[REASON].split("; "))
+    assert validated.reasons == dict(reasons)
+    assert list(validated.reasons.values()) == sorted(reasons.values(), reverse=True)
     assert json.loads((validate_dir / "validation.json").read_text())["rows_in"] == len(expected_ids)
     quarantined: dict[str, list[dict]] = {}
     for row in quarantined_rows:
