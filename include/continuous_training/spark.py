@@ -1,11 +1,13 @@
-"""Spark session construction from the settings object."""
+"""Spark session construction from the settings object, and literal arrays for column expressions."""
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
-from pyspark.sql import SparkSession
+from pyspark.sql import Column, SparkSession
+from pyspark.sql import functions as F
 
 from continuous_training.config import Settings, get_settings
 
@@ -49,3 +51,11 @@ def submitted_conf() -> dict[str, str]:
     SparkContext._ensure_initialized()
     return dict(SparkConf().getAll())
 
+
+
+def literal_array(items: Sequence[float | str], element_type: str) -> Column:
+    """A constant array<element_type> (`double` or `string`) for an expression. It is one JSON text that the
+    optimizer folds into a single literal: `array(lit, ...)` makes the analyzer walk every element, which costs
+    about a second per twenty arrays of a thousand. Infinities and NaN pass (Spark reads JSON's `Infinity`)."""
+    values = [float(item) for item in items] if element_type == "double" else list(items)
+    return F.from_json(F.lit(json.dumps(values)), f"array<{element_type}>")

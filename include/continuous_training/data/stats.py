@@ -5,17 +5,20 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+from concurrent.futures import ThreadPoolExecutor
 from functools import reduce
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pyspark import inheritable_thread_target
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from continuous_training.data.report import render_report
 from continuous_training.errors import PipelineError
 from continuous_training.monitoring import profile
+from continuous_training.spark import literal_array
 from continuous_training.spec import INTEGRAL_TYPES, DatasetSpec, is_numeric_type
 
 QUANTILES: dict[str, float] = {
@@ -32,12 +35,6 @@ SKETCH_POINTS = sorted({*QUANTILES.values(), *profile.PERCENTILES})
 def _quoted(name: str) -> Column:
     """A column reference that takes the name verbatim (spaces, dots, parentheses, backticks)."""
     return F.col(f"`{name.replace('`', '``')}`")
-
-
-def _double_array(items: list[float]) -> Column:
-    """A literal array<double>, parsed by Spark in one call (it folds to one constant that generated code reads)."""
-    return F.expr("array(" + ", ".join(
-        f"{item!r}D" if math.isfinite(item) else f"CAST('{item}' AS DOUBLE)" for item in map(float, items)) + ")")
 
 
 def profiled_columns(spec: DatasetSpec) -> list[tuple[str, str]]:
@@ -80,7 +77,8 @@ def _typed_value(text: str, spark_type: str) -> Any:
 
 def compute_stats(df: DataFrame, spec: DatasetSpec, bins: int = HISTOGRAM_BINS, top_k: int = TOP_K) -> dict:
     """Profile the spec's features and label in three Spark passes (four when ranks need their own sketches);
-    returns the stats.json document.
+    returns the stats.json document. Passes 2 and 3 need only the figures of pass 1 and run at the same time, so
+    that each fills the cores the other leaves idle (its planning, its last tasks).
 
     1. One aggregation: row count; for numeric columns (cast to double, NaN counted as null) the non-null count,
        min, max, sum and approximate percentiles (percentile_approx, relative rank error 1/QUANTILE_ACCURACY, each
@@ -127,11 +125,20 @@ def compute_stats(df: DataFrame, spec: DatasetSpec, bins: int = HISTOGRAM_BINS, 
         raise PipelineError(f"stats for {spec.name}: the input has no rows, nothing to profile")
     sketches = {alias: dict(zip(SKETCH_POINTS, (first[f"{alias}_sketch"] or [None] * len(SKETCH_POINTS))
                                 [:len(SKETCH_POINTS)], strict=True)) for _, alias in numeric}
-    sums = _centered_sums(prepared, numeric, features, first, _rank_sketches(prepared, features, first))
+    histogram_edges = {alias: _histogram_edges(_finite(first[f"{alias}_min"]), _finite(first[f"{alias}_max"]), bins)
+                       if first[f"{alias}_count"] > 0 else [] for _, alias in numeric}
+    reference_edges = {alias: profile.reference_edges([sketches[alias].get(p) for p in profile.PERCENTILES])
+                       for _, alias in numeric}
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        sums_pass = pool.submit(inheritable_thread_target(df.sparkSession)(_centered_sums),
+                                prepared, numeric, features, first)
+        histograms, reference_bins, values = _cell_counts(
+            prepared, histogram_edges, reference_edges,
+            {alias: is_numeric_type(spec.schema_[name]) for name, alias in categorical}, top_k)
+        sums = sums_pass.result()
 
     result: dict[str, dict] = {}
     reference: dict[str, dict] = {}
-    histogram_edges, reference_edges = {}, {}
     for name, alias in numeric:
         count = first[f"{alias}_count"]
         result[name] = {
@@ -141,12 +148,6 @@ def compute_stats(df: DataFrame, spec: DatasetSpec, bins: int = HISTOGRAM_BINS, 
             **_moments(first, sums, alias),
             "quantiles": {key: _finite(sketches[alias].get(p)) for key, p in QUANTILES.items()},
         }
-        histogram_edges[alias] = (_histogram_edges(result[name]["min"], result[name]["max"], bins)
-                                  if count > 0 else [])
-        reference_edges[alias] = profile.reference_edges([sketches[alias].get(p) for p in profile.PERCENTILES])
-    histograms, reference_bins, values = _cell_counts(
-        prepared, histogram_edges, reference_edges,
-        {alias: is_numeric_type(spec.schema_[name]) for name, alias in categorical}, top_k)
     for name, alias in numeric:
         edges = histogram_edges[alias]
         result[name]["histogram"] = {"edges": edges, "counts": [histograms[alias].get(b, 0) for b in range(bins)]
@@ -187,7 +188,7 @@ def _summary(prepared: DataFrame, numeric: list[tuple[str, str]], categorical: l
             F.min(value).alias(f"{alias}_min"),
             F.max(value).alias(f"{alias}_max"),
             F.sum(value).alias(f"{alias}_sum"),
-            F.percentile_approx(value, _double_array(points), QUANTILE_ACCURACY).alias(f"{alias}_sketch"),
+            F.percentile_approx(value, literal_array(points, "double"), QUANTILE_ACCURACY).alias(f"{alias}_sketch"),
         ]
     aggregates += [F.count(alias).alias(f"{alias}_count") for _, alias in categorical]
     if features:
@@ -211,7 +212,7 @@ def _rank_sketches(prepared: DataFrame, features: list[str], first: dict) -> dic
     others = [alias for alias in features if alias not in shared]
     if others:
         row = prepared.where(_complete(features)).agg(*(
-            F.percentile_approx(alias, _double_array(_rank_points(rows_used)), QUANTILE_ACCURACY).alias(alias)
+            F.percentile_approx(alias, literal_array(_rank_points(rows_used), "double"), QUANTILE_ACCURACY).alias(alias)
             for alias in others)).head()
         sketches |= {alias: row[alias] for alias in others}
     return sketches
@@ -294,12 +295,11 @@ def _rank_knots(sketch: list[float], low: float, high: float, rows_used: int) ->
 def _rank_fraction(value: Column, knot: Column, knots: list[list[float]]) -> Column:
     """The value's rank fraction among the complete rows (`knot`: how many knot values are <= it): a knot value
     gets its own, a value between two knots the linear interpolation."""
-    at_value, middle, last, slope = (F.element_at(_double_array(items), knot) for items in knots)
+    at_value, middle, last, slope = (F.element_at(literal_array(items, "double"), knot) for items in knots)
     return F.when(value == at_value, middle).otherwise(last + (value - at_value) * slope)
 
 
-def _centered_sums(prepared: DataFrame, numeric: list[tuple[str, str]], features: list[str], first: dict,
-                   rank_sketches: dict[str, list[float]]) -> dict:
+def _centered_sums(prepared: DataFrame, numeric: list[tuple[str, str]], features: list[str], first: dict) -> dict:
     """Pass 3 of `compute_stats`: sums of powers of each numeric column's deviations from its mean (`<alias>_m<k>`);
     over the complete rows, the sums of the features' (`p<i>`) and their rank fractions' (`s<i>`) deviations and of
     their pairwise products (`p<i>_<j>`, `s<i>_<j>`), and each feature's range there. The deviations are
@@ -307,6 +307,7 @@ def _centered_sums(prepared: DataFrame, numeric: list[tuple[str, str]], features
     deviations = {f"d_{alias}": F.col(alias) - F.lit(_mean(first, alias)) for _, alias in numeric}
     sums = [F.sum(reduce(Column.__mul__, [F.col(f"d_{alias}")] * power)).alias(f"{alias}_m{power}")
             for _, alias in numeric for power in range(1, 5)]
+    rank_sketches = _rank_sketches(prepared, features, first)
     if rank_sketches:
         rows_used = first["rows_used"]
         knots = {alias: _rank_knots(rank_sketches[alias], first[f"{alias}_min"], first[f"{alias}_max"], rows_used)

@@ -18,6 +18,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+from continuous_training.spark import literal_array
 from pyspark.ml.feature import Bucketizer
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -71,7 +72,7 @@ def _categorical_bin(value: Column, values: Sequence[str]) -> Column:
     """Position of the value among the reference values; the last slot for any other value (null stays null)."""
     if not values:
         return F.when(value.isNotNull(), F.lit(0))
-    position = F.array_position(F.array(*(F.lit(v) for v in values)), value).cast("int")
+    position = F.array_position(literal_array(values, "string"), value).cast("int")
     return F.when(value.isNotNull(), F.when(position > 0, position - 1).otherwise(F.lit(len(values))))
 
 
@@ -99,7 +100,7 @@ def window_profiles(df: DataFrame, references: Mapping[str, Mapping[str, Any]]) 
 
 def percentiles(name: str) -> Column:
     """The aggregate a numeric reference's edges come from: PERCENTILES of the column, as `reference_edges` takes."""
-    return F.percentile_approx(_value(name, "numeric"), PERCENTILES, PERCENTILE_ACCURACY)
+    return F.percentile_approx(_value(name, "numeric"), literal_array(PERCENTILES, "double"), PERCENTILE_ACCURACY)
 
 
 def reference_edges(values: Sequence[float | None] | None) -> list[float]:
