@@ -120,3 +120,19 @@ def test_classes_come_from_every_split(spark, settings, tmp_path):
     labels = spark.read.parquet(str(tmp_path / "featurize" / "test")).where(F.col("label") == 2).count()
     assert labels == 3
     assert spark.read.parquet(str(tmp_path / "featurize" / "train")).where(F.col("label") == 2).count() == 0
+
+
+def test_each_split_is_written_as_at_least_feature_files_files_holding_all_its_rows(spark, settings, tmp_path):
+    spec = make_spec()
+    rows = [(f"r{i}", float(i), i % 7, f"m{i % 5}", float(i % 3), "a") for i in range(2_000)]
+    settings = settings.model_copy(update={"feature_files": 5})
+    valid = spark.createDataFrame(rows, spec.ddl_schema).repartition(3)
+
+    result = featurize(valid, spec, "run1", tmp_path / "featurize", "inputs of run1", settings)
+
+    assert sum(result.rows.values()) == 2_000
+    for split in ("train", "validation", "test"):
+        files = sorted((tmp_path / "featurize" / split).glob("*.parquet"))
+        counts = [spark.read.parquet(str(path)).count() for path in files]
+        assert len(files) >= 5 and 0 not in counts, (split, counts)
+        assert sum(counts) == result.rows[split] and max(counts) <= result.rows[split] // 5, (split, counts)

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from pyspark import inheritable_thread_target
 from pyspark.ml import Pipeline, PipelineModel, Transformer
 from pyspark.ml.feature import (
     Imputer,
@@ -119,28 +121,39 @@ def _fit_capped_indexer(train: DataFrame, columns: list[str], outputs: list[str]
 
 
 def fit_feature_pipeline(train: DataFrame, spec: DatasetSpec) -> PipelineModel:
-    """The feature pipeline fitted on the raw training rows (see the module docstring)."""
+    """The feature pipeline fitted on the raw training rows (see the module docstring). The numeric and the
+    categorical stages are fitted at the same time: their Spark jobs fill each other's idle cores."""
     train = pipeline_input(train, spec)
     numeric, categorical = spec.features.numeric, spec.features.categorical
-    stages: list[Transformer] = []
-    assembled: list[str] = []
-    if numeric:
-        imputed = [_NUMERIC_IMPUTED.format(i) for i in range(len(numeric))]
-        stages += Pipeline(stages=[
-            Imputer(inputCols=numeric, outputCols=imputed, strategy="median"),
-            VectorAssembler(inputCols=imputed, outputCol=_NUMERIC_VECTOR),
-            StandardScaler(inputCol=_NUMERIC_VECTOR, outputCol=_NUMERIC_SCALED, withMean=True, withStd=True),
-        ]).fit(train).stages
-        assembled.append(_NUMERIC_SCALED)
-    if categorical:
-        indices = [_CATEGORY_INDEX.format(i) for i in range(len(categorical))]
-        onehots = [_CATEGORY_ONEHOT.format(i) for i in range(len(categorical))]
-        indexer = _fit_capped_indexer(train, categorical, indices, spec.features.max_categories)
-        encoder = OneHotEncoder(inputCols=indices, outputCols=onehots, dropLast=False).fit(indexer.transform(train))
-        stages += [indexer, encoder]
-        assembled += onehots
-    stages.append(VectorAssembler(inputCols=assembled, outputCol=FEATURES))
-    return PipelineModel(stages)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        numeric_fit = pool.submit(inheritable_thread_target(train.sparkSession)(_fit_numeric), train, numeric)
+        categorical_stages = _fit_categorical(train, categorical, spec.features.max_categories)
+        numeric_stages = numeric_fit.result()
+    assembled = ([_NUMERIC_SCALED] if numeric else []) + [_CATEGORY_ONEHOT.format(i) for i in range(len(categorical))]
+    return PipelineModel([*numeric_stages, *categorical_stages,
+                          VectorAssembler(inputCols=assembled, outputCol=FEATURES)])
+
+
+def _fit_numeric(train: DataFrame, numeric: list[str]) -> list[Transformer]:
+    """Imputer(median), VectorAssembler and StandardScaler fitted on the numeric features (none without any)."""
+    if not numeric:
+        return []
+    imputed = [_NUMERIC_IMPUTED.format(i) for i in range(len(numeric))]
+    return Pipeline(stages=[
+        Imputer(inputCols=numeric, outputCols=imputed, strategy="median"),
+        VectorAssembler(inputCols=imputed, outputCol=_NUMERIC_VECTOR),
+        StandardScaler(inputCol=_NUMERIC_VECTOR, outputCol=_NUMERIC_SCALED, withMean=True, withStd=True),
+    ]).fit(train).stages
+
+
+def _fit_categorical(train: DataFrame, categorical: list[str], max_categories: int) -> list[Transformer]:
+    """The capped StringIndexer and the OneHotEncoder fitted on the categorical features (none without any)."""
+    if not categorical:
+        return []
+    indices = [_CATEGORY_INDEX.format(i) for i in range(len(categorical))]
+    onehots = [_CATEGORY_ONEHOT.format(i) for i in range(len(categorical))]
+    indexer = _fit_capped_indexer(train, categorical, indices, max_categories)
+    return [indexer, OneHotEncoder(inputCols=indices, outputCols=onehots, dropLast=False).fit(indexer.transform(train))]
 
 
 def class_indexer(classes: list[str], spec: DatasetSpec) -> StringIndexerModel:
@@ -194,13 +207,15 @@ def featurize(valid: DataFrame, spec: DatasetSpec, run_id: str, out_dir: Path, i
     train_raw = raw.where(F.col(SPLIT) == "train").drop(SPLIT)
     pipeline = fit_feature_pipeline(train_raw, spec)
     label_indexer = class_indexer(list(classes), spec) if classified else None
-    pipeline.write().overwrite().save(str(out_dir / "pipeline"))
-    if label_indexer is not None:
-        label_indexer.write().overwrite().save(str(out_dir / "label_indexer"))
-    for split in SPLITS:
-        split_raw = raw.where(F.col(SPLIT) == split).drop(SPLIT)
-        features = to_feature_rows(split_raw, pipeline, label_indexer, spec)
-        features.repartition(settings.feature_files).write.mode("overwrite").parquet(str(out_dir / split))
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the models' small writes overlap the features'
+        saved = pool.submit(inheritable_thread_target(spark)(_save_models), out_dir, pipeline, label_indexer)
+        for split in SPLITS:
+            features = to_feature_rows(raw.where(F.col(SPLIT) == split).drop(SPLIT), pipeline, label_indexer, spec)
+            # Files of at most rows / feature_files rows: at least feature_files files (Petastorm's shards)
+            # without a shuffle, written by as many tasks as the rows have partitions.
+            per_file = max(rows[split] // settings.feature_files, 1)
+            features.write.mode("overwrite").option("maxRecordsPerFile", per_file).parquet(str(out_dir / split))
+        saved.result()
     feature_dim = spark.read.parquet(str(out_dir / "train")).select(F.size(FEATURES)).first()[0]
     classes = list(label_indexer.labels) if label_indexer is not None else None
     result = FeaturizeResult(
@@ -217,6 +232,12 @@ def featurize(valid: DataFrame, spec: DatasetSpec, run_id: str, out_dir: Path, i
     )
     (out_dir / "featurize.json").write_text(json.dumps(asdict(result), indent=2))
     return result
+
+
+def _save_models(out_dir: Path, pipeline: PipelineModel, label_indexer: StringIndexerModel | None) -> None:
+    pipeline.write().overwrite().save(str(out_dir / "pipeline"))
+    if label_indexer is not None:
+        label_indexer.write().overwrite().save(str(out_dir / "label_indexer"))
 
 
 def read_featurize_result(out_dir: Path) -> FeaturizeResult:
