@@ -1,17 +1,22 @@
-"""Spark session construction from the settings object, and literal arrays for column expressions."""
+"""Spark session construction from the settings object, two Spark actions at once, and literal arrays for column
+expressions."""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
+from pyspark import inheritable_thread_target
 from pyspark.sql import Column, SparkSession
 from pyspark.sql import functions as F
 
 from continuous_training.config import Settings, get_settings
 
 SHUFFLE_PARTITIONS = "spark.sql.shuffle.partitions"
+Background, Foreground = TypeVar("Background"), TypeVar("Foreground")
 
 
 def build_spark_session(app_name: str, conf: Mapping[str, str] | None = None,
@@ -51,6 +56,17 @@ def submitted_conf() -> dict[str, str]:
     SparkContext._ensure_initialized()
     return dict(SparkConf().getAll())
 
+
+
+def in_parallel(spark: SparkSession, background: Callable[[], Background],
+                foreground: Callable[[], Foreground]) -> tuple[Background, Foreground]:
+    """Run two independent Spark actions at once and return both results: `background` on a worker thread that
+    inherits the session's local properties and tags, `foreground` on this one. Each job fills the cores the other
+    leaves idle (its planning, its last tasks)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        later = pool.submit(inheritable_thread_target(spark)(background))
+        now = foreground()
+        return later.result(), now
 
 
 def literal_array(items: Sequence[float | str], element_type: str) -> Column:

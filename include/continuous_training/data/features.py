@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from pyspark import inheritable_thread_target
 from pyspark.ml import Pipeline, PipelineModel, Transformer
 from pyspark.ml.feature import (
     Imputer,
@@ -35,6 +34,7 @@ from pyspark.sql import functions as F
 
 from continuous_training.config import Settings, get_settings
 from continuous_training.errors import PipelineError
+from continuous_training.spark import in_parallel
 from continuous_training.spec import DatasetSpec, is_numeric_type
 
 if TYPE_CHECKING:
@@ -125,10 +125,9 @@ def fit_feature_pipeline(train: DataFrame, spec: DatasetSpec) -> PipelineModel:
     categorical stages are fitted at the same time: their Spark jobs fill each other's idle cores."""
     train = pipeline_input(train, spec)
     numeric, categorical = spec.features.numeric, spec.features.categorical
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        numeric_fit = pool.submit(inheritable_thread_target(train.sparkSession)(_fit_numeric), train, numeric)
-        categorical_stages = _fit_categorical(train, categorical, spec.features.max_categories)
-        numeric_stages = numeric_fit.result()
+    numeric_stages, categorical_stages = in_parallel(
+        train.sparkSession, partial(_fit_numeric, train, numeric),
+        partial(_fit_categorical, train, categorical, spec.features.max_categories))
     assembled = ([_NUMERIC_SCALED] if numeric else []) + [_CATEGORY_ONEHOT.format(i) for i in range(len(categorical))]
     return PipelineModel([*numeric_stages, *categorical_stages,
                           VectorAssembler(inputCols=assembled, outputCol=FEATURES)])
@@ -207,15 +206,16 @@ def featurize(valid: DataFrame, spec: DatasetSpec, run_id: str, out_dir: Path, i
     train_raw = raw.where(F.col(SPLIT) == "train").drop(SPLIT)
     pipeline = fit_feature_pipeline(train_raw, spec)
     label_indexer = class_indexer(list(classes), spec) if classified else None
-    with ThreadPoolExecutor(max_workers=1) as pool:  # the models' small writes overlap the features'
-        saved = pool.submit(inheritable_thread_target(spark)(_save_models), out_dir, pipeline, label_indexer)
+
+    def write_features() -> None:
         for split in SPLITS:
             features = to_feature_rows(raw.where(F.col(SPLIT) == split).drop(SPLIT), pipeline, label_indexer, spec)
             # Files of at most rows / feature_files rows: at least feature_files files (Petastorm's shards)
             # without a shuffle, written by as many tasks as the rows have partitions.
             per_file = max(rows[split] // settings.feature_files, 1)
             features.write.mode("overwrite").option("maxRecordsPerFile", per_file).parquet(str(out_dir / split))
-        saved.result()
+
+    in_parallel(spark, partial(_save_models, out_dir, pipeline, label_indexer), write_features)
     feature_dim = spark.read.parquet(str(out_dir / "train")).select(F.size(FEATURES)).first()[0]
     classes = list(label_indexer.labels) if label_indexer is not None else None
     result = FeaturizeResult(

@@ -5,20 +5,18 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from concurrent.futures import ThreadPoolExecutor
-from functools import reduce
+from functools import partial, reduce
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pyspark import inheritable_thread_target
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from continuous_training.data.report import render_report
 from continuous_training.errors import PipelineError
 from continuous_training.monitoring import profile
-from continuous_training.spark import literal_array
+from continuous_training.spark import in_parallel, literal_array
 from continuous_training.spec import INTEGRAL_TYPES, DatasetSpec, is_numeric_type
 
 QUANTILES: dict[str, float] = {
@@ -129,13 +127,10 @@ def compute_stats(df: DataFrame, spec: DatasetSpec, bins: int = HISTOGRAM_BINS, 
                        if first[f"{alias}_count"] > 0 else [] for _, alias in numeric}
     reference_edges = {alias: profile.reference_edges([sketches[alias].get(p) for p in profile.PERCENTILES])
                        for _, alias in numeric}
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        sums_pass = pool.submit(inheritable_thread_target(df.sparkSession)(_centered_sums),
-                                prepared, numeric, features, first)
-        histograms, reference_bins, values = _cell_counts(
-            prepared, histogram_edges, reference_edges,
-            {alias: is_numeric_type(spec.schema_[name]) for name, alias in categorical}, top_k)
-        sums = sums_pass.result()
+    numeric_categories = {alias: is_numeric_type(spec.schema_[name]) for name, alias in categorical}
+    sums, (histograms, reference_bins, values) = in_parallel(
+        df.sparkSession, partial(_centered_sums, prepared, numeric, features, first),
+        partial(_cell_counts, prepared, histogram_edges, reference_edges, numeric_categories, top_k))
 
     result: dict[str, dict] = {}
     reference: dict[str, dict] = {}

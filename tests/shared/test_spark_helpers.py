@@ -1,11 +1,13 @@
-"""literal_array: constants of any size reach Spark exactly, as one folded literal."""
+"""Column and job helpers: literal_array's constants reach Spark exactly, as one folded literal; in_parallel runs two
+actions at once, the background one seeing the session's local properties, and hands back results and errors."""
 
 from __future__ import annotations
 
 import math
 
 import pytest
-from continuous_training.spark import literal_array
+from continuous_training.errors import PipelineError
+from continuous_training.spark import in_parallel, literal_array
 from pyspark.sql import functions as F
 
 pytestmark = pytest.mark.integration
@@ -30,3 +32,23 @@ def test_the_array_is_folded_into_one_literal(spark):
     assert [row.value for row in frame.collect()] == [1.5, 2.5, 1.5]
     plan = frame._jdf.queryExecution().optimizedPlan().toString().lower()
     assert "from_json" not in plan and "jsontostructs" not in plan
+
+
+def test_in_parallel_returns_both_results_and_the_background_sees_the_local_properties(spark):
+    context = spark.sparkContext
+    context.setLocalProperty("spark.job.description", "profiling churn")
+    try:
+        background, foreground = in_parallel(
+            spark, lambda: (context.getLocalProperty("spark.job.description"), spark.range(1000).count()),
+            lambda: spark.range(10).count())
+    finally:
+        context.setLocalProperty("spark.job.description", None)
+    assert background == ("profiling churn", 1000) and foreground == 10
+
+
+def test_in_parallel_raises_the_background_error(spark):
+    def fail() -> None:
+        raise PipelineError("background failed")
+
+    with pytest.raises(PipelineError, match="background failed"):
+        in_parallel(spark, fail, lambda: spark.range(10).count())
