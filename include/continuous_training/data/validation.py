@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Collection
 from dataclasses import asdict, dataclass
-from functools import reduce
+from functools import partial, reduce
 from pathlib import Path
 
 from pyspark import StorageLevel
@@ -14,6 +14,7 @@ from pyspark.sql import functions as F
 
 from continuous_training.data.ingest import CORRUPT_RECORD, SOURCE_FILE
 from continuous_training.errors import PipelineError
+from continuous_training.spark import in_parallel
 from continuous_training.spec import DatasetSpec, is_numeric_type
 
 REASONS = "_quarantine_reasons"
@@ -124,39 +125,50 @@ def annotate(frame: DataFrame, spec: DatasetSpec, labelled: bool = True,
     return flagged.select(*(_col(column) for column in frame.columns), _reasons(checks).alias(REASONS))
 
 
+def _outputs(frame: DataFrame, spec: DatasetSpec, labelled: bool, duplicates: dict[str, DataFrame],
+             observations: tuple[Observation, Observation, Observation],
+             ) -> tuple[list[tuple[str, Column]], DataFrame, DataFrame]:
+    """The checks, the valid rows and the quarantined rows (with `quarantine_reason`) of `validate`; the rows read,
+    the rows of each output and the quarantined rows per check are observed as the outputs are written."""
+    read, kept, quarantine = observations
+    rows = F.count(F.lit(1)).alias("rows")
+    columns = [_col(column) for column in spec.schema_ if column in frame.columns]
+    flagged, checks = _with_checks(frame, spec, labelled, duplicates)
+    failing = reduce(lambda a, b: a | b, [condition for _, condition in checks])
+    valid = flagged.observe(read, rows).where(~failing).observe(kept, rows).select(*columns)
+    per_reason = [F.count_if(condition).alias(f"reason_{i}") for i, (_, condition) in enumerate(checks)]
+    quarantined = (flagged.where(failing).observe(quarantine, rows, *per_reason)
+                   .select(F.array_join(_reasons(checks), "; ").alias(REASON), *columns, CORRUPT_RECORD, SOURCE_FILE))
+    return checks, valid, quarantined
+
+
 def validate(frame: DataFrame, spec: DatasetSpec, run_id: str, out_dir: Path,
              max_quarantine_fraction: float, labelled: bool = True) -> ValidationResult:
     """Write `out_dir/valid`, `out_dir/quarantine` (with `quarantine_reason`) and `validation.json`.
 
     The spec columns the frame has are checked and kept (a batch to score may lack the label and other non-feature
-    columns; with `labelled=False` a null label is no reason to quarantine). Three Spark jobs: the duplicate values,
-    then each output written once; the counts (rows read, rows each write wrote, rows per reason) are observed
-    while writing. Raises PipelineError after writing when the quarantined fraction exceeds
-    `max_quarantine_fraction`.
+    columns; with `labelled=False` a null label is no reason to quarantine). Three Spark jobs: the duplicate values
+    (counted while the checks and both outputs' plans are built), then each output written once; the counts (rows
+    read, rows each write wrote, rows per reason) are observed while writing. Raises PipelineError after writing
+    when the quarantined fraction exceeds `max_quarantine_fraction`.
     """
-    columns = [_col(column) for column in spec.schema_ if column in frame.columns]
     duplicates = {column: values.persist(StorageLevel.MEMORY_AND_DISK)
                   for column, values in duplicated_values(frame, spec).items()}
-    rows = F.count(F.lit(1)).alias("rows")
     read, kept, quarantine = Observation("read"), Observation("valid"), Observation("quarantined")
     try:
-        for values in duplicates.values():
-            values.count()
-        flagged, checks = _with_checks(frame, spec, labelled, duplicates)
-        failing = reduce(lambda a, b: a | b, [condition for _, condition in checks])
-        (flagged.observe(read, rows).where(~failing).observe(kept, rows).select(*columns)
-         .write.mode("overwrite").parquet(str(out_dir / "valid")))
-        per_reason = [F.count_if(condition).alias(f"reason_{i}") for i, (_, condition) in enumerate(checks)]
-        (flagged.where(failing).observe(quarantine, rows, *per_reason)
-         .select(F.array_join(_reasons(checks), "; ").alias(REASON), *columns, CORRUPT_RECORD, SOURCE_FILE)
-         .write.mode("overwrite").parquet(str(out_dir / "quarantine")))
+        _, (checks, valid, quarantined_rows) = in_parallel(
+            frame.sparkSession, lambda: [values.count() for values in duplicates.values()],
+            partial(_outputs, frame, spec, labelled, duplicates, (read, kept, quarantine)))
+        valid.write.mode("overwrite").parquet(str(out_dir / "valid"))
+        quarantined_rows.write.mode("overwrite").parquet(str(out_dir / "quarantine"))
     finally:
         for values in duplicates.values():
             values.unpersist()
-    rows_in, valid_rows, quarantined = read.get["rows"], kept.get["rows"], quarantine.get["rows"]
+    quarantine_counts = quarantine.get  # each `get` converts the whole observed row: read it once
+    rows_in, valid_rows, quarantined = read.get["rows"], kept.get["rows"], quarantine_counts["rows"]
     if valid_rows + quarantined != rows_in:
         raise PipelineError(f"validate: {rows_in} rows in but {valid_rows} valid + {quarantined} quarantined")
-    reason_counts = [(reason, quarantine.get[f"reason_{i}"]) for i, (reason, _) in enumerate(checks)]
+    reason_counts = [(reason, quarantine_counts[f"reason_{i}"]) for i, (reason, _) in enumerate(checks)]
     fraction = quarantined / rows_in if rows_in else 0.0
     result = ValidationResult(
         dataset=spec.name,
