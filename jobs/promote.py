@@ -2,27 +2,15 @@
 
 Exits 0 whether the candidate is promoted or rejected; 1 with a message when promote cannot decide."""
 
-import argparse
-
-from continuous_training.cli import job_parser, run_job
+from continuous_training.cli import job_parser, optional, run_job
 from continuous_training.registry import promote_candidate
 from continuous_training.spark import build_spark_session
 from continuous_training.spec import load_spec
 
 
-def optional_float(text: str) -> float | None:
-    """A number, or None for an empty value or `None`/`null` (an unset Airflow param renders as `None`)."""
-    if text.strip().lower() in {"", "none", "null"}:
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or None, got {text!r}") from None
-
-
 def main() -> None:
     parser = job_parser("promote")
-    parser.add_argument("--promotion-threshold", type=optional_float, default=None,
+    parser.add_argument("--promotion-threshold", type=optional(float), default=None,
                         help="Absolute bar on the dataset's promotion metric (default, or None: the spec's).")
     parser.add_argument("--min-improvement", type=float, default=0.0,
                         help="How much the candidate must beat the champion by (>= 0).")

@@ -3,11 +3,12 @@ spark-submit jobs/train.py --dataset churn ..."""
 
 from dataclasses import fields
 
-from continuous_training.cli import job_parser, run_job
+from continuous_training.cli import job_parser, optional, run_job
 from continuous_training.spark import build_spark_session, submitted_conf
 from continuous_training.spec import load_spec
 from continuous_training.training.barrier import barrier_spark_conf
 from continuous_training.training.candidate import AirflowContext, TrainParams, train_candidate
+from continuous_training.training.loop import DEFAULT_RANK_BATCH, MIN_STEPS_PER_EPOCH
 
 
 def main() -> None:
@@ -19,6 +20,10 @@ def main() -> None:
             parser.add_argument(flag, choices=["auto", "true", "false"], default=defaults.use_gpu)
         elif field.name == "framework":
             parser.add_argument(flag, choices=["torch", "tensorflow"], default=defaults.framework)
+        elif field.name == "batch_size":
+            parser.add_argument(flag, type=optional(int), default=defaults.batch_size,
+                                help=f"Rows per rank and step; None: {DEFAULT_RANK_BATCH}, fewer when an epoch would "
+                                     f"take less than {MIN_STEPS_PER_EPOCH} steps.")
         else:
             parser.add_argument(flag, type=type(getattr(defaults, field.name)), default=getattr(defaults, field.name))
     parser.add_argument("--airflow-dag-id", default=AirflowContext.dag_id)

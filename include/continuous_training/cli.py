@@ -6,11 +6,27 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
+from typing import TypeVar
 
 from continuous_training.errors import PipelineError
 from continuous_training.spec import SpecError
 
 log = logging.getLogger("continuous_training")
+Value = TypeVar("Value")
+
+
+def optional(cast: Callable[[str], Value]) -> Callable[[str], Value | None]:
+    """An argparse type: `cast` of the text, or None for an empty text or `None`/`null` (how an unset Airflow param
+    renders)."""
+    def parse(text: str) -> Value | None:
+        if text.strip().lower() in {"", "none", "null"}:
+            return None
+        try:
+            return cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {cast.__name__} or None, got {text!r}") from None
+
+    return parse
 
 
 def job_parser(stage: str) -> argparse.ArgumentParser:

@@ -70,7 +70,7 @@ def training_params(spec: DatasetSpec | None) -> dict[str, Param]:
     spec's `training.params`; the generic DAG takes a name or a path."""
     defaults: dict[str, Any] = {
         "max_quarantine_fraction": get_settings().quarantine_max_fraction, "num_proc": 2, "use_gpu": "auto",
-        "framework": "torch", "epochs": 10, "batch_size": 64, "learning_rate": 0.001, "patience": 3, "seed": 42,
+        "framework": "torch", "epochs": 10, "batch_size": None, "learning_rate": 0.001, "patience": 3, "seed": 42,
         "promotion_threshold": None, "min_improvement": 0.0,
         **(spec.training.params if spec and spec.training else {}),
     }
@@ -92,7 +92,9 @@ def training_params(spec: DatasetSpec | None) -> dict[str, Param]:
                          description="auto: GPUs when the cluster schedules them; true: require; false: CPU."),
         "epochs": Param(defaults["epochs"], type="integer", minimum=1,
                         description="Maximum epochs (early stopping may end sooner)."),
-        "batch_size": Param(defaults["batch_size"], type="integer", minimum=1, description="Batch size per rank."),
+        "batch_size": Param(defaults["batch_size"], type=["null", "integer"], minimum=1,
+                            description="Rows per rank and step (the global batch is this × num_proc); empty: 512, "
+                                        "fewer when an epoch would take less than 32 steps."),
         "learning_rate": Param(defaults["learning_rate"], type="number", exclusiveMinimum=0,
                                description="Base learning rate (scaled by the number of ranks)."),
         "patience": Param(defaults["patience"], type="integer", minimum=0,

@@ -63,8 +63,9 @@ def test_registry_moves_share_one_single_slot_pool(dagbag: DagBag) -> None:
 def test_params_validate_good_and_reject_bad(dagbag: DagBag) -> None:
     params: ParamsDict = dagbag.dags["training_pipeline"].params
     params.validate()
+    assert params["batch_size"] is None, "no batch by default: the trainer sizes it to the train split"
     for key, bad_value in [("num_proc", 0), ("use_gpu", "maybe"), ("learning_rate", 0), ("dataset", ""),
-                           ("max_quarantine_fraction", 1.5)]:
+                           ("max_quarantine_fraction", 1.5), ("batch_size", 0)]:
         candidate = ParamsDict({k: params.get_param(k) for k in params})
         with pytest.raises(ParamValidationError):
             candidate[key] = bad_value

@@ -18,6 +18,7 @@ from continuous_training.spec import load_spec
 from continuous_training.tracking import find_training_run
 from continuous_training.training.candidate import AirflowContext, TrainParams, train_candidate
 from continuous_training.training.evaluation import evaluate_candidate
+from continuous_training.training.loop import MIN_STEPS_PER_EPOCH
 from e2e_workspace import FRAMEWORK, ON_CLUSTER, TRAIN_CONF, Workspace, dag_run_finished, task_final_state
 
 pytestmark = [pytest.mark.e2e, pytest.mark.barrier]
@@ -70,6 +71,8 @@ def test_pipeline_trains_registers_and_promotes(e2e: Workspace, dataset: str, mo
             "spark_master", "data_fingerprint"} <= set(params)
     assert params["framework"] == FRAMEWORK[dataset] and params["num_proc"] == "2" and params["data_run_id"] == run_id
     assert params["data_fingerprint"] == features["data_fingerprint"]
+    assert params["batch_size"] == "auto", "the DAG's empty batch_size reaches the job as None"
+    assert params["rank_batch_size"] == str(features["rows"]["train"] // (2 * MIN_STEPS_PER_EPOCH))
     assert params["spark_master"] == (e2e.cluster.master_url if on_cluster else "local[2]")
     tags = run.data.tags
     workers_tag = {"torch": "horovod.size", "tensorflow": "tensorflow.workers"}[FRAMEWORK[dataset]]

@@ -12,7 +12,7 @@ import pytest
 from continuous_training.errors import PipelineError
 from continuous_training.training import barrier as barrier_module
 from continuous_training.training.barrier import BarrierStageError, run_in_barrier
-from continuous_training.training.loop import TrainConfig, fit
+from continuous_training.training.loop import MIN_STEPS_PER_EPOCH, TrainConfig, fit
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -98,11 +98,12 @@ def test_two_rank_regression_reduces_loss(spark, regression_dir, tmp_path, feed_
     assert (tmp_path / "ckpt" / "checkpoint.pt").exists()
 
 
-def test_two_rank_multiclass_learns(spark, multiclass_dir, tmp_path):
-    config = TrainConfig.from_featurize(multiclass_dir, tmp_path / "ckpt", epochs=6, batch_size=16,
-                                        learning_rate=0.01, patience=0)
+def test_two_rank_multiclass_learns_with_the_default_batch(spark, multiclass_dir, tmp_path):
+    config = TrainConfig.from_featurize(multiclass_dir, tmp_path / "ckpt", epochs=6, learning_rate=0.01, patience=0)
     result = fit(spark, config, num_proc=2)
 
+    assert result.batch_size == ROWS["train"] // (2 * MIN_STEPS_PER_EPOCH), "a small split lowers the default batch"
+    assert result.steps_per_epoch == MIN_STEPS_PER_EPOCH
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     assert result.best_metrics["val_accuracy"] > 0.7
     assert result.best_state["4.weight"].shape == (3, 32)

@@ -10,7 +10,13 @@ import torch
 from continuous_training.errors import PipelineError
 from continuous_training.training.barrier import barrier_spark_conf, local_master_slots
 from continuous_training.training.keras_model import build_keras_mlp, keras_loss, keras_weights
-from continuous_training.training.loop import TrainConfig, steps_per_epoch
+from continuous_training.training.loop import (
+    DEFAULT_RANK_BATCH,
+    MIN_STEPS_PER_EPOCH,
+    TrainConfig,
+    rank_batch_size,
+    steps_per_epoch,
+)
 from continuous_training.training.model import build_mlp, loss_for
 from torch import nn
 
@@ -77,6 +83,21 @@ def test_losses_per_task():
 def test_steps_per_epoch_is_the_same_for_every_rank_and_at_least_one():
     assert steps_per_epoch(1000, 2, 64) == 7
     assert steps_per_epoch(10, 4, 64) == 1
+
+
+def test_a_given_batch_is_kept_and_the_default_batch_leaves_enough_steps_per_epoch():
+    assert rank_batch_size(70_000, 2, 16) == 16
+    assert rank_batch_size(100, 2, 4096) == 4096
+    assert DEFAULT_RANK_BATCH == 512 and MIN_STEPS_PER_EPOCH == 32
+    assert rank_batch_size(70_000, 2, None) == 512, "the demo's train split: the full default"
+    assert rank_batch_size(2_100, 2, None) == 32
+    assert steps_per_epoch(2_100, 2, rank_batch_size(2_100, 2, None)) == 32
+    for rows, ranks in [(65_535, 2), (1_000, 3), (64, 2), (63, 2), (5, 4)]:
+        batch = rank_batch_size(rows, ranks, None)
+        if rows >= ranks * MIN_STEPS_PER_EPOCH:
+            assert steps_per_epoch(rows, ranks, batch) >= MIN_STEPS_PER_EPOCH, (rows, ranks, batch)
+        else:
+            assert batch == 1, (rows, ranks)
 
 
 @pytest.mark.parametrize(("master", "cpus", "slots"), [

@@ -14,6 +14,7 @@ from continuous_training.spec import load_spec
 from continuous_training.tracking import find_training_run, mlflow_client
 from continuous_training.training.barrier import BarrierStageError
 from continuous_training.training.candidate import AirflowContext, TrainParams, train_candidate
+from continuous_training.training.loop import MIN_STEPS_PER_EPOCH
 
 pytestmark = [pytest.mark.integration, pytest.mark.barrier]
 
@@ -33,13 +34,15 @@ def prepare_run(spark, settings, spec, run_id: str) -> None:
 def test_training_refuses_a_rerun_whose_data_changed_and_marks_failures(spark, settings):
     generate(rows=800, batches=2, seed=3, data_dir=settings.data_dir)
     spec = load_spec("churn", settings)
-    params = TrainParams(num_proc=2, epochs=1, batch_size=32)
+    params = TrainParams(num_proc=2, epochs=1)
     prepare_run(spark, settings, spec, RUN_ID)
     mlflow_run_id = train_candidate(spark, spec, RUN_ID, params, AirflowContext(), settings)
     client = mlflow_client(settings)
-    fingerprint = client.get_run(mlflow_run_id).data.params["data_fingerprint"]
+    logged = client.get_run(mlflow_run_id).data.params
     featurized = read_featurize_result(stage_dir(spec.name, "featurize", RUN_ID, settings))
-    assert fingerprint == featurized.data_fingerprint
+    assert logged["data_fingerprint"] == featurized.data_fingerprint
+    assert logged["batch_size"] == "auto", "no batch_size given: the default, sized to the train split"
+    assert logged["rank_batch_size"] == str(featurized.rows["train"] // (2 * MIN_STEPS_PER_EPOCH))
 
     edited = spec.model_copy(update={"features": spec.features.model_copy(
         update={"numeric": spec.features.numeric[:-1]})})

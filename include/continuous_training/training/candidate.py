@@ -41,7 +41,7 @@ class TrainParams:
 
     num_proc: int = 2
     epochs: int = 10
-    batch_size: int = 64
+    batch_size: int | None = None  # per rank; None: loop.rank_batch_size's default
     learning_rate: float = 1e-3
     patience: int = 3
     seed: int = 42
@@ -123,7 +123,8 @@ def _train_and_log(spark: SparkSession, client, run, spec: DatasetSpec, run_id: 
     featurize_dir = Path(config.featurize_dir)
     for key, value in {
         "framework": params.framework, "num_proc": params.num_proc, "epochs": params.epochs,
-        "batch_size": params.batch_size, "learning_rate": params.learning_rate, "patience": params.patience,
+        "batch_size": "auto" if params.batch_size is None else params.batch_size,
+        "learning_rate": params.learning_rate, "patience": params.patience,
         "seed": params.seed, "use_gpu": params.use_gpu, "dataset": spec.name, "data_run_id": run_id,
         "spark_master": spark.sparkContext.master, "feature_dim": features.feature_dim,
         "hidden_units": json.dumps(list(config.hidden)), DATA_FINGERPRINT_PARAM: config.data_fingerprint,
@@ -135,6 +136,7 @@ def _train_and_log(spark: SparkSession, client, run, spec: DatasetSpec, run_id: 
     transform = _checked_serving_transform(spark, spec, featurize_dir)
     result = fit(spark, config, params.num_proc, use_gpu, require_gpu=params.use_gpu == "true")
     _log_history(client, mlflow_run_id, result)
+    client.log_param(mlflow_run_id, "rank_batch_size", result.batch_size)
     client.set_tag(mlflow_run_id, "horovod.size" if params.framework == "torch" else "tensorflow.workers",
                    str(result.num_proc))
     client.set_tag(mlflow_run_id, "spark.barrier", "true")

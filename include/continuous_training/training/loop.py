@@ -6,6 +6,12 @@ the config, the feed and the early-stopping rule.
 Every rank takes the same number of steps per epoch (a shard smaller than its share of the steps repeats), so
 gradient allreduces never wait on a rank that ran out of data. Rank 0 decides early stopping from allreduced metrics,
 broadcasts the decision, and checkpoints after every epoch so that a retried stage resumes at the next epoch.
+
+Each rank trains on `batch_size` rows a step, so a step covers `batch_size × ranks` rows (the global batch), and
+Adam's learning rate is `learning_rate × ranks` (the gradients are averaged over the ranks). Without a
+`batch_size`, a rank takes DEFAULT_RANK_BATCH rows, fewer when an epoch would otherwise take less than
+MIN_STEPS_PER_EPOCH steps: large enough to keep a GPU, or a CPU's vector units, busy, small enough that a small
+training split still gets enough updates.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -42,6 +48,8 @@ from continuous_training.training.tasks import TASKS, output_dim
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.pt"
+DEFAULT_RANK_BATCH = 512
+MIN_STEPS_PER_EPOCH = 32
 CHECKPOINT_FORMAT = 1
 FRAMEWORKS = ("torch", "tensorflow")
 
@@ -59,7 +67,7 @@ class TrainConfig:
     validation_rows: int = 0
     data_fingerprint: str = ""
     epochs: int = 10
-    batch_size: int = 64
+    batch_size: int | None = None
     learning_rate: float = 1e-3
     patience: int = 3
     min_delta: float = 0.0
@@ -76,7 +84,7 @@ class TrainConfig:
                                 f"(expected one of {', '.join(FRAMEWORKS)})")
         checks = {
             "feature_dim": self.feature_dim >= 1, "train_rows": self.train_rows >= 1, "epochs": self.epochs >= 1,
-            "batch_size": self.batch_size >= 1, "learning_rate": self.learning_rate > 0,
+            "batch_size": self.batch_size is None or self.batch_size >= 1, "learning_rate": self.learning_rate > 0,
             "patience": self.patience >= 0, "min_delta": self.min_delta >= 0,
             "feed_memory_mb": self.feed_memory_mb >= 0, "reader_workers": self.reader_workers >= 1,
         }
@@ -127,6 +135,7 @@ class TrainResult:
     start_epoch: int
     num_proc: int
     devices: list[str]
+    batch_size: int
     steps_per_epoch: int
     elapsed_s: float
     feed: str = "in_memory"
@@ -166,6 +175,14 @@ def check_shardable(config: TrainConfig, num_proc: int) -> None:
                 f"{path} has {groups} Parquet row groups, fewer than num_proc={num_proc}: every rank needs "
                 f"its own row groups; write the split as at least {num_proc} files or lower num_proc"
             )
+
+
+def rank_batch_size(train_rows: int, size: int, batch_size: int | None) -> int:
+    """The rows each of `size` ranks trains on per step: `batch_size` when given; else DEFAULT_RANK_BATCH, lowered
+    (down to 1) so that one pass over `train_rows` takes at least MIN_STEPS_PER_EPOCH steps."""
+    if batch_size is not None:
+        return batch_size
+    return max(1, min(DEFAULT_RANK_BATCH, train_rows // (size * MIN_STEPS_PER_EPOCH)))
 
 
 def steps_per_epoch(train_rows: int, size: int, batch_size: int) -> int:
@@ -220,7 +237,8 @@ def validation_record(config: TrainConfig, loss_sum: float, count: float, extra:
 def fit(spark: SparkSession, config: TrainConfig, num_proc: int, use_gpu: bool = False,
         require_gpu: bool = False) -> TrainResult:
     """Train with `num_proc` ranks (Horovod for torch, a MultiWorkerMirroredStrategy cluster for tensorflow) in
-    one Spark barrier stage; the result comes from rank 0.
+    one Spark barrier stage; the result comes from rank 0. Without a `config.batch_size`, each rank takes
+    `rank_batch_size`'s default for `num_proc` ranks (the result's `batch_size`).
 
     With `use_gpu` the ranks ask Spark for a GPU each and train on it when CUDA works there (else on the CPU, or,
     with `require_gpu`, the stage fails with the reason).
@@ -229,6 +247,7 @@ def fit(spark: SparkSession, config: TrainConfig, num_proc: int, use_gpu: bool =
     reachable from every executor, since rank 0 may run on another host the next time).
     """
     check_shardable(config, num_proc)
+    config = replace(config, batch_size=rank_batch_size(config.train_rows, num_proc, config.batch_size))
     if config.framework == "tensorflow":
         from continuous_training.training.tensorflow_loop import train_worker as body
     else:
@@ -241,7 +260,8 @@ def fit(spark: SparkSession, config: TrainConfig, num_proc: int, use_gpu: bool =
     result = TrainResult(
         history=chief["history"], best_epoch=chief["best_epoch"], best_state=chief["best_state"],
         stopped_early=chief["stopped_early"], start_epoch=chief["start_epoch"], num_proc=num_proc,
-        devices=[r.value["device"] for r in results], steps_per_epoch=chief["steps_per_epoch"],
+        devices=[r.value["device"] for r in results], batch_size=config.batch_size,
+        steps_per_epoch=chief["steps_per_epoch"],
         elapsed_s=elapsed, feed=chief["feed"], rank_hosts=[r.host for r in results],
         gpu_addresses={r.rank: list(r.gpu_addresses) for r in results},
     )
