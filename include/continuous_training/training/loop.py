@@ -48,10 +48,10 @@ from continuous_training.training.tasks import TASKS, output_dim
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.pt"
-DEFAULT_RANK_BATCH = 512
-MIN_STEPS_PER_EPOCH = 32
 CHECKPOINT_FORMAT = 1
 FRAMEWORKS = ("torch", "tensorflow")
+DEFAULT_RANK_BATCH = 512
+MIN_STEPS_PER_EPOCH = 32
 
 
 @dataclass(frozen=True)
