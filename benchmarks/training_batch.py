@@ -33,6 +33,7 @@ from continuous_training.spec import load_spec
 from continuous_training.training.loop import TrainConfig, fit
 from continuous_training.training.model import build_mlp
 from pyspark.sql import SparkSession
+from sklearn.metrics import accuracy_score, r2_score, roc_auc_score
 
 DATASETS = {"churn": 10, "churn_plan": 10, "churn_value": 8}  # dataset: epochs (churn_value's spec trains 8)
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "training_batch.json"
@@ -78,15 +79,10 @@ def score_test_split(config: TrainConfig, weights: dict[str, np.ndarray]) -> tup
     with torch.no_grad():
         scores = model(features).numpy()
     if config.task == "regression":
-        residual = ((labels - scores[:, 0]) ** 2).sum()
-        return "r2", float(1 - residual / ((labels - labels.mean()) ** 2).sum())
+        return "r2", float(r2_score(labels, scores[:, 0]))
     if config.task == "binary_classification":
-        ranks = np.empty(len(labels))
-        ranks[np.argsort(scores[:, 0])] = np.arange(1, len(labels) + 1)
-        positive = labels == 1
-        n_pos, n_neg = positive.sum(), (~positive).sum()
-        return "auc", float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-    return "accuracy", float((scores.argmax(axis=1) == labels).mean())
+        return "auc", float(roc_auc_score(labels, scores[:, 0]))
+    return "accuracy", float(accuracy_score(labels, scores.argmax(axis=1)))
 
 
 def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:

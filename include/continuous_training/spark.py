@@ -57,7 +57,6 @@ def submitted_conf() -> dict[str, str]:
     return dict(SparkConf().getAll())
 
 
-
 def in_parallel(spark: SparkSession, background: Callable[[], Background],
                 foreground: Callable[[], Foreground]) -> tuple[Background, Foreground]:
     """Run two independent Spark actions at once and return both results: `background` on a worker thread that
