@@ -33,13 +33,11 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW_CONN_SPARK_DEFAULT ?= {"conn_type": "spark", "host": "local[*]"}
 export PYSPARK_PYTHON := $(PY)
-# Spark's class-data-sharing archive (made by setup): driver JVMs map Spark's classes from it instead of loading and
-# verifying them again, which roughly halves the start of every spark-submit here. A JVM that does not match it warns
-# once and starts as usual; a SPARK_SUBMIT_OPTS of your own replaces this.
+# Spark's class-data-sharing archive (made by setup), mapped by every driver JVM; a JVM that does not match it warns
+# once and starts as usual. A SPARK_SUBMIT_OPTS of your own replaces this.
 SPARK_CLASS_ARCHIVE := $(VENV)/spark-classes.jsa
-# Driver JVMs compile with C1 alone: every task is its own short spark-submit, and on one machine C2's compilations
-# mostly take cores from the job (the demo's training DAG: 0.80x the time). In local mode on millions of rows C2 pays
-# off (the 1M-row data stages take 0.70x the time with it): `make train SPARK_DRIVER_JIT=`.
+# Driver JVMs compile with C1 alone (every task is a short spark-submit); `make train SPARK_DRIVER_JIT=` brings C2
+# back for runs on millions of rows (see benchmarks/README.md).
 SPARK_DRIVER_JIT ?= -XX:TieredStopAtLevel=1
 export SPARK_SUBMIT_OPTS ?= -XX:SharedArchiveFile=$(SPARK_CLASS_ARCHIVE) $(SPARK_DRIVER_JIT)
 
@@ -72,7 +70,7 @@ $(AIRFLOW_DB): $(STAMP)
 	touch $@
 
 demo-data: setup
-	$(PY) -m continuous_training.data.demo --rows $(DEMO_ROWS) --bad-fraction $(DEMO_BAD_FRACTION) --scoring-days 2 --drifted-scoring-days 1
+	$(PY) -m continuous_training.demo --rows $(DEMO_ROWS) --bad-fraction $(DEMO_BAD_FRACTION) --scoring-days 2 --drifted-scoring-days 1
 
 demo: demo-data $(AIRFLOW_DB)
 	$(call DAG_TEST,training__churn,{})
@@ -88,15 +86,15 @@ demo: demo-data $(AIRFLOW_DB)
 	bash scripts/run_triggered_training.sh churn $(DEMO_DRIFT_DATE)
 
 train: setup $(AIRFLOW_DB)
-	$(call DAG_TEST,$$($(PY) -m continuous_training.summary --dataset '$(DATASET)' --training-dag),$$($(PY) -c 'import json, sys; print(json.dumps({"dataset": sys.argv[1], **json.loads(sys.argv[2])}))' '$(DATASET)' '$(CONF)'))
+	$(call DAG_TEST,$$($(PY) -m continuous_training.summary --dataset '$(DATASET)' --dag training),$$($(PY) -c 'import json, sys; print(json.dumps({"dataset": sys.argv[1], **json.loads(sys.argv[2])}))' '$(DATASET)' '$(CONF)'))
 	$(PY) -m continuous_training.summary --dataset '$(DATASET)'
 
 score: setup $(AIRFLOW_DB)
-	$(call DAG_TEST,$$($(PY) -m continuous_training.summary --dataset '$(DATASET)' --scoring-dag),$$($(PY) -c 'import json, sys; print(json.dumps({"dataset": sys.argv[1], "input": sys.argv[2] or None}))' '$(DATASET)' '$(INPUT)'),$(DATE))
+	$(call DAG_TEST,$$($(PY) -m continuous_training.summary --dataset '$(DATASET)' --dag scoring),$$($(PY) -c 'import json, sys; print(json.dumps({"dataset": sys.argv[1], "input": sys.argv[2] or None}))' '$(DATASET)' '$(INPUT)'),$(DATE))
 	$(PY) -m continuous_training.summary --dataset '$(DATASET)' --scored-for '$(DATE)'
 
 drift: setup $(AIRFLOW_DB)
-	$(call DAG_TEST,$$($(PY) -m continuous_training.summary --dataset '$(DATASET)' --drift-dag),$$($(PY) -c 'import json, sys; print(json.dumps({"dataset": sys.argv[1], **({"window": int(sys.argv[2])} if sys.argv[2] else {})}))' '$(DATASET)' '$(WINDOW)'),$(DATE))
+	$(call DAG_TEST,$$($(PY) -m continuous_training.summary --dataset '$(DATASET)' --dag drift),$$($(PY) -c 'import json, sys; print(json.dumps({"dataset": sys.argv[1], **({"window": int(sys.argv[2])} if sys.argv[2] else {})}))' '$(DATASET)' '$(WINDOW)'),$(DATE))
 	$(PY) -m continuous_training.summary --dataset '$(DATASET)' --checked-for '$(DATE)'
 
 up: setup $(AIRFLOW_DB)
@@ -110,6 +108,7 @@ test: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 bench: SPARK_DRIVER_JIT :=
 bench: setup

@@ -5,7 +5,8 @@
 In one Spark session: fits the churn feature pipeline on a small training sample, logs and registers a pyfunc
 with the training MLP's shape (random weights: the cost does not depend on them), then for each size writes an
 unlabelled demo batch as Parquet and times (a) `continuous_training.serving.batch.score` (predictions with lineage and
-one probability column per class) and (b) `spark_udf(env_manager="local")` over the same columns. Both run to the
+one probability column per class) and (b) the bare `spark_udf(env_manager="local")` it wraps
+(`serving.predict.model_udf`) over the same columns. Both run to the
 end through Spark's `noop` sink, so neither is timed writing files. Prints rows/s of both, their ratio, and the
 driver's peak memory while scoring (this Python process, and the Spark driver JVM, which in local mode also hosts
 the executors), and writes the
@@ -29,15 +30,16 @@ from typing import Any
 import mlflow
 import psutil
 from continuous_training.config import Settings
-from continuous_training.data.demo import generate, generate_scoring
-from continuous_training.data.features import fit_feature_pipeline
+from continuous_training.data.features import feature_transform, fit_feature_pipeline
 from continuous_training.data.ingest import batch_columns
+from continuous_training.demo import generate, generate_scoring
+from continuous_training.model.pyfunc import log_pyfunc_model
+from continuous_training.model.torch_mlp import build_mlp, numpy_weights
 from continuous_training.serving.batch import ResolvedModel, score
-from continuous_training.serving.model import FeatureTransform, log_pyfunc_model
+from continuous_training.serving.predict import model_udf
 from continuous_training.spark import build_spark_session
 from continuous_training.spec import DatasetSpec, load_spec
 from continuous_training.tracking import mlflow_client
-from continuous_training.training.model import build_mlp, numpy_weights
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -83,7 +85,7 @@ class PeakRss:
 def register_model(spark: SparkSession, spec: DatasetSpec, settings: Settings) -> ResolvedModel:
     generate(rows=20_000, batches=1, seed=1, data_dir=settings.data_dir)
     train = spark.read.csv(spec.source_path(settings), header=True, schema=spec.ddl_schema)
-    transform = FeatureTransform.from_pipeline(fit_feature_pipeline(train, spec), spec)
+    transform = feature_transform(fit_feature_pipeline(train, spec), spec)
     network = build_mlp(transform.feature_dim, spec.task, None, hidden=HIDDEN, seed=0)
     client = mlflow_client(settings)
     mlflow.set_experiment(experiment_id=client.create_experiment(
@@ -116,8 +118,7 @@ def timed_noop(frame: DataFrame) -> float:
 
 def measure(spark: SparkSession, spec: DatasetSpec, model: ResolvedModel, rows: int, root: Path) -> dict[str, Any]:
     frame = batch(spark, spec, rows, root)
-    udf = mlflow.pyfunc.spark_udf(spark, model.uri, env_manager="local",
-                                  result_type="prediction string, probability double")
+    udf = model_udf(spark, model.uri, spec.task)
     variants = {
         "project": lambda: score(frame, spec, model, date(2026, 11, 5), "bench"),
         "spark_udf": lambda: frame.withColumn("scored", udf(F.struct(

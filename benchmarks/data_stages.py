@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from continuous_training.config import Settings
-from continuous_training.data.demo import generate
 from continuous_training.data.features import featurize
 from continuous_training.data.ingest import ingest
 from continuous_training.data.stats import write_stats
 from continuous_training.data.validation import validate
+from continuous_training.demo import generate
 from continuous_training.paths import stage_dir
 from continuous_training.spark import build_spark_session
 from continuous_training.spec import DatasetSpec, is_numeric_type, load_spec

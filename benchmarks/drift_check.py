@@ -33,17 +33,26 @@ import mlflow
 import psutil
 from batch_scoring import HIDDEN, PeakRss
 from continuous_training.config import Settings
-from continuous_training.data.demo import generate, generate_scoring
-from continuous_training.data.features import fit_feature_pipeline
+from continuous_training.data.features import feature_transform, fit_feature_pipeline
 from continuous_training.data.stats import compute_stats
+from continuous_training.demo import generate, generate_scoring
+from continuous_training.metrics import TRUE_LABEL, prediction_metrics
+from continuous_training.model.pyfunc import log_pyfunc_model
+from continuous_training.model.torch_mlp import build_mlp, numpy_weights
 from continuous_training.monitoring import drift, reference
+from continuous_training.paths import (
+    VALIDATE,
+    VALIDATION_FILE,
+    ValidationResult,
+    stage_dir,
+    stage_for,
+    write_result,
+)
 from continuous_training.serving.batch import ResolvedModel, partition_dir, score_batch
-from continuous_training.serving.model import FeatureTransform, log_pyfunc_model, predict_spark
+from continuous_training.serving.predict import predict_spark
 from continuous_training.spark import build_spark_session
 from continuous_training.spec import DatasetSpec, load_spec
 from continuous_training.tracking import mlflow_client
-from continuous_training.training.evaluation import LABEL, prediction_metrics
-from continuous_training.training.model import build_mlp, numpy_weights
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -105,7 +114,7 @@ def register_model(spark: SparkSession, spec: DatasetSpec, settings: Settings, r
     """A registered pyfunc whose training run carries real drift references, as a training run logs them."""
     generate(rows=rows, batches=1, seed=1, data_dir=settings.data_dir)
     train = spark.read.csv(spec.source_path(settings), header=True, schema=spec.ddl_schema)
-    transform = FeatureTransform.from_pipeline(fit_feature_pipeline(train, spec), spec)
+    transform = feature_transform(fit_feature_pipeline(train, spec), spec)
     network = build_mlp(transform.feature_dim, spec.task, None, hidden=HIDDEN, seed=0)
     client = mlflow_client(settings)
     mlflow.set_experiment(experiment_id=client.create_experiment(
@@ -117,7 +126,7 @@ def register_model(spark: SparkSession, spec: DatasetSpec, settings: Settings, r
         mlflow.log_dict(compute_stats(train, spec), reference.STATS_ARTIFACT)
         mlflow.log_dict(reference.prediction_reference(train, info.model_uri, spec),
                         reference.PREDICTION_PROFILE_ARTIFACT)
-        scored = predict_spark(train, info.model_uri, spec.task).withColumn(LABEL, F.col(spec.label))
+        scored = predict_spark(train, info.model_uri, spec.task).withColumn(TRUE_LABEL, F.col(spec.label))
         mlflow.log_metric("test_auc", prediction_metrics(scored, spec.task, ["0", "1"], "test_")["test_auc"])
     version = mlflow.register_model(info.model_uri, spec.registered_model_name).version
     return ResolvedModel(spec.registered_model_name, str(version), run.info.run_id, "champion")
@@ -129,10 +138,10 @@ def score_day(spark: SparkSession, spec: DatasetSpec, settings: Settings, model:
     written = generate_scoring(days=1, rows_per_day=rows, start_date=day, seed=rows, data_dir=settings.data_dir)
     schema = ", ".join(f"`{column}` {kind}" for column, kind in spec.schema_.items() if column not in LABELS)
     valid = spark.read.csv(str(written.batches[0]), header=True, schema=schema)
-    validate_dir = settings.data_dir / spec.name / "scoring" / "validate" / f"run_id=score-{day}"
-    validate_dir.mkdir(parents=True, exist_ok=True)
-    (validate_dir / "validation.json").write_text(json.dumps({"rows_in": rows, "valid": rows, "quarantined": 0,
-                                                              "reasons": {}}))
+    validate_dir = stage_dir(spec.name, stage_for(VALIDATE, True), f"score-{day}", settings)
+    write_result(validate_dir / VALIDATION_FILE, ValidationResult(
+        dataset=spec.name, run_id=f"score-{day}", rows_in=rows, valid=rows, quarantined=0, quarantine_fraction=0.0,
+        max_quarantine_fraction=0.0, reasons={}))
     score_batch(valid, spec, model, day, f"score-{day}", settings)
 
 

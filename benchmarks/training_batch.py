@@ -23,15 +23,14 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 from continuous_training.config import Settings
-from continuous_training.data.demo import generate
-from continuous_training.data.features import featurize
-from continuous_training.data.ingest import ingest
-from continuous_training.data.validation import validate
-from continuous_training.paths import stage_dir
+from continuous_training.demo import generate
+from continuous_training.model.torch_mlp import build_mlp
+from continuous_training.paths import FEATURIZE, stage_dir
+from continuous_training.pipeline import run_data_stages
 from continuous_training.spark import build_spark_session
 from continuous_training.spec import load_spec
-from continuous_training.training.loop import TrainConfig, fit
-from continuous_training.training.model import build_mlp
+from continuous_training.training.epochs import TrainConfig
+from continuous_training.training.fit import fit
 from pyspark.sql import SparkSession
 from sklearn.metrics import accuracy_score, r2_score, roc_auc_score
 
@@ -61,12 +60,7 @@ def prepare(spark: SparkSession, settings: Settings, rows: int, datasets: list[s
     """Demo data through ingest, validate and featurize for each dataset (run id `bench`)."""
     generate(rows=rows, batches=4, data_dir=settings.data_dir, bad_fraction=0.01)
     for name in datasets:
-        spec = load_spec(name, settings)
-        dirs = {stage: stage_dir(name, stage, "bench", settings) for stage in ("ingest", "validate", "featurize")}
-        manifest = ingest(spark, spec, "bench", dirs["ingest"], settings)
-        validate(spark.read.parquet(str(dirs["ingest"] / "data")), spec, "bench", dirs["validate"], 0.5)
-        featurize(spark.read.parquet(str(dirs["validate"] / "valid")), spec, "bench", dirs["featurize"],
-                  manifest.input_fingerprint, settings)
+        run_data_stages(spark, load_spec(name, settings), "bench", settings, max_quarantine_fraction=0.5)
 
 
 def score_test_split(config: TrainConfig, weights: dict[str, np.ndarray]) -> tuple[str, float]:
@@ -93,7 +87,7 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
     try:
         prepare(spark, settings, args.rows, args.datasets)
         for name in args.datasets:
-            featurize_dir = stage_dir(name, "featurize", "bench", settings)
+            featurize_dir = stage_dir(name, FEATURIZE, "bench", settings)
             baseline_s = None
             for index, text in enumerate(args.configs):
                 batch, learning_rate = parse_config(text)

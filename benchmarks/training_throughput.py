@@ -39,7 +39,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,10 +49,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from continuous_training.data.features import FEATURES, LABEL
+from continuous_training.model.torch_mlp import build_mlp, loss_for
+from continuous_training.paths import FEATURIZE, FEATURIZE_FILE, FeaturizeResult
 from continuous_training.spark import build_spark_session
 from continuous_training.training.barrier import RankContext, barrier_spark_conf
-from continuous_training.training.loop import TrainConfig, fit, train_rank
-from continuous_training.training.model import build_mlp, loss_for
+from continuous_training.training.epochs import TrainConfig
+from continuous_training.training.fit import fit
+from continuous_training.training.torch_rank import train_rank
 from pyspark.sql import SparkSession
 
 TASK = "regression"
@@ -99,9 +102,11 @@ def write_dataset(root: Path, args: argparse.Namespace) -> None:
                 pa.array(features[index].ravel()))
             table = pa.table({FEATURES: column, LABEL: pa.array(labels[index])})
             pq.write_table(table, root / split / f"part-{part:05d}.parquet", row_group_size=len(index))
-    meta = {"task": TASK, "feature_dim": args.features, "num_classes": None,
-            "rows": {"train": args.rows, "validation": args.validation_rows, "test": 0}}
-    (root / "featurize.json").write_text(json.dumps(meta))
+    meta = FeaturizeResult(dataset="synthetic", run_id="benchmark", task=TASK, feature_dim=args.features,
+                           num_classes=None, classes=None,
+                           rows={"train": args.rows, "validation": args.validation_rows, "test": 0},
+                           numeric=[], categorical=[], data_fingerprint="")
+    (root / FEATURIZE_FILE).write_text(json.dumps(asdict(meta)))
 
 
 def load_tensors(path: Path, feature_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,8 +118,8 @@ def load_tensors(path: Path, feature_dim: int) -> tuple[torch.Tensor, torch.Tens
 
 
 def plain_loop(features: torch.Tensor, labels: torch.Tensor, config: TrainConfig, threads: int) -> dict[str, Any]:
-    """(a): the training steps of `loop._Trainer` with `threads` intra-op threads, no reader, Horovod or Spark,
-    on the device the tensors are on."""
+    """(a): the training steps of `torch_rank._TorchTrainer` with `threads` intra-op threads, no reader, Horovod or
+    Spark, on the device the tensors are on."""
     torch.manual_seed(config.seed)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -152,14 +157,14 @@ def plain_loop(features: torch.Tensor, labels: torch.Tensor, config: TrainConfig
 
 
 def plain_keras_loop(features: np.ndarray, labels: np.ndarray, config: TrainConfig, threads: int) -> dict[str, Any]:
-    """(d): the Keras workers' training step (`tensorflow_loop._KerasTrainer`) in one process with `threads`
+    """(d): the Keras workers' training step (`tensorflow_rank._KerasTrainer`) in one process with `threads`
     intra-op threads: batches gathered inside one `tf.function` step, no reader, strategy or Spark."""
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
     import keras
-    from continuous_training.training.keras_model import build_keras_mlp, keras_loss
+    from continuous_training.model.keras_mlp import build_keras_mlp, keras_loss
 
     started = time.perf_counter()
     model = build_keras_mlp(config.feature_dim, config.task, config.num_classes, config.hidden, config.seed)
@@ -259,7 +264,7 @@ def measure_barrier(args: argparse.Namespace, work: Path, config: TrainConfig) -
     # A driver started by `python` (not spark-submit) launches its Python workers with PYSPARK_PYTHON only.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     frameworks = args.frameworks.split(",")
-    features, labels = load_tensors(work / "featurize" / "train", args.features)
+    features, labels = load_tensors(work / FEATURIZE / "train", args.features)
     # The plain loops use the intra-op threads `train_rank` gives a single rank; torch's once more with one thread.
     cpus = os.cpu_count() or 1
     results = {}
@@ -305,7 +310,7 @@ def measure_gpu(args: argparse.Namespace, work: Path, config: TrainConfig) -> tu
     """(a) and (b) on cuda, then the same on the CPU of this host; results and ratios."""
     if not torch.cuda.is_available():
         raise SystemExit("--gpu needs a usable CUDA device: torch.cuda.is_available() is False")
-    features, labels = load_tensors(work / "featurize" / "train", args.features)
+    features, labels = load_tensors(work / FEATURIZE / "train", args.features)
     cpus = os.cpu_count() or 1
     results = {}
     for device in ("cuda", "cpu"):
@@ -326,7 +331,7 @@ def measure_gpu(args: argparse.Namespace, work: Path, config: TrainConfig) -> tu
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="training_throughput_"))
-    featurize_dir = work / "featurize"
+    featurize_dir = work / FEATURIZE
     load_before = load_average()
     try:
         started = time.perf_counter()

@@ -18,14 +18,11 @@ section's schedule. `batch_scoring` takes any spec by name or path, and the batc
 """
 
 from airflow.sdk import DAG, chain
-from continuous_training.dag_tasks import (
-    default_task_args,
-    resolve_scoring_run,
-    resolved,
-    scoring_params,
-    spark_job,
-)
-from continuous_training.spec import DatasetSpec, specs_with_scoring
+from continuous_training.dag_ids import SCORING, dags
+from continuous_training.orchestration.params import scoring_params
+from continuous_training.orchestration.tasks import SCORE, default_task_args, resolve_scoring_run, resolved, spark_job
+from continuous_training.paths import INGEST, VALIDATE
+from continuous_training.spec import DatasetSpec
 
 
 def batch_scoring_dag(dag_id: str, spec: DatasetSpec | None) -> DAG:
@@ -41,15 +38,13 @@ def batch_scoring_dag(dag_id: str, spec: DatasetSpec | None) -> DAG:
     ) as dag:
         chain(
             resolve_scoring_run(),
-            spark_job("ingest", "--for-scoring", "--input", resolved("input")),
-            spark_job("validate", "--for-scoring", "--max-quarantine-fraction", "{{ params.max_quarantine_fraction }}"),
-            spark_job("score", "--scored-for", resolved("scored_for"), "--model-version", resolved("model", "version"),
+            spark_job(INGEST, "--for-scoring", "--input", resolved("input")),
+            spark_job(VALIDATE, "--for-scoring", "--max-quarantine-fraction", "{{ params.max_quarantine_fraction }}"),
+            spark_job(SCORE, "--scored-for", resolved("scored_for"), "--model-version", resolved("model", "version"),
                       "--model-alias", "{{ params.model_alias }}"),
         )
     return dag
 
 
-for dataset_spec in specs_with_scoring():
-    globals()[f"batch_scoring__{dataset_spec.name}"] = batch_scoring_dag(f"batch_scoring__{dataset_spec.name}",
-                                                                         dataset_spec)
-batch_scoring = batch_scoring_dag("batch_scoring", None)
+for dag_id, dataset_spec in dags(SCORING):
+    globals()[dag_id] = batch_scoring_dag(dag_id, dataset_spec)

@@ -22,15 +22,18 @@ section's schedule (default 06:00 UTC daily, after scoring). `drift_check` takes
 """
 
 from airflow.sdk import DAG, chain
-from continuous_training.dag_tasks import (
+from continuous_training.dag_ids import DRIFT, dags
+from continuous_training.orchestration.params import drift_params
+from continuous_training.orchestration.tasks import (
+    CHECK_DRIFT,
+    LAND_LABELS,
     RUN_DATE,
     decide_retraining,
     default_task_args,
-    drift_params,
     spark_job,
     trigger_retraining,
 )
-from continuous_training.spec import DatasetSpec, specs_with_monitoring
+from continuous_training.spec import DatasetSpec
 
 
 def drift_check_dag(dag_id: str, spec: DatasetSpec | None) -> DAG:
@@ -45,14 +48,13 @@ def drift_check_dag(dag_id: str, spec: DatasetSpec | None) -> DAG:
         params=drift_params(spec),
     ) as dag:
         chain(
-            spark_job("land_labels", "--up-to", RUN_DATE),
-            spark_job("check_drift", "--checked-for", RUN_DATE, "--window", "{{ params.window }}"),
+            spark_job(LAND_LABELS, "--up-to", RUN_DATE),
+            spark_job(CHECK_DRIFT, "--checked-for", RUN_DATE, "--window", "{{ params.window }}"),
             decide_retraining(),
             trigger_retraining(),
         )
     return dag
 
 
-for dataset_spec in specs_with_monitoring():
-    globals()[f"drift_check__{dataset_spec.name}"] = drift_check_dag(f"drift_check__{dataset_spec.name}", dataset_spec)
-drift_check = drift_check_dag("drift_check", None)
+for dag_id, dataset_spec in dags(DRIFT):
+    globals()[dag_id] = drift_check_dag(dag_id, dataset_spec)

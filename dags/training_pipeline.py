@@ -38,7 +38,10 @@ trigger form takes the spec's `training.params` as defaults. Drift checks retrai
 """
 
 from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, chain
-from continuous_training.dag_tasks import (
+from continuous_training.dag_ids import TRAINING, dags
+from continuous_training.orchestration.landing import landing_asset
+from continuous_training.orchestration.params import training_params
+from continuous_training.orchestration.tasks import (
     check_spec,
     default_task_args,
     new_data,
@@ -46,10 +49,9 @@ from continuous_training.dag_tasks import (
     register_task,
     spark_job,
     train_task,
-    training_params,
 )
-from continuous_training.data.landing import landing_asset
-from continuous_training.spec import DatasetSpec, specs_with_training
+from continuous_training.paths import EVALUATE, FEATURIZE, INGEST, STATS, VALIDATE
+from continuous_training.spec import DatasetSpec
 
 
 def training_schedule(spec: DatasetSpec | None):
@@ -79,18 +81,17 @@ def training_dag(dag_id: str, spec: DatasetSpec | None) -> DAG:
     ) as dag:
         chain(
             check_spec(),
-            spark_job("ingest"),
-            spark_job("validate", "--max-quarantine-fraction", "{{ params.max_quarantine_fraction }}"),
-            spark_job("stats"),
-            spark_job("featurize"),
+            spark_job(INGEST),
+            spark_job(VALIDATE, "--max-quarantine-fraction", "{{ params.max_quarantine_fraction }}"),
+            spark_job(STATS),
+            spark_job(FEATURIZE),
             train_task(),
-            spark_job("evaluate"),
+            spark_job(EVALUATE),
             register_task(),
             promote_task(),
         )
     return dag
 
 
-for dataset_spec in specs_with_training():
-    globals()[f"training__{dataset_spec.name}"] = training_dag(f"training__{dataset_spec.name}", dataset_spec)
-training_pipeline = training_dag("training_pipeline", None)
+for dag_id, dataset_spec in dags(TRAINING):
+    globals()[dag_id] = training_dag(dag_id, dataset_spec)

@@ -3,7 +3,7 @@
 from continuous_training.cli import job_parser, run_job
 from continuous_training.spark import build_spark_session
 from continuous_training.spec import load_spec
-from continuous_training.training.evaluation import evaluate_candidate
+from continuous_training.training.evaluate import evaluate_candidate
 
 
 def main() -> None:

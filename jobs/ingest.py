@@ -5,7 +5,7 @@ With --for-scoring it ingests a batch to score (--input, the glob of the batch) 
 
 from continuous_training.cli import job_parser, run_job
 from continuous_training.data.ingest import ingest
-from continuous_training.paths import data_path, stage_dir, stage_for
+from continuous_training.paths import INGEST, data_path, stage_dir, stage_for
 from continuous_training.spark import build_spark_session
 from continuous_training.spec import load_spec
 
@@ -18,7 +18,7 @@ def main() -> None:
     args = parser.parse_args()
     spec = load_spec(args.dataset)
     spark = build_spark_session(f"ingest-{spec.name}")
-    out_dir = stage_dir(spec.name, stage_for("ingest", args.for_scoring), args.run_id)
+    out_dir = stage_dir(spec.name, stage_for(INGEST, args.for_scoring), args.run_id)
     source = data_path(args.input) if args.input else None
     result = ingest(spark, spec, args.run_id, out_dir, source=source, scoring=args.for_scoring)
     print(f"ingest: {result.rows} rows ({result.corrupt_rows} malformed) from {len(result.files)} files "

@@ -5,8 +5,8 @@ import json
 from datetime import date
 
 from continuous_training.cli import job_parser, run_job
-from continuous_training.monitoring.labels import LANDED_FILE, MONITORING_STAGE, land_labelled_batches
-from continuous_training.paths import stage_dir
+from continuous_training.monitoring.labels import LANDED_FILE, land_labelled_batches
+from continuous_training.paths import MONITORING, stage_dir
 from continuous_training.spark import build_spark_session
 from continuous_training.spec import load_spec
 
@@ -18,7 +18,7 @@ def main() -> None:
     spec = load_spec(args.dataset)
     spark = build_spark_session(f"land-labels-{spec.name}")
     outcomes = land_labelled_batches(spark, spec, args.up_to)
-    out_dir = stage_dir(spec.name, MONITORING_STAGE, args.run_id)
+    out_dir = stage_dir(spec.name, MONITORING, args.run_id)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / LANDED_FILE).write_text(json.dumps(outcomes, indent=2))
     for outcome in outcomes:

@@ -5,10 +5,10 @@ from dataclasses import fields
 
 from continuous_training.cli import job_parser, optional, run_job
 from continuous_training.spark import build_spark_session, submitted_conf
-from continuous_training.spec import load_spec
+from continuous_training.spec import FRAMEWORKS, USE_GPU_CHOICES, TrainParams, load_spec
 from continuous_training.training.barrier import barrier_spark_conf
-from continuous_training.training.candidate import AirflowContext, TrainParams, train_candidate
-from continuous_training.training.loop import DEFAULT_RANK_BATCH, MIN_STEPS_PER_EPOCH
+from continuous_training.training.epochs import DEFAULT_RANK_BATCH, MIN_STEPS_PER_EPOCH
+from continuous_training.training.train import AirflowContext, train_candidate
 
 
 def main() -> None:
@@ -17,9 +17,9 @@ def main() -> None:
     for field in fields(TrainParams):
         flag = f"--{field.name.replace('_', '-')}"
         if field.name == "use_gpu":
-            parser.add_argument(flag, choices=["auto", "true", "false"], default=defaults.use_gpu)
+            parser.add_argument(flag, choices=USE_GPU_CHOICES, default=defaults.use_gpu)
         elif field.name == "framework":
-            parser.add_argument(flag, choices=["torch", "tensorflow"], default=defaults.framework)
+            parser.add_argument(flag, choices=FRAMEWORKS, default=defaults.framework)
         elif field.name == "batch_size":
             parser.add_argument(flag, type=optional(int), default=defaults.batch_size,
                                 help=f"Rows per rank and step; None: {DEFAULT_RANK_BATCH}, fewer when an epoch would "

@@ -3,7 +3,7 @@
 from continuous_training.cli import job_parser, run_job
 from continuous_training.config import get_settings
 from continuous_training.data.validation import validate
-from continuous_training.paths import stage_dir, stage_for
+from continuous_training.paths import INGEST, INGESTED_DATA, VALIDATE, stage_dir, stage_for
 from continuous_training.spark import build_spark_session
 from continuous_training.spec import load_spec
 
@@ -17,9 +17,9 @@ def main() -> None:
     args = parser.parse_args()
     spec = load_spec(args.dataset)
     spark = build_spark_session(f"validate-{spec.name}")
-    ingest_dir = stage_dir(spec.name, stage_for("ingest", args.for_scoring), args.run_id)
-    out_dir = stage_dir(spec.name, stage_for("validate", args.for_scoring), args.run_id)
-    result = validate(spark.read.parquet(str(ingest_dir / "data")), spec, args.run_id, out_dir,
+    ingest_dir = stage_dir(spec.name, stage_for(INGEST, args.for_scoring), args.run_id)
+    out_dir = stage_dir(spec.name, stage_for(VALIDATE, args.for_scoring), args.run_id)
+    result = validate(spark.read.parquet(str(ingest_dir / INGESTED_DATA)), spec, args.run_id, out_dir,
                       args.max_quarantine_fraction, labelled=not args.for_scoring)
     print(f"validate: {result.rows_in} rows in = {result.valid} valid + {result.quarantined} quarantined "
           f"({result.quarantine_fraction:.2%}); reasons: {result.reasons}")

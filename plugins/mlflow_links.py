@@ -30,7 +30,10 @@ from airflow.plugins_manager import AirflowPlugin
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.providers.standard.operators.python import PythonOperator, ShortCircuitOperator
 from airflow.sdk import BaseOperatorLink
+from cachetools import TTLCache
 from continuous_training.config import get_settings
+from continuous_training.orchestration.tasks import CHECK_DRIFT, DECIDE_RETRAINING, REGISTER, RESOLVE_SCORING_RUN, SCORE
+from continuous_training.paths import EVALUATE, PROMOTE, TRAIN
 from continuous_training.tracking import AIRFLOW_DAG_ID_TAG, AIRFLOW_RUN_ID_TAG, AIRFLOW_TASK_ID_TAG, filter_literal
 
 if TYPE_CHECKING:
@@ -41,16 +44,17 @@ log = logging.getLogger(__name__)
 
 RUN_LINK, MODEL_VERSION_LINK = "MLflow run", "MLflow model version"
 # For each linked task: the task whose MLflow run it links to.
-RUN_LOGGED_BY = {"train": "train", "evaluate": "train", "register": "train", "promote": "train",
-                 "score": "score", "check_drift": "check_drift", "decide_retraining": "check_drift"}
-VERSION_REGISTERED_FROM_RUN = frozenset({"evaluate", "register", "promote"})
-VERSION_TAGGED_ON_RUN = frozenset({"score", "check_drift"})
-VERSION_RETURNED_BY = "resolve_scoring_run"
+RUN_LOGGED_BY = {TRAIN: TRAIN, EVALUATE: TRAIN, REGISTER: TRAIN, PROMOTE: TRAIN,
+                 SCORE: SCORE, CHECK_DRIFT: CHECK_DRIFT, DECIDE_RETRAINING: CHECK_DRIFT}
+VERSION_REGISTERED_FROM_RUN = frozenset({EVALUATE, REGISTER, PROMOTE})
+VERSION_TAGGED_ON_RUN = frozenset({SCORE, CHECK_DRIFT})
+VERSION_RETURNED_BY = RESOLVE_SCORING_RUN
 LINKED_TASKS = frozenset(RUN_LOGGED_BY) | {VERSION_RETURNED_BY}
 
 LOOKUP_TIMEOUT_S = 5.0
 LOOKUP_REUSE_S = 10.0
 MAX_LOOKUPS_IN_FLIGHT = 8
+MAX_LOOKUPS_KEPT = 1024
 
 
 class TaskRef(NamedTuple):
@@ -163,7 +167,8 @@ class _Lookup:
     deadline: float
 
 
-_recent: dict[TaskRef, _Lookup] = {}
+# A lookup answers for LOOKUP_REUSE_S after its deadline.
+_recent: TTLCache[TaskRef, _Lookup] = TTLCache(MAX_LOOKUPS_KEPT, ttl=LOOKUP_TIMEOUT_S + LOOKUP_REUSE_S)
 _recent_lock = threading.Lock()
 _in_flight = threading.BoundedSemaphore(MAX_LOOKUPS_IN_FLIGHT)
 
@@ -196,8 +201,6 @@ def recorded_links(ti_key: Any) -> dict[str, str]:
         return {}
     now = time.monotonic()
     with _recent_lock:
-        for stale in [key for key, lookup in _recent.items() if lookup.deadline + LOOKUP_REUSE_S < now]:
-            del _recent[stale]
         lookup = _recent.get(task)
         if lookup is None:
             lookup = _recent[task] = _Lookup(_start_lookup(task), now + LOOKUP_TIMEOUT_S)

@@ -5,7 +5,7 @@
 set -euo pipefail
 dataset=$1
 checked_for=$2
-read -r dag_id run_id < <(python -m continuous_training.summary --dataset "$dataset" --retrain-run "$checked_for") || true
+read -r dag_id run_id < <(python -m continuous_training.monitoring.retraining --dataset "$dataset" --checked-for "$checked_for") || true
 if [[ -z ${run_id:-} ]]; then
     echo "the drift check of $dataset for $checked_for triggered no retraining" >&2
     exit 1

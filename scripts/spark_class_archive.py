@@ -13,12 +13,9 @@ import tempfile
 from pathlib import Path
 
 from continuous_training.config import Settings
-from continuous_training.data.demo import generate
-from continuous_training.data.features import featurize
-from continuous_training.data.ingest import ingest
-from continuous_training.data.stats import write_stats
-from continuous_training.data.validation import validate
-from continuous_training.paths import stage_dir
+from continuous_training.demo import generate
+from continuous_training.paths import VALID_DATA, VALIDATE, stage_dir
+from continuous_training.pipeline import run_data_stages
 from continuous_training.spark import build_spark_session
 from continuous_training.spec import load_spec
 
@@ -29,12 +26,8 @@ def main() -> None:
         spec, run_id = load_spec("churn", settings), "class-archive"
         generate(rows=2_000, batches=2, seed=1, bad_fraction=0.01, data_dir=settings.data_dir)
         spark = build_spark_session("spark-class-archive", {"spark.sql.shuffle.partitions": "2"}, settings)
-        ingested = ingest(spark, spec, run_id, stage_dir(spec.name, "ingest", run_id, settings), settings=settings)
-        validate(spark.read.parquet(str(ingested.output)), spec, run_id,
-                 stage_dir(spec.name, "validate", run_id, settings), max_quarantine_fraction=1.0)
-        valid = spark.read.parquet(str(stage_dir(spec.name, "validate", run_id, settings) / "valid"))
-        write_stats(valid, spec, stage_dir(spec.name, "stats", run_id, settings))
-        featurize(valid, spec, run_id, stage_dir(spec.name, "featurize", run_id, settings), "class-archive", settings)
+        run_data_stages(spark, spec, run_id, settings, max_quarantine_fraction=1.0, stats=True)
+        valid = spark.read.parquet(str(stage_dir(spec.name, VALIDATE, run_id, settings) / VALID_DATA))
         valid.limit(100).toPandas()
         spark.stop()
 

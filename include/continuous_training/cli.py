@@ -16,8 +16,7 @@ Value = TypeVar("Value")
 
 
 def optional(cast: Callable[[str], Value]) -> Callable[[str], Value | None]:
-    """An argparse type: `cast` of the text, or None for an empty text or `None`/`null` (how an unset Airflow param
-    renders)."""
+    """An argparse type: `cast` of the text, or None for an empty text, `None` or `null` (an unset Airflow param)."""
     def parse(text: str) -> Value | None:
         if text.strip().lower() in {"", "none", "null"}:
             return None

@@ -1,82 +1,57 @@
 """Registry transitions: register a candidate as `@challenger`, promote it to `@champion` behind a gate.
 
-Aliases are the source of truth; classic stages are mirrored for tools that still read them
-(challenger → Staging, champion → Production with the previous Production archived, rejected → Archived).
-Every move is idempotent: rerunning a step for the same Airflow run finds the same version and changes nothing twice.
+Aliases are the source of truth; classic stages are mirrored (challenger → Staging, champion → Production with the
+previous Production archived, rejected → Archived). Every move is idempotent: rerunning a step for the same Airflow
+run finds the same version and changes nothing twice.
 
-The gate cannot promote a model that is worse than the champion it replaces (decided, see `promote_candidate`):
-
-* Registry moves of one model are serialised by `registry_lock`, an exclusive `flock` on a file under
-  `$DATA_DIR/_locks/` (the storage every task shares), with a bounded wait. `register_candidate` and
-  `promote_candidate` hold it from reading the aliases to moving them. The Airflow pool `mlflow_registry` runs those
-  tasks one at a time as well, but only the tasks its scheduler sees; the lock also covers jobs run by hand, tests
-  and anything else sharing the registry and DATA_DIR.
-* `promote_candidate` re-evaluates itself: under the lock it reads the version holding `@champion` at that moment.
-  If that is not the version evaluate scored (the run's tag `champion_version_evaluated`, absent when there was no
-  champion), another run moved `@champion` since, so promote scores the candidate and the current champion again on
-  the same rows of the run's test split (`continuous_training.training.evaluation.evaluate_against`), logs the
-  fresh metrics and gates against that champion. The candidate is scored again too: the current champion may know
-  other classes, which changes the rows both are compared on.
+Moves of one model are serialised by `registry_lock`, a lock file under `$DATA_DIR/_locks/` held from reading the
+aliases to moving them (also for runs outside the Airflow pool `mlflow_registry`). When `@champion` moved since
+evaluate (tag `champion_version_evaluated`), promote scores the candidate and the current champion again on the
+run's test split (`training.evaluate.evaluate_against`), so it never promotes a model worse than the champion it
+replaces.
 """
 
 from __future__ import annotations
 
-import fcntl
-import itertools
-import json
 import logging
 import re
-import time
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import mlflow
+from filelock import FileLock, Timeout
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from continuous_training.config import Settings, get_settings
 from continuous_training.errors import PipelineError
-from continuous_training.paths import stage_dir
+from continuous_training.paths import PROMOTE, PROMOTION_FILE, PromotionDecision, stage_dir, write_result
 from continuous_training.spec import LOWER_IS_BETTER, DatasetSpec
-from continuous_training.tracking import AIRFLOW_RUN_ID_TAG, CANDIDATE_MODEL_TAG, mlflow_client, require_training_run
+from continuous_training.tracking import (
+    AIRFLOW_RUN_ID_TAG,
+    CANDIDATE_MODEL_TAG,
+    CHALLENGER,
+    CHAMPION,
+    alias_version,
+    mlflow_client,
+    require_training_run,
+    version_for_run,
+)
+from continuous_training.training.evaluate import CHAMPION_EVALUATED_TAG, evaluate_against
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
 
-CHAMPION, CHALLENGER = "champion", "challenger"
 STAGE_FOR = {CHALLENGER: "Staging", CHAMPION: "Production", "rejected": "Archived"}
-CHAMPION_EVALUATED_TAG = "champion_version_evaluated"
 REGISTRY_LOCK_TIMEOUT_S = 600.0
 _LOCK_POLL_S = 0.2
 _UNSAFE_FILE_NAME = re.compile(r"[^A-Za-z0-9_.+=-]")
-
-
-@dataclass(frozen=True)
-class PromotionDecision:
-    """The gate's verdict for one candidate version; written as `promotion.json`.
-
-    `champion_version` is the version that held `@champion` when the gate decided; `champion_version_at_evaluate`
-    the one evaluate had scored; `reevaluated` says whether promote scored both again because they differ."""
-
-    model_name: str
-    version: str
-    metric: str
-    candidate_value: float
-    champion_version: str | None
-    champion_value: float | None
-    champion_version_at_evaluate: str | None
-    reevaluated: bool
-    threshold: float | None
-    min_improvement: float
-    promoted: bool
-    reason: str
 
 
 def registry_lock_path(model_name: str, settings: Settings | None = None) -> Path:
@@ -93,47 +68,29 @@ def registry_lock(model_name: str, settings: Settings | None = None,
     Waits at most `timeout_s` for another holder, then raises a PipelineError naming the lock file."""
     path = registry_lock_path(model_name, settings)
     path.parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + timeout_s
-    with path.open("a") as handle:
-        for attempt in itertools.count():
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise PipelineError(
-                        f"gave up after {timeout_s:g} s waiting for the registry lock {path}: another register or "
-                        "promote of this model still holds it (if no such task is running, retry this task)"
-                    ) from None
-                if attempt == 0:
-                    log.info("waiting for the registry lock %s (held by another register or promote)", path)
-                time.sleep(_LOCK_POLL_S)
+    lock = FileLock(path, poll_interval=_LOCK_POLL_S, fallback_to_soft=False, preserve_lock_file=True)
+    try:
+        lock.acquire(blocking=False)
+    except Timeout:
+        log.info("waiting for the registry lock %s (held by another register or promote)", path)
         try:
-            yield path
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            lock.acquire(timeout=timeout_s)
+        except Timeout:
+            raise PipelineError(
+                f"gave up after {timeout_s:g} s waiting for the registry lock {path}: another register or "
+                "promote of this model still holds it (if no such task is running, retry this task)"
+            ) from None
+    try:
+        yield path
+    finally:
+        lock.release()
 
 
-def _mirror_stage(client: MlflowClient, name: str, version: str, stage: str, archive_existing: bool = False) -> None:
+def _mirror_stage(client: MlflowClient, name: str, version: str, move: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        client.transition_model_version_stage(name, version, stage, archive_existing_versions=archive_existing)
-
-
-def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
-    """The version holding an alias, or None."""
-    try:
-        return client.get_model_version_by_alias(name, alias)
-    except MlflowException as error:
-        if error.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
-            return None
-        raise
-
-
-def version_for_run(client: MlflowClient, name: str, training_run_id: str) -> ModelVersion | None:
-    """The registered version created from a training run, if any."""
-    versions = client.search_model_versions(f"name = '{name}' and run_id = '{training_run_id}'")
-    return min(versions, key=lambda v: int(v.version)) if versions else None
+        client.transition_model_version_stage(name, version, STAGE_FOR[move],
+                                              archive_existing_versions=move == CHAMPION)
 
 
 def _metric_tags(metrics: Mapping[str, float]) -> dict[str, str]:
@@ -147,7 +104,7 @@ def register_candidate(spec: DatasetSpec, airflow_run_id: str, settings: Setting
     name = spec.registered_model_name
     with registry_lock(name, settings):
         run = require_training_run(client, spec.name, airflow_run_id)
-        version = version_for_run(client, name, run.info.run_id) if _model_exists(client, name) else None
+        version = _registered_version(client, name, run.info.run_id)
         if version is None:
             version = mlflow.register_model(run.data.tags[CANDIDATE_MODEL_TAG], name)
             log.info("registered %s version %s from run %s", name, version.version, run.info.run_id)
@@ -163,18 +120,19 @@ def register_candidate(spec: DatasetSpec, airflow_run_id: str, settings: Setting
             client.set_model_version_tag(name, version.version, key, value)
         if version.tags.get("validation_status", "pending") == "pending":
             client.set_registered_model_alias(name, CHALLENGER, version.version)
-            _mirror_stage(client, name, version.version, STAGE_FOR[CHALLENGER])
+            _mirror_stage(client, name, version.version, CHALLENGER)
         return client.get_model_version(name, version.version)
 
 
-def _model_exists(client: MlflowClient, name: str) -> bool:
+def _registered_version(client: MlflowClient, name: str, training_run_id: str) -> ModelVersion | None:
+    """The version of a model registered from a training run; None also while the model does not exist."""
     try:
         client.get_registered_model(name)
     except MlflowException as error:
         if error.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return False
+            return None
         raise
-    return True
+    return version_for_run(client, name, training_run_id)
 
 
 def decide(metric: str, candidate: float, champion: float | None, threshold: float | None,
@@ -197,9 +155,6 @@ def promote_candidate(spark: SparkSession, spec: DatasetSpec, airflow_run_id: st
                       min_improvement: float = 0.0, settings: Settings | None = None) -> PromotionDecision:
     """Move `@champion` to this run's version only if it passes the gate against the version holding `@champion`
     now; otherwise tag it rejected. Holds the registry lock; re-evaluates when `@champion` moved since evaluate."""
-    # Imported here because evaluation imports this module (for the aliases).
-    from continuous_training.training.evaluation import evaluate_against
-
     if min_improvement < 0:
         raise PipelineError(f"min_improvement must be >= 0, got {min_improvement}")
     settings = settings or get_settings()
@@ -208,7 +163,7 @@ def promote_candidate(spark: SparkSession, spec: DatasetSpec, airflow_run_id: st
     threshold = spec.promotion.threshold if threshold is None else threshold
     with registry_lock(name, settings):
         run = require_training_run(client, spec.name, airflow_run_id)
-        version = version_for_run(client, name, run.info.run_id) if _model_exists(client, name) else None
+        version = _registered_version(client, name, run.info.run_id)
         if version is None:
             raise PipelineError(f"run {airflow_run_id!r} has no registered version of {name}; run register first")
         if metric not in run.data.metrics:
@@ -239,9 +194,7 @@ def promote_candidate(spark: SparkSession, spec: DatasetSpec, airflow_run_id: st
             min_improvement=min_improvement, promoted=promoted, reason=reason,
         )
         _apply(client, decision, champion)
-    out_dir = stage_dir(spec.name, "promote", airflow_run_id, settings)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "promotion.json").write_text(json.dumps(asdict(decision), indent=2))
+    write_result(stage_dir(spec.name, PROMOTE, airflow_run_id, settings) / PROMOTION_FILE, decision)
     client.set_tag(run.info.run_id, "promotion", "promoted" if promoted else "rejected")
     client.set_tag(run.info.run_id, "promotion.reason", reason)
     log.info("%s %s version %s: %s", "PROMOTED" if promoted else "REJECTED", name, candidate_version, reason)
@@ -258,6 +211,6 @@ def _apply(client: MlflowClient, decision: PromotionDecision, champion: ModelVer
     if decision.promoted:
         if champion is None or str(champion.version) != version:
             client.set_registered_model_alias(name, CHAMPION, version)
-            _mirror_stage(client, name, version, STAGE_FOR[CHAMPION], archive_existing=True)
+            _mirror_stage(client, name, version, CHAMPION)
     else:
-        _mirror_stage(client, name, version, STAGE_FOR["rejected"])
+        _mirror_stage(client, name, version, "rejected")

@@ -1,5 +1,5 @@
-"""Spark session construction from the settings object, two Spark actions at once, and literal arrays for column
-expressions."""
+"""Spark session construction from the settings object, two Spark actions at once, columns by exact name and
+literal arrays for column expressions."""
 
 from __future__ import annotations
 
@@ -30,8 +30,7 @@ def build_spark_session(app_name: str, conf: Mapping[str, str] | None = None,
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.pyspark.python", settings.pyspark_python)
         .config("spark.sql.parquet.compression.codec", "snappy")
-        # Let adaptive execution size the shuffles under persisted frames too (validation's duplicate checks):
-        # otherwise each keeps spark.sql.shuffle.partitions (200) partitions whatever the data size.
+        # Adaptive execution also sizes the shuffles under persisted frames.
         .config("spark.sql.optimizer.canChangeCachedPlanOutputPartitioning", "true")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.log.level", "WARN")
@@ -41,9 +40,6 @@ def build_spark_session(app_name: str, conf: Mapping[str, str] | None = None,
     spark = builder.getOrCreate()
     context = spark.sparkContext
     if context.master.startswith("local") and not context.getConf().contains(SHUFFLE_PARTITIONS):
-        # Spark's default of 200 shuffle partitions costs seconds per shuffle on one machine (each map task writes
-        # 200 blocks, then 200 reduce tasks are planned before adaptive execution merges them). A cluster's own
-        # setting, or Spark's default on a cluster, is left alone.
         spark.conf.set(SHUFFLE_PARTITIONS, str(2 * context.defaultParallelism))
     return spark
 
@@ -60,17 +56,20 @@ def submitted_conf() -> dict[str, str]:
 def in_parallel(spark: SparkSession, background: Callable[[], Background],
                 foreground: Callable[[], Foreground]) -> tuple[Background, Foreground]:
     """Run two independent Spark actions at once and return both results: `background` on a worker thread that
-    inherits the session's local properties and tags, `foreground` on this one. Each job fills the cores the other
-    leaves idle (its planning, its last tasks)."""
+    inherits the session's local properties and tags, `foreground` on this one."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         later = pool.submit(inheritable_thread_target(spark)(background))
         now = foreground()
         return later.result(), now
 
 
+def col(name: str) -> Column:
+    """A column by its exact name, backticks in it escaped (dots and spaces are not parsed as structure)."""
+    return F.col(f"`{name.replace('`', '``')}`")
+
+
 def literal_array(items: Sequence[float | str], element_type: str) -> Column:
-    """A constant array<element_type> (`double` or `string`) for an expression. It is one JSON text that the
-    optimizer folds into a single literal: `array(lit, ...)` makes the analyzer walk every element, which costs
-    about a second per twenty arrays of a thousand. Infinities and NaN pass (Spark reads JSON's `Infinity`)."""
+    """A constant array<element_type> (`double` or `string`), folded into one literal from one JSON text.
+    Infinities and NaN pass."""
     values = [float(item) for item in items] if element_type == "double" else list(items)
     return F.from_json(F.lit(json.dumps(values)), f"array<{element_type}>")

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from continuous_training.config import Settings, get_settings
+from continuous_training.model.casts import FLOATING_TYPES, INTEGRAL_TYPES
 
-INTEGRAL_TYPES = {"tinyint", "byte", "smallint", "short", "int", "integer", "bigint", "long"}
-NUMERIC_TYPES = INTEGRAL_TYPES | {"float", "double"}
+NUMERIC_TYPES = INTEGRAL_TYPES | FLOATING_TYPES
 OTHER_TYPES = {"string", "boolean", "date", "timestamp", "timestamp_ntz"}
 _DECIMAL = re.compile(r"^decimal\(\s*\d+\s*,\s*\d+\s*\)$")
 
@@ -43,6 +44,10 @@ def _check_schedule(schedule: str) -> str:
     if schedule not in presets and not croniter.is_valid(schedule):
         raise ValueError(f"{schedule!r} is neither a cron expression nor one of {sorted(presets)}")
     return schedule
+
+
+Schedule = Annotated[str, Field(min_length=1), AfterValidator(_check_schedule)]
+ALIAS_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]*$"
 
 
 class _Strict(BaseModel):
@@ -86,22 +91,16 @@ class Scoring(_Strict):
 
     path: str = Field(description="File or glob of one day's batch, a template of the logical date "
                                   "(e.g. incoming/churn/date={{ ds }}/*.csv); relative paths resolve against DATA_DIR.")
-    schedule: str = Field("@daily", min_length=1, description="Cron expression or preset of batch_scoring__<name>.")
-    model_alias: str = Field("champion", pattern=r"^[A-Za-z][A-Za-z0-9_-]*$",
+    schedule: Schedule = Field("@daily", description="Cron expression or preset of batch_scoring__<name>.")
+    model_alias: str = Field("champion", pattern=ALIAS_PATTERN,
                              description="Registered model alias whose version scores the batch.")
-
-    @field_validator("schedule")
-    @classmethod
-    def _valid_schedule(cls, schedule: str) -> str:
-        return _check_schedule(schedule)
 
 
 class Monitoring(_Strict):
     """Drift checks of a dataset's scored batches: when, over which window, the thresholds, where labels arrive."""
 
-    schedule: str = Field("0 6 * * *", min_length=1,
-                          description="Cron expression or preset of drift_check__<name> (default 06:00 UTC daily, "
-                                      "after the daily scoring run).")
+    schedule: Schedule = Field("0 6 * * *", description="Cron expression or preset of drift_check__<name> "
+                                                        "(default 06:00 UTC daily, after the daily scoring run).")
     window: int = Field(1, ge=1, description="Scored dates checked: the last N up to the run's date.")
     psi_threshold: float = Field(0.2, gt=0, description="A feature (or the predictions) drifted above this PSI.")
     ks_threshold: float = Field(0.1, gt=0, le=1, description="A numeric column drifted above this KS statistic.")
@@ -122,21 +121,37 @@ class Monitoring(_Strict):
                                                            " where a scored date's rows with their labels land as a "
                                                            "training batch, in the source's format.")
 
-    @field_validator("schedule")
-    @classmethod
-    def _valid_schedule(cls, schedule: str) -> str:
-        return _check_schedule(schedule)
+
+Framework = Literal["torch", "tensorflow"]
+UseGpu = Literal["auto", "true", "false"]
+FRAMEWORKS: tuple[str, ...] = get_args(Framework)
+USE_GPU_CHOICES: tuple[str, ...] = get_args(UseGpu)
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Hyperparameters and placement of one training run, with their defaults (the DAG params, the train job's
+    flags, a spec's `training.params`)."""
+
+    num_proc: int = 2
+    epochs: int = 10
+    batch_size: int | None = None  # rows per rank and step; None: sized to the train split by the trainer
+    learning_rate: float = 1e-3
+    patience: int = 3
+    seed: int = 42
+    use_gpu: UseGpu = "auto"
+    framework: Framework = "torch"
 
 
 # The training_pipeline params a spec's `training.params` may give defaults for (the trigger form shows them).
-TRAINING_PARAMS = frozenset({"max_quarantine_fraction", "framework", "num_proc", "use_gpu", "epochs", "batch_size",
-                             "learning_rate", "patience", "seed", "promotion_threshold", "min_improvement"})
+TRAINING_PARAMS = frozenset({field.name for field in fields(TrainParams)}
+                            | {"max_quarantine_fraction", "promotion_threshold", "min_improvement"})
 
 
 class Training(_Strict):
     """When a dataset's own `training__<name>` DAG runs, and the defaults of its run params."""
 
-    schedule: str | None = Field(None, min_length=1, description="Cron expression or preset of training__<name>.")
+    schedule: Schedule | None = Field(None, description="Cron expression or preset of training__<name>.")
     on_new_data: bool = Field(False, description="A new complete batch in the landing area starts one run: a "
                                                  "subfolder of `landing` with a `_SUCCESS` marker file.")
     landing: str | None = Field(None, min_length=1,
@@ -146,11 +161,6 @@ class Training(_Strict):
     params: dict[str, str | int | float | bool | None] = Field(
         default_factory=dict, description="Defaults of the DAG's params (e.g. epochs, batch_size); a run from the UI "
                                           "or the API may still override them.")
-
-    @field_validator("schedule")
-    @classmethod
-    def _valid_schedule(cls, schedule: str | None) -> str | None:
-        return None if schedule is None else _check_schedule(schedule)
 
     @field_validator("params")
     @classmethod
@@ -188,11 +198,11 @@ class DatasetSpec(_Strict):
     @field_validator("schema_")
     @classmethod
     def _known_types(cls, schema: dict[str, str]) -> dict[str, str]:
-        for column, spark_type in schema.items():
-            normalized = str(spark_type).strip().lower()
-            if not (normalized in NUMERIC_TYPES or normalized in OTHER_TYPES or _DECIMAL.match(normalized)):
-                raise ValueError(f"column {column!r} has unknown Spark SQL type {spark_type!r}")
-        return {column: str(spark_type).strip().lower() for column, spark_type in schema.items()}
+        normalized = {column: str(spark_type).strip().lower() for column, spark_type in schema.items()}
+        for column, spark_type in normalized.items():
+            if not (spark_type in OTHER_TYPES or is_numeric_type(spark_type)):
+                raise ValueError(f"column {column!r} has unknown Spark SQL type {schema[column]!r}")
+        return normalized
 
     @model_validator(mode="after")
     def _columns_exist(self) -> DatasetSpec:
@@ -306,18 +316,3 @@ def named_specs(settings: Settings | None = None) -> list[DatasetSpec]:
     """The specs under the datasets dir, by name."""
     settings = settings or get_settings()
     return [load_spec(str(path), settings) for path in sorted(settings.datasets_dir.glob("*.y*ml"))]
-
-
-def specs_with_scoring(settings: Settings | None = None) -> list[DatasetSpec]:
-    """The named specs that declare a `scoring` section."""
-    return [spec for spec in named_specs(settings) if spec.scoring is not None]
-
-
-def specs_with_training(settings: Settings | None = None) -> list[DatasetSpec]:
-    """The named specs that declare a `training` section (they get their own training DAG)."""
-    return [spec for spec in named_specs(settings) if spec.training is not None]
-
-
-def specs_with_monitoring(settings: Settings | None = None) -> list[DatasetSpec]:
-    """The named specs that declare a `monitoring` section (drift checks need scoring: the spec says both)."""
-    return [spec for spec in named_specs(settings) if spec.monitoring is not None]

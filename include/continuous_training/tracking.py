@@ -1,4 +1,5 @@
-"""MLflow tracking: one experiment per dataset, one training run per Airflow run (found again on rerun)."""
+"""MLflow tracking: one experiment per dataset (and one for its scoring and monitoring runs), one MLflow run per
+Airflow run (found again on rerun), and the registry aliases."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import os
 
 import mlflow
 from mlflow.entities import Run
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from continuous_training.config import Settings, get_settings
@@ -14,6 +17,9 @@ from continuous_training.errors import PipelineError
 AIRFLOW_RUN_ID_TAG = "airflow.run_id"
 AIRFLOW_DAG_ID_TAG, AIRFLOW_TASK_ID_TAG = "airflow.dag_id", "airflow.task_id"
 CANDIDATE_MODEL_TAG = "candidate_model_uri"
+CHAMPION, CHALLENGER = "champion", "challenger"
+STATS_ARTIFACT = "data/stats.json"
+PREDICTION_PROFILE_ARTIFACT = "data/prediction_profile.json"
 
 
 def mlflow_client(settings: Settings | None = None) -> MlflowClient:
@@ -30,9 +36,8 @@ def ensure_experiment(client: MlflowClient, dataset: str, settings: Settings | N
     experiment = client.get_experiment_by_name(dataset)
     if experiment is not None:
         return experiment.experiment_id
-    is_local_store = settings.mlflow_tracking_uri.startswith(("sqlite:", "file:")) or "://" not in (
-        settings.mlflow_tracking_uri
-    )
+    uri = settings.mlflow_tracking_uri
+    is_local_store = uri.startswith(("sqlite:", "file:")) or "://" not in uri
     location = (settings.mlflow_artifact_root / dataset).as_uri() if is_local_store else None
     return client.create_experiment(dataset, artifact_location=location)
 
@@ -53,13 +58,13 @@ def filter_literal(value: str) -> str:
     raise ValueError(f"cannot search MLflow for a value with both quote characters: {value!r}")
 
 
-def find_training_run(client: MlflowClient, dataset: str, airflow_run_id: str) -> Run | None:
-    """The training run an Airflow run created, if any."""
-    experiment = client.get_experiment_by_name(dataset)
-    if experiment is None:
+def find_airflow_run(client: MlflowClient, experiment: str, airflow_run_id: str) -> Run | None:
+    """The run an Airflow run logged to in an experiment, if any (the first, when a store holds several)."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
         return None
     runs = client.search_runs(
-        [experiment.experiment_id],
+        [found.experiment_id],
         filter_string=f"tags.`{AIRFLOW_RUN_ID_TAG}` = {filter_literal(airflow_run_id)}",
         order_by=["attributes.start_time ASC"],
         max_results=1,
@@ -67,9 +72,24 @@ def find_training_run(client: MlflowClient, dataset: str, airflow_run_id: str) -
     return runs[0] if runs else None
 
 
+def airflow_run(client: MlflowClient, experiment: str, airflow_run_id: str, run_name: str,
+                tags: dict[str, str] | None = None, settings: Settings | None = None) -> Run:
+    """The run of an Airflow run in an experiment: found again on a rerun or retry, else created with `tags`."""
+    existing = find_airflow_run(client, experiment, airflow_run_id)
+    if existing is not None:
+        return existing
+    return client.create_run(ensure_experiment(client, experiment, settings), run_name=run_name,
+                             tags={AIRFLOW_RUN_ID_TAG: airflow_run_id, **(tags or {})})
+
+
+def model_tags(name: str, version: str, run_id: str) -> dict[str, str]:
+    """The tags that name the model version a scoring or monitoring run used."""
+    return {"model.name": name, "model.version": version, "model.run_id": run_id}
+
+
 def require_training_run(client: MlflowClient, dataset: str, airflow_run_id: str) -> Run:
     """The training run of an Airflow run, with a logged candidate model; a clear error otherwise."""
-    run = find_training_run(client, dataset, airflow_run_id)
+    run = find_airflow_run(client, dataset, airflow_run_id)
     if run is None or CANDIDATE_MODEL_TAG not in run.data.tags:
         raise PipelineError(
             f"no trained candidate for dataset {dataset!r} and run {airflow_run_id!r} in MLflow "
@@ -81,9 +101,20 @@ def require_training_run(client: MlflowClient, dataset: str, airflow_run_id: str
 def start_training_run(client: MlflowClient, dataset: str, airflow_run_id: str, tags: dict[str, str],
                        settings: Settings | None = None) -> Run:
     """Reuse this Airflow run's training run (rerun/retry) or create it."""
-    existing = find_training_run(client, dataset, airflow_run_id)
-    if existing is not None:
-        return existing
-    experiment_id = ensure_experiment(client, dataset, settings)
-    return client.create_run(experiment_id, run_name=f"train {airflow_run_id}",
-                             tags={AIRFLOW_RUN_ID_TAG: airflow_run_id, **tags})
+    return airflow_run(client, dataset, airflow_run_id, f"train {airflow_run_id}", tags, settings)
+
+
+def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    """The version holding an alias, or None."""
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as error:
+        if error.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
+            return None
+        raise
+
+
+def version_for_run(client: MlflowClient, name: str, training_run_id: str) -> ModelVersion | None:
+    """The registered version created from a training run, if any."""
+    versions = client.search_model_versions(f"name = '{name}' and run_id = '{training_run_id}'")
+    return min(versions, key=lambda v: int(v.version)) if versions else None

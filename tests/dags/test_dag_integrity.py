@@ -16,7 +16,7 @@ from airflow.dag_processing.dagbag import DagBag  # noqa: E402
 from airflow.sdk.definitions.param import ParamsDict  # noqa: E402
 from airflow.sdk.exceptions import ParamValidationError  # noqa: E402
 from continuous_training.config import PROJECT_ROOT  # noqa: E402
-from continuous_training.dag_tasks import REGISTRY_POOL  # noqa: E402
+from continuous_training.orchestration.tasks import REGISTRY_POOL  # noqa: E402
 
 TRAINING_STAGES = ["check_spec", "ingest", "validate", "stats", "featurize", "train", "evaluate", "register", "promote"]
 

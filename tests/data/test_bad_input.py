@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from continuous_training.config import Settings
 from continuous_training.data.features import FEATURES, featurize, split_bucket
-from continuous_training.data.ingest import CORRUPT_RECORD, IngestResult, ingest
-from continuous_training.data.validation import REASON, ValidationResult, validate
+from continuous_training.data.ingest import CORRUPT_RECORD, ingest
+from continuous_training.data.validation import REASON, validate
 from continuous_training.errors import PipelineError
-from continuous_training.paths import stage_dir
+from continuous_training.paths import IngestResult, ValidationResult, stage_dir
 from continuous_training.spec import DatasetSpec, parse_spec
 from pyspark.sql import functions as F
 

@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from continuous_training import demo as demo_data
 from continuous_training.config import PROJECT_ROOT, Settings
-from continuous_training.data import demo as demo_data
 from continuous_training.data.validation import REASON
 from continuous_training.paths import stage_dir
 

@@ -8,15 +8,16 @@ import numpy as np
 import pytest
 from continuous_training.data.features import (
     check_serving_parity,
+    feature_transform,
     featurize,
     fit_feature_pipeline,
     split_bucket,
     to_feature_rows,
 )
 from continuous_training.errors import PipelineError
-from continuous_training.serving.model import FeatureTransform
 from continuous_training.spec import parse_spec
 from pyspark.ml import PipelineModel
+from pyspark.ml.feature import SQLTransformer
 from pyspark.sql import functions as F
 
 pytestmark = pytest.mark.integration
@@ -58,7 +59,7 @@ def fitted(merchants, tmp_path_factory):
     folder = str(tmp_path_factory.mktemp("pipeline") / "pipeline")
     fit_feature_pipeline(merchants, spec).write().save(folder)
     pipeline = PipelineModel.load(folder)
-    return pipeline, FeatureTransform.from_pipeline(pipeline, spec)
+    return pipeline, feature_transform(pipeline, spec)
 
 
 def test_high_cardinality_categorical_keeps_the_most_frequent(spark, merchants, fitted):
@@ -104,6 +105,20 @@ def test_check_serving_parity_names_the_column_and_row(merchants, fitted):
     with pytest.raises(PipelineError, match=r"categorical column 'merchant' \(slot for 'popular_0[01]'\) differs "
                                             r"at sample row \d+ \(raw value 'popular_0[01]'\)"):
         check_serving_parity(merchants, pipeline, relabelled, make_spec(id_column=None))
+
+
+def test_feature_transform_requires_the_stages_it_mirrors(fitted):
+    pipeline, _ = fitted
+    spec = make_spec()
+    stages = pipeline.stages
+    extra = PipelineModel([*stages[:-1], SQLTransformer(statement="SELECT * FROM __THIS__"), stages[-1]])
+
+    with pytest.raises(PipelineError, match="unexpected stage 5 SQLTransformer where VectorAssembler belongs"):
+        feature_transform(extra, spec)
+    with pytest.raises(PipelineError, match="unexpected stage 6 VectorAssembler after the final VectorAssembler"):
+        feature_transform(PipelineModel([*stages, stages[-1]]), spec)
+    with pytest.raises(PipelineError, match="stage 5 VectorAssembler is missing"):
+        feature_transform(PipelineModel(stages[:-1]), spec)
 
 
 def test_classes_come_from_every_split(spark, settings, tmp_path):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from continuous_training.data.demo import generate
 from continuous_training.data.ingest import ingest
+from continuous_training.demo import generate
 from continuous_training.errors import PipelineError
 from continuous_training.paths import stage_dir
 from continuous_training.spec import load_spec

@@ -8,10 +8,10 @@ from decimal import Decimal
 import numpy as np
 import pandas as pd
 import pytest
-from continuous_training.data.report import render_report
 from continuous_training.data.stats import QUANTILES, RANK_POINTS, SPEARMAN_TOLERANCE, compute_stats
+from continuous_training.data.stats_report import render_report
 from continuous_training.errors import PipelineError
-from continuous_training.monitoring.profile import reference_profiles
+from continuous_training.profiles import reference_profiles
 from continuous_training.spec import parse_spec
 from scipy import stats as scipy_stats
 

@@ -384,7 +384,7 @@ def test_airflow_components_share_their_settings(services: dict) -> None:
 
 
 def test_airflow_init_migrates_and_creates_the_registry_pool(services: dict) -> None:
-    from continuous_training.dag_tasks import REGISTRY_POOL
+    from continuous_training.orchestration.tasks import REGISTRY_POOL
 
     script = command_of(services["airflow-init"])[-1]
     assert "airflow db migrate\n" in script

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from continuous_training.data.demo import generate
+from continuous_training.demo import generate
 from e2e_workspace import Workspace
 from spark_cluster import StandaloneCluster, standalone_cluster
 

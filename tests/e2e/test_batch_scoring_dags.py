@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 import yaml
-from continuous_training.data.demo import generate_scoring
+from continuous_training.demo import generate_scoring
 from continuous_training.serving.batch import partition_dir
 from continuous_training.spec import load_spec
 from e2e_workspace import Workspace, dag_run_finished

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from continuous_training.data.demo import generate_scoring
-from continuous_training.monitoring.drift import DRIFT_FILE, MONITORING_STAGE
-from continuous_training.paths import run_dir_name
+from continuous_training.demo import generate_scoring
+from continuous_training.monitoring.drift import DRIFT_FILE
+from continuous_training.paths import MONITORING, run_dir_name
 from e2e_workspace import Workspace, dag_run_finished
 
 pytestmark = pytest.mark.e2e
@@ -38,7 +38,7 @@ def check(e2e: Workspace, spec: Path, logical_date: str) -> dict:
     result = e2e.airflow("dags", "test", "drift_check", logical_date, "--conf", json.dumps({"dataset": str(spec)}))
     finished = dag_run_finished(result.stdout + result.stderr)
     assert finished["state"] == "success", finished
-    run_dir = e2e.data_dir / WATCHED / MONITORING_STAGE / run_dir_name(finished["run_id"])
+    run_dir = e2e.data_dir / WATCHED / MONITORING / run_dir_name(finished["run_id"])
     drift = json.loads((run_dir / DRIFT_FILE).read_text())
     return {**drift, "tags": e2e.client().get_run(drift["mlflow_run_id"]).data.tags}
 
@@ -80,7 +80,7 @@ def test_the_datasets_own_dag_records_an_empty_window(e2e: Workspace) -> None:
 
     finished = dag_run_finished(result.stdout + result.stderr)
     assert finished["state"] == "success"
-    drift = json.loads(next((e2e.data_dir / "churn" / MONITORING_STAGE).glob(f"run_id=*/{DRIFT_FILE}")).read_text())
+    drift = json.loads(next((e2e.data_dir / "churn" / MONITORING).glob(f"run_id=*/{DRIFT_FILE}")).read_text())
     assert drift["outcome"] == "nothing_to_check" and drift["window"]["dates"] == []
     tags = e2e.client().get_run(drift["mlflow_run_id"]).data.tags
     assert tags["check.outcome"] == "nothing_to_check" and tags["retrain.triggered"] == "false"

@@ -24,7 +24,7 @@ import requests
 import ui_pages
 import yaml
 from continuous_training.config import PROJECT_ROOT
-from continuous_training.data.demo import generate
+from continuous_training.demo import generate
 from continuous_training.paths import SUCCESS_MARKER
 
 pytestmark = pytest.mark.e2e

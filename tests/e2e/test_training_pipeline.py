@@ -11,14 +11,14 @@ import mlflow
 import pandas as pd
 import pytest
 import yaml
-from continuous_training.data.demo import generate
+from continuous_training.demo import generate
 from continuous_training.paths import stage_dir
 from continuous_training.registry import promote_candidate, register_candidate
-from continuous_training.spec import load_spec
-from continuous_training.tracking import find_training_run
-from continuous_training.training.candidate import AirflowContext, TrainParams, train_candidate
-from continuous_training.training.evaluation import evaluate_candidate
-from continuous_training.training.loop import MIN_STEPS_PER_EPOCH
+from continuous_training.spec import TrainParams, load_spec
+from continuous_training.tracking import find_airflow_run
+from continuous_training.training.epochs import MIN_STEPS_PER_EPOCH
+from continuous_training.training.evaluate import evaluate_candidate
+from continuous_training.training.train import AirflowContext, train_candidate
 from e2e_workspace import FRAMEWORK, ON_CLUSTER, TRAIN_CONF, Workspace, dag_run_finished, task_final_state
 
 pytestmark = [pytest.mark.e2e, pytest.mark.barrier]
@@ -145,7 +145,7 @@ def test_a_failing_rank_fails_the_task_and_its_mlflow_run(e2e: Workspace) -> Non
     assert "a rank of the 2-rank barrier stage failed" in output
     assert "Traceback (most recent call last)" in output
     assert "in _restore" in output and "torch.load" in output, "the failing rank's own frames are in the log"
-    run = find_training_run(e2e.client(), "churn_value", run_id)
+    run = find_airflow_run(e2e.client(), "churn_value", run_id)
     assert run is not None and run.info.status == "FAILED"
 
 

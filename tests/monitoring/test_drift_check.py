@@ -4,7 +4,6 @@ performance drift from delayed labels, and labelled batches landing once."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -13,21 +12,29 @@ import mlflow
 import pandas as pd
 import pytest
 from continuous_training.config import Settings
-from continuous_training.data.demo import generate, generate_scoring
-from continuous_training.data.features import fit_feature_pipeline
+from continuous_training.data.features import feature_transform, fit_feature_pipeline
 from continuous_training.data.stats import compute_stats
+from continuous_training.demo import generate, generate_scoring
+from continuous_training.metrics import TRUE_LABEL, prediction_metrics
+from continuous_training.model.keras_mlp import build_keras_mlp, keras_weights
+from continuous_training.model.pyfunc import log_pyfunc_model
+from continuous_training.model.torch_mlp import build_mlp, numpy_weights
 from continuous_training.monitoring.drift import DRIFT_FILE, check_drift
 from continuous_training.monitoring.labels import land_labelled_batches
-from continuous_training.monitoring.reference import PREDICTION_PROFILE_ARTIFACT, STATS_ARTIFACT, prediction_reference
-from continuous_training.paths import SUCCESS_MARKER
-from continuous_training.registry import CHAMPION
+from continuous_training.paths import (
+    SUCCESS_MARKER,
+    VALIDATE,
+    VALIDATION_FILE,
+    ValidationResult,
+    stage_dir,
+    stage_for,
+    write_result,
+)
 from continuous_training.serving.batch import ResolvedModel, score_batch
-from continuous_training.serving.model import FeatureTransform, log_pyfunc_model, predict_spark
+from continuous_training.serving.predict import predict_spark
 from continuous_training.spec import DatasetSpec, load_spec
-from continuous_training.tracking import mlflow_client
-from continuous_training.training.evaluation import LABEL, prediction_metrics
-from continuous_training.training.keras_model import build_keras_mlp, keras_weights
-from continuous_training.training.model import build_mlp, numpy_weights
+from continuous_training.tracking import CHAMPION, PREDICTION_PROFILE_ARTIFACT, STATS_ARTIFACT, mlflow_client
+from continuous_training.training.evaluate import prediction_reference
 from pyspark.sql import functions as F
 
 pytestmark = pytest.mark.integration
@@ -51,7 +58,7 @@ def training_frame(spark, spec: DatasetSpec, root: Path, drift: float):
 def log_version(spark, spec: DatasetSpec, frame, seed: int, framework: str = "torch") -> ResolvedModel:
     """A registered pyfunc (random weights over the fitted feature pipeline, a torch or a Keras MLP) whose training
     run carries the references a real training run logs: stats.json, the prediction profile and its test AUC."""
-    transform = FeatureTransform.from_pipeline(fit_feature_pipeline(frame, spec), spec)
+    transform = feature_transform(fit_feature_pipeline(frame, spec), spec)
     if framework == "tensorflow":
         weights = keras_weights(build_keras_mlp(transform.feature_dim, spec.task, None, hidden=(8,), seed=seed))
     else:
@@ -62,7 +69,7 @@ def log_version(spark, spec: DatasetSpec, frame, seed: int, framework: str = "to
                                 input_example=frame.limit(3).toPandas())
         mlflow.log_dict(compute_stats(frame, spec), STATS_ARTIFACT)
         mlflow.log_dict(prediction_reference(frame, info.model_uri, spec), PREDICTION_PROFILE_ARTIFACT)
-        scored = predict_spark(frame, info.model_uri, spec.task).withColumn(LABEL, F.col(spec.label))
+        scored = predict_spark(frame, info.model_uri, spec.task).withColumn(TRUE_LABEL, F.col(spec.label))
         mlflow.log_metric("test_auc", prediction_metrics(scored, spec.task, ["0", "1"], "test_")["test_auc"])
     version = mlflow.register_model(info.model_uri, spec.registered_model_name)
     return ResolvedModel(spec.registered_model_name, str(version.version), run.info.run_id, CHAMPION)
@@ -92,10 +99,10 @@ def score_day(spark, monitored: Monitored, day: date, model: ResolvedModel, drif
                              data_dir=monitored.settings.data_dir)
     valid = spark.read.csv(str(batch.batches[0]), header=True, schema=", ".join(
         f"`{c}` {t}" for c, t in monitored.spec.schema_.items() if c not in LABELS))
-    validate_dir = monitored.settings.data_dir / "churn" / "scoring" / "validate" / f"run_id=score-{day}"
-    validate_dir.mkdir(parents=True, exist_ok=True)
-    (validate_dir / "validation.json").write_text(json.dumps({"rows_in": 2_000, "valid": 2_000, "quarantined": 0,
-                                                              "reasons": {}}))
+    validate_dir = stage_dir("churn", stage_for(VALIDATE, True), f"score-{day}", monitored.settings)
+    write_result(validate_dir / VALIDATION_FILE, ValidationResult(
+        dataset="churn", run_id=f"score-{day}", rows_in=2_000, valid=2_000, quarantined=0, quarantine_fraction=0.0,
+        max_quarantine_fraction=0.0, reasons={}))
     score_batch(valid, monitored.spec, model, day, f"score-{day}", monitored.settings)
     return batch
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from continuous_training.data.demo import generate, generate_scoring
-from continuous_training.monitoring.profile import reference_profiles, window_profiles
-from continuous_training.monitoring.statistics import compare, decile_groups, ks_statistic, psi
+from continuous_training.demo import generate, generate_scoring
+from continuous_training.monitoring.drift_statistics import compare, decile_groups, ks_statistic, psi
+from continuous_training.profiles import reference_profiles, window_profiles
 from continuous_training.spec import Monitoring, load_spec
 from scipy import stats
 

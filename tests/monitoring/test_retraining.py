@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from continuous_training.monitoring.drift import RETRAIN_TRIGGERED_TAG, monitoring_experiment
-from continuous_training.monitoring.retraining import RetrainDecision, decide_retraining, training_dag_id
+from continuous_training.dag_ids import TRAINING, dag_id
+from continuous_training.monitoring.drift import DRIFT_FILE, RETRAIN_TRIGGERED_TAG, monitoring_experiment
+from continuous_training.monitoring.retraining import RetrainDecision, decide_retraining, triggered_run
+from continuous_training.paths import MONITORING, stage_dir, write_result
 from continuous_training.spec import load_spec
 from continuous_training.tracking import ensure_experiment, mlflow_client
 
@@ -23,9 +25,9 @@ def drift_result(client, spec, settings) -> dict:
 
 def test_a_named_spec_with_a_training_section_retrains_through_its_own_dag() -> None:
     churn, plan = load_spec("churn"), load_spec("churn_plan")
-    assert training_dag_id(churn, "churn") == "training__churn"
-    assert training_dag_id(churn, "/specs/churn.yaml") == "training_pipeline"
-    assert training_dag_id(plan, "churn_plan") == "training_pipeline"
+    assert dag_id(TRAINING, churn, "churn") == "training__churn"
+    assert dag_id(TRAINING, churn, "/specs/churn.yaml") == "training_pipeline"
+    assert dag_id(TRAINING, plan, "churn_plan") == "training_pipeline"
 
 
 def test_any_active_run_of_the_own_dag_suppresses_the_trigger(settings) -> None:
@@ -73,3 +75,14 @@ def test_an_earlier_trigger_guards_while_active_then_the_cooldown_then_retrains(
     assert later.trigger and later.run_id == "drift_retrain__scheduled__4"
     tags = client.get_run(first["mlflow_run_id"]).data.tags
     assert tags[RETRAIN_TRIGGERED_TAG] == "true" and tags["retrain.logical_date"] == CHECKED.isoformat()
+
+
+def test_the_run_a_check_triggered_is_found_from_the_latest_check_of_its_date(settings) -> None:
+    spec, client = load_spec("churn"), mlflow_client(settings)
+    result = drift_result(client, spec, settings)
+    write_result(stage_dir(spec.name, MONITORING, result["airflow_run_id"], settings) / DRIFT_FILE, result)
+    assert triggered_run("churn", CHECKED.date(), settings) is None
+
+    decision = decide_retraining(spec, "churn", result, CHECKED, lambda *_: 0, settings)
+    assert decision.trigger
+    assert triggered_run("churn", CHECKED.date(), settings) == ("training__churn", decision.run_id)

@@ -21,10 +21,10 @@ import pytest
 from airflow.models.taskinstancekey import TaskInstanceKey
 from continuous_training.config import PROJECT_ROOT, Settings, get_settings
 from continuous_training.monitoring.drift import check_drift, log_check
-from continuous_training.registry import CHAMPION, register_candidate
+from continuous_training.registry import register_candidate
 from continuous_training.serving.batch import log_summary, resolve_model
 from continuous_training.spec import DatasetSpec, load_spec
-from continuous_training.tracking import CANDIDATE_MODEL_TAG, mlflow_client, start_training_run
+from continuous_training.tracking import CANDIDATE_MODEL_TAG, CHAMPION, mlflow_client, start_training_run
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 

@@ -20,18 +20,18 @@ import pandas as pd
 import pytest
 from continuous_training.config import Settings
 from continuous_training.data.features import SPLIT
+from continuous_training.model.pyfunc import log_pyfunc_model
+from continuous_training.model.transform import FeatureTransform
 from continuous_training.paths import stage_dir
 from continuous_training.registry import (
-    CHAMPION,
     CHAMPION_EVALUATED_TAG,
     promote_candidate,
     register_candidate,
     registry_lock_path,
 )
-from continuous_training.serving.model import FeatureTransform, log_pyfunc_model
 from continuous_training.spec import DatasetSpec, parse_spec
-from continuous_training.tracking import CANDIDATE_MODEL_TAG, mlflow_client, start_training_run
-from continuous_training.training.evaluation import evaluate_candidate
+from continuous_training.tracking import CANDIDATE_MODEL_TAG, CHAMPION, mlflow_client, start_training_run
+from continuous_training.training.evaluate import evaluate_candidate
 
 pytestmark = pytest.mark.integration
 
@@ -95,7 +95,7 @@ def test_candidate_and_champion_are_scored_on_the_same_rows(spark, settings, cap
     register_candidate(spec, "champion", settings)
     assert promote_candidate(spark, spec, "champion", settings=settings).promoted
 
-    with caplog.at_level(logging.WARNING, logger="continuous_training.training.evaluation"):
+    with caplog.at_level(logging.WARNING, logger="continuous_training.training.evaluate"):
         evaluation = evaluate_candidate(spark, spec, "candidate", settings)
 
     assert evaluation.rows_evaluated == 8

@@ -13,17 +13,17 @@ import numpy as np
 import pandas as pd
 import pytest
 from continuous_training.config import Settings
-from continuous_training.data.demo import generate, generate_scoring
 from continuous_training.data.ingest import ingest
 from continuous_training.data.validation import validate
+from continuous_training.demo import generate, generate_scoring
 from continuous_training.errors import PipelineError
+from continuous_training.model.pyfunc import log_pyfunc_model
+from continuous_training.model.torch_mlp import build_mlp, numpy_weights
+from continuous_training.model.transform import FeatureTransform
 from continuous_training.paths import stage_dir, stage_for
-from continuous_training.registry import CHAMPION
 from continuous_training.serving.batch import ResolvedModel, partition_dir, predictions_dir, resolve_model, score_batch
-from continuous_training.serving.model import FeatureTransform, log_pyfunc_model
 from continuous_training.spec import DatasetSpec, load_spec
-from continuous_training.tracking import mlflow_client
-from continuous_training.training.model import build_mlp, numpy_weights
+from continuous_training.tracking import CHAMPION, mlflow_client
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +49,7 @@ def log_candidate(spec: DatasetSpec, transform: FeatureTransform, example: pd.Da
 
 @pytest.fixture(scope="module")
 def scoring(spark, tmp_path_factory) -> Scoring:
-    from continuous_training.data.features import fit_feature_pipeline
+    from continuous_training.data.features import feature_transform, fit_feature_pipeline
 
     root = tmp_path_factory.mktemp("scoring")
     settings = Settings(data_dir=root / "data", mlflow_tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
@@ -57,7 +57,7 @@ def scoring(spark, tmp_path_factory) -> Scoring:
     spec = load_spec("churn", settings)
     generate(rows=400, batches=1, seed=5, data_dir=settings.data_dir)
     frame = spark.read.csv(str(settings.data_dir / "landing" / "churn"), header=True, schema=spec.ddl_schema)
-    transform = FeatureTransform.from_pipeline(fit_feature_pipeline(frame, spec), spec)
+    transform = feature_transform(fit_feature_pipeline(frame, spec), spec)
     client = mlflow_client(settings)
     mlflow.set_experiment(experiment_id=client.create_experiment(
         "scoring-models", artifact_location=(root / "artifacts").as_uri()))

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 from continuous_training.config import PROJECT_ROOT, Settings
-from continuous_training.data.demo import COLUMNS
+from continuous_training.demo import COLUMNS
 from continuous_training.spec import SpecError, load_spec, parse_spec
 
 SHIPPED = {

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 from continuous_training.errors import PipelineError
+from continuous_training.paths import FEATURIZE_FILE, FeaturizeResult
 from continuous_training.training import barrier as barrier_module
 from continuous_training.training.barrier import BarrierStageError, run_in_barrier
-from continuous_training.training.loop import MIN_STEPS_PER_EPOCH, TrainConfig, fit
+from continuous_training.training.epochs import MIN_STEPS_PER_EPOCH, TrainConfig
+from continuous_training.training.fit import fit
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -40,9 +42,10 @@ def _write_featurized(spark: SparkSession, root: Path, task: str) -> Path:
             label.cast("float").alias("label"),
         )
         frame.repartition(4).write.mode("overwrite").parquet(str(root / split))
-    meta = {"feature_dim": FEATURE_DIM, "task": task,
-            "num_classes": 3 if task == "multiclass_classification" else None, "rows": ROWS}
-    (root / "featurize.json").write_text(json.dumps(meta))
+    meta = FeaturizeResult(dataset="synthetic", run_id="test", task=task, feature_dim=FEATURE_DIM,
+                           num_classes=3 if task == "multiclass_classification" else None, classes=None,
+                           rows=ROWS, numeric=[], categorical=[], data_fingerprint="")
+    (root / FEATURIZE_FILE).write_text(json.dumps(dataclasses.asdict(meta)))
     return root
 
 
@@ -210,7 +213,7 @@ def test_two_tensorflow_workers_learn(spark, request, tmp_path, task, feed_memor
 
 
 def test_tensorflow_workers_resume_after_a_failed_worker(spark, regression_dir, tmp_path):
-    from continuous_training.training.tensorflow_loop import train_worker
+    from continuous_training.training.tensorflow_rank import train_worker
 
     hyper = {"batch_size": 32, "learning_rate": 0.01, "patience": 0, "framework": "tensorflow"}
     two_epochs = TrainConfig.from_featurize(regression_dir, tmp_path, epochs=2, **hyper)

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from continuous_training.training.epochs import TrainConfig, dataset_url
 from continuous_training.training.feed import (
     Shard,
     epoch_generator,
@@ -18,7 +19,6 @@ from continuous_training.training.feed import (
     streamed_batches,
     streamed_eval_batches,
 )
-from continuous_training.training.loop import TrainConfig, dataset_url
 
 CPU = torch.device("cpu")
 DIM = 3

@@ -13,9 +13,11 @@ import pytest
 import torch
 from continuous_training.errors import PipelineError
 from continuous_training.training.barrier import RankContext, rank_threads
-from continuous_training.training.candidate import resolve_use_gpu
-from continuous_training.training.loop import TrainConfig, _select_device, gpu_build_problem
-from continuous_training.training.tensorflow_loop import train_worker
+from continuous_training.training.epochs import TrainConfig
+from continuous_training.training.fit import gpu_build_problem
+from continuous_training.training.tensorflow_rank import train_worker
+from continuous_training.training.torch_rank import _select_device
+from continuous_training.training.train import resolve_use_gpu
 
 CPU_BUILD = gpu_build_problem() is not None
 

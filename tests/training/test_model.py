@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
 import torch
 from continuous_training.errors import PipelineError
+from continuous_training.model.keras_mlp import build_keras_mlp, keras_loss, keras_weights
+from continuous_training.model.torch_mlp import build_mlp, loss_for
+from continuous_training.paths import FEATURIZE_FILE, FeaturizeResult
 from continuous_training.training.barrier import barrier_spark_conf, local_master_slots
-from continuous_training.training.keras_model import build_keras_mlp, keras_loss, keras_weights
-from continuous_training.training.loop import (
+from continuous_training.training.epochs import (
     DEFAULT_RANK_BATCH,
     MIN_STEPS_PER_EPOCH,
     TrainConfig,
     rank_batch_size,
     steps_per_epoch,
 )
-from continuous_training.training.model import build_mlp, loss_for
 from torch import nn
 
 
@@ -118,10 +120,11 @@ def test_barrier_spark_conf():
 
 
 def test_config_from_featurize_summary(tmp_path):
-    (tmp_path / "featurize.json").write_text(json.dumps({
-        "feature_dim": 6, "task": "multiclass_classification", "num_classes": 3,
-        "rows": {"train": 700, "validation": 150, "test": 150},
-    }))
+    (tmp_path / FEATURIZE_FILE).write_text(json.dumps(asdict(FeaturizeResult(
+        dataset="d", run_id="r", task="multiclass_classification", feature_dim=6, num_classes=3,
+        classes=["a", "b", "c"], rows={"train": 700, "validation": 150, "test": 150}, numeric=[], categorical=[],
+        data_fingerprint="",
+    ))))
     config = TrainConfig.from_featurize(tmp_path, tmp_path / "ckpt", epochs=2, hidden=[16])
     assert (config.feature_dim, config.num_classes, config.train_rows, config.hidden) == (6, 3, 700, (16,))
     with pytest.raises(PipelineError, match="learning_rate=0"):

@@ -4,17 +4,15 @@ training run is marked FAILED."""
 from __future__ import annotations
 
 import pytest
-from continuous_training.data.demo import generate
-from continuous_training.data.features import featurize, read_featurize_result
-from continuous_training.data.ingest import ingest
-from continuous_training.data.validation import validate
+from continuous_training.demo import generate
 from continuous_training.errors import PipelineError
-from continuous_training.paths import stage_dir
-from continuous_training.spec import load_spec
-from continuous_training.tracking import find_training_run, mlflow_client
+from continuous_training.paths import FEATURIZE, read_featurize_result, stage_dir
+from continuous_training.pipeline import run_data_stages
+from continuous_training.spec import TrainParams, load_spec
+from continuous_training.tracking import find_airflow_run, mlflow_client
 from continuous_training.training.barrier import BarrierStageError
-from continuous_training.training.candidate import AirflowContext, TrainParams, train_candidate
-from continuous_training.training.loop import MIN_STEPS_PER_EPOCH
+from continuous_training.training.epochs import MIN_STEPS_PER_EPOCH
+from continuous_training.training.train import AirflowContext, train_candidate
 
 pytestmark = [pytest.mark.integration, pytest.mark.barrier]
 
@@ -23,12 +21,7 @@ RUN_ID = "manual__2026-11-21T10:00:00+00:00"
 
 def prepare_run(spark, settings, spec, run_id: str) -> None:
     """ingest → validate → featurize of one run with the library, as the DAG's jobs do."""
-    manifest = ingest(spark, spec, run_id, stage_dir(spec.name, "ingest", run_id, settings), settings)
-    validate_dir = stage_dir(spec.name, "validate", run_id, settings)
-    validate(spark.read.parquet(str(stage_dir(spec.name, "ingest", run_id, settings) / "data")), spec, run_id,
-             validate_dir, max_quarantine_fraction=0.05)
-    featurize(spark.read.parquet(str(validate_dir / "valid")), spec, run_id,
-              stage_dir(spec.name, "featurize", run_id, settings), manifest.input_fingerprint, settings)
+    run_data_stages(spark, spec, run_id, settings, max_quarantine_fraction=0.05)
 
 
 def test_training_refuses_a_rerun_whose_data_changed_and_marks_failures(spark, settings):
@@ -39,7 +32,7 @@ def test_training_refuses_a_rerun_whose_data_changed_and_marks_failures(spark, s
     mlflow_run_id = train_candidate(spark, spec, RUN_ID, params, AirflowContext(), settings)
     client = mlflow_client(settings)
     logged = client.get_run(mlflow_run_id).data.params
-    featurized = read_featurize_result(stage_dir(spec.name, "featurize", RUN_ID, settings))
+    featurized = read_featurize_result(stage_dir(spec.name, FEATURIZE, RUN_ID, settings))
     assert logged["data_fingerprint"] == featurized.data_fingerprint
     assert logged["batch_size"] == "auto", "no batch_size given: the default, sized to the train split"
     assert logged["rank_batch_size"] == str(featurized.rows["train"] // (2 * MIN_STEPS_PER_EPOCH))
@@ -56,4 +49,4 @@ def test_training_refuses_a_rerun_whose_data_changed_and_marks_failures(spark, s
     with pytest.raises(BarrierStageError, match="training loss is (inf|nan)"):
         train_candidate(spark, spec, failing_run, TrainParams(num_proc=2, epochs=1, learning_rate=1e30),
                         AirflowContext(), settings)
-    assert find_training_run(client, spec.name, failing_run).info.status == "FAILED"
+    assert find_airflow_run(client, spec.name, failing_run).info.status == "FAILED"

@@ -21,12 +21,10 @@ import numpy as np
 import pytest
 import yaml
 from continuous_training.config import PROJECT_ROOT, Settings
-from continuous_training.data.features import featurize
-from continuous_training.data.ingest import ingest
-from continuous_training.data.validation import validate
-from continuous_training.paths import stage_dir
+from continuous_training.paths import FEATURIZE, stage_dir
+from continuous_training.pipeline import run_data_stages
 from continuous_training.spec import load_spec
-from continuous_training.tracking import find_training_run
+from continuous_training.tracking import find_airflow_run
 from mlflow.tracking import MlflowClient
 from pyspark.sql import SparkSession
 from spark_cluster import GPU_ADDRESSES, StandaloneCluster, java_available, standalone_cluster, tail
@@ -107,12 +105,7 @@ def featurized(tmp_path_factory) -> tuple[Path, Settings]:
     if active is None:
         spark.sparkContext.setLogLevel("ERROR")
     try:
-        ingest_dir = stage_dir(spec.name, "ingest", RUN_ID, settings)
-        ingested = ingest(spark, spec, RUN_ID, ingest_dir, settings)
-        validate_dir = stage_dir(spec.name, "validate", RUN_ID, settings)
-        validate(spark.read.parquet(str(ingest_dir / "data")), spec, RUN_ID, validate_dir, 0.0)
-        featurize(spark.read.parquet(str(validate_dir / "valid")), spec, RUN_ID,
-                  stage_dir(spec.name, "featurize", RUN_ID, settings), ingested.input_fingerprint, settings)
+        run_data_stages(spark, spec, RUN_ID, settings, max_quarantine_fraction=0.0)
     finally:
         if active is None:
             spark.stop()
@@ -129,8 +122,8 @@ def test_train_job_gets_one_scheduled_gpu_per_rank(featurized: tuple[Path, Setti
     the CPU, as `use_gpu=auto` allows."""
     spec_path, settings = featurized
     if run_id != RUN_ID:
-        shutil.copytree(stage_dir(DATASET, "featurize", RUN_ID, settings),
-                        stage_dir(DATASET, "featurize", run_id, settings), dirs_exist_ok=True)
+        shutil.copytree(stage_dir(DATASET, FEATURIZE, RUN_ID, settings),
+                        stage_dir(DATASET, FEATURIZE, run_id, settings), dirs_exist_ok=True)
     env = {
         **os.environ,
         "DATA_DIR": str(settings.data_dir),
@@ -157,7 +150,7 @@ def test_train_job_gets_one_scheduled_gpu_per_rank(featurized: tuple[Path, Setti
     _run_train_job(submit_args, job_args, env, tmp_path / "train.log")
     print(f"train job on {cluster.master_url}: {time.monotonic() - started:.1f} s")
 
-    run = find_training_run(MlflowClient(settings.mlflow_tracking_uri), DATASET, run_id)
+    run = find_airflow_run(MlflowClient(settings.mlflow_tracking_uri), DATASET, run_id)
     assert run is not None, f"no MLflow run tagged airflow.run_id={run_id} in experiment {DATASET!r}"
     tags, params = run.data.tags, run.data.params
     assert tags["spark.barrier"] == "true" and params["framework"] == framework

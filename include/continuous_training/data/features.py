@@ -1,6 +1,6 @@
 """Featurize: a Spark ML PipelineModel fitted on the training split, and Petastorm-ready feature Parquet.
 
-The fitted pipeline (stage order matters to `continuous_training.serving.model.FeatureTransform`, which mirrors it):
+The fitted pipeline (stage order matters to `continuous_training.model.transform.FeatureTransform`, which mirrors it):
 Imputer(median) on numeric features → VectorAssembler → StandardScaler(mean, std) → per categorical feature
 StringIndexer(handleInvalid="keep") whose labels are the `features.max_categories` most frequent training values
 (ties alphabetical) → OneHotEncoder(dropLast=False; the extra last "other" slot holds rarer categories, categories
@@ -13,32 +13,35 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
 from functools import partial
+from itertools import zip_longest
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from pyspark.ml import Pipeline, PipelineModel, Transformer
 from pyspark.ml.feature import (
     Imputer,
+    ImputerModel,
     OneHotEncoder,
+    OneHotEncoderModel,
     StandardScaler,
+    StandardScalerModel,
     StringIndexer,
     StringIndexerModel,
     VectorAssembler,
 )
 from pyspark.ml.functions import vector_to_array
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from continuous_training.config import Settings, get_settings
 from continuous_training.errors import PipelineError
-from continuous_training.spark import in_parallel
+from continuous_training.model.casts import as_spark_numeric
+from continuous_training.model.transform import FeatureTransform
+from continuous_training.paths import FEATURIZE_FILE, RAW_SPLITS_DATA, FeaturizeResult, write_result
+from continuous_training.profiles import top_values
+from continuous_training.spark import col, in_parallel
 from continuous_training.spec import DatasetSpec, is_numeric_type
-
-if TYPE_CHECKING:
-    from continuous_training.serving.model import FeatureTransform
 
 FEATURES = "features"
 LABEL = "label"
@@ -50,29 +53,9 @@ _LABEL_INDEX = "_label_index"
 _PARITY_FEATURES, _PARITY_RAW = "_parity_features", "_parity_raw_{}"
 
 
-@dataclass(frozen=True)
-class FeaturizeResult:
-    """What featurize wrote; saved as `featurize.json` (read by train and evaluate)."""
-
-    dataset: str
-    run_id: str
-    task: str
-    feature_dim: int
-    num_classes: int | None
-    classes: list[str] | None
-    rows: dict[str, int]
-    numeric: list[str]
-    categorical: list[str]
-    data_fingerprint: str
-
-
-def _col(name: str) -> Column:
-    return F.col(f"`{name.replace('`', '``')}`")
-
-
 def _row_keys(spec: DatasetSpec) -> list[Column]:
     """The columns that identify a row: the id column, or every column."""
-    return [_col(key) for key in ([spec.id_column] if spec.id_column else spec.schema_)]
+    return [col(key) for key in ([spec.id_column] if spec.id_column else spec.schema_)]
 
 
 def split_bucket(spec: DatasetSpec) -> Column:
@@ -83,46 +66,29 @@ def split_bucket(spec: DatasetSpec) -> Column:
 def assign_split(frame: DataFrame, spec: DatasetSpec, fractions: tuple[float, float, float]) -> DataFrame:
     """Add `data_split` in {train, validation, test} deterministically."""
     unit = split_bucket(spec)
-    train_end, validation_end = fractions[0], fractions[0] + fractions[1]
-    split = F.when(unit < train_end, "train").when(unit < validation_end, "validation").otherwise("test")
-    return frame.withColumn(SPLIT, split)
+    split = F.when(unit < fractions[0], "train").when(unit < fractions[0] + fractions[1], "validation")
+    return frame.withColumn(SPLIT, split.otherwise("test"))
 
 
 def pipeline_input(frame: DataFrame, spec: DatasetSpec) -> DataFrame:
     """Raw rows as the feature pipeline reads them: boolean, date and timestamp categoricals cast to strings."""
-    casts = {column: _col(column).cast("string") for column in spec.features.categorical
+    casts = {column: col(column).cast("string") for column in spec.features.categorical
              if spec.schema_[column] != "string" and not is_numeric_type(spec.schema_[column])}
     return frame.withColumns(casts) if casts else frame
-
-
-def _top_categories(train: DataFrame, columns: list[str], limit: int) -> list[list[str]]:
-    """Per column, its `limit` most frequent non-null values as Spark casts them to strings (ties alphabetical)."""
-    values = F.explode(F.array(*[
-        F.struct(F.lit(position).alias("column"), _col(column).cast("string").alias("value"))
-        for position, column in enumerate(columns)
-    ])).alias("pair")
-    counts = train.select(values).select("pair.*").where(F.col("value").isNotNull()).groupBy("column", "value").count()
-    rank = F.row_number().over(Window.partitionBy("column").orderBy(F.desc("count"), F.asc("value")))
-    top = counts.withColumn("rank", rank).where(F.col("rank") <= limit).orderBy("column", "rank")
-    labels: list[list[str]] = [[] for _ in columns]
-    for row in top.collect():
-        labels[row["column"]].append(row["value"])
-    return labels
 
 
 def _fit_capped_indexer(train: DataFrame, columns: list[str], outputs: list[str], limit: int) -> StringIndexerModel:
     """StringIndexer(handleInvalid="keep", frequencyDesc) knowing only each column's `limit` most frequent values:
     fitted with every other value nulled, so rarer values share the extra last index with unseen values and nulls."""
-    kept = _top_categories(train, columns, limit)
-    masked = train.select(*[F.when(_col(column).cast("string").isin(labels), _col(column)).alias(column)
+    kept = [[value for value, _ in top] for top in top_values(train, columns, limit)]
+    masked = train.select(*[F.when(col(column).cast("string").isin(labels), col(column)).alias(column)
                             for column, labels in zip(columns, kept, strict=True)])
     return StringIndexer(inputCols=columns, outputCols=outputs, handleInvalid="keep",
                          stringOrderType="frequencyDesc").fit(masked)
 
 
 def fit_feature_pipeline(train: DataFrame, spec: DatasetSpec) -> PipelineModel:
-    """The feature pipeline fitted on the raw training rows (see the module docstring). The numeric and the
-    categorical stages are fitted at the same time: their Spark jobs fill each other's idle cores."""
+    """The feature pipeline fitted on the raw training rows (see the module docstring)."""
     train = pipeline_input(train, spec)
     numeric, categorical = spec.features.numeric, spec.features.categorical
     numeric_stages, categorical_stages = in_parallel(
@@ -167,9 +133,9 @@ def to_feature_rows(frame: DataFrame, pipeline: PipelineModel, label_indexer: St
     """`features` as a fixed-length float32 array and `label` as float32 (class index for classification)."""
     transformed = pipeline.transform(pipeline_input(frame, spec))
     if label_indexer is None:
-        label = _col(spec.label)
+        label = col(spec.label)
     else:
-        transformed = label_indexer.transform(transformed.withColumn(spec.label, _col(spec.label).cast("string")))
+        transformed = label_indexer.transform(transformed.withColumn(spec.label, col(spec.label).cast("string")))
         label = F.col(_LABEL_INDEX)
     return transformed.select(
         vector_to_array(FEATURES, dtype="float32").alias(FEATURES), label.cast("float").alias(LABEL)
@@ -191,10 +157,10 @@ def featurize(valid: DataFrame, spec: DatasetSpec, run_id: str, out_dir: Path, i
     settings = settings or get_settings()
     spark = valid.sparkSession
     with_split = assign_split(valid, spec, settings.split_fractions)
-    with_split.write.mode("overwrite").partitionBy(SPLIT).parquet(str(out_dir / "raw_splits"))
-    raw = spark.read.parquet(str(out_dir / "raw_splits"))
+    with_split.write.mode("overwrite").partitionBy(SPLIT).parquet(str(out_dir / RAW_SPLITS_DATA))
+    raw = spark.read.parquet(str(out_dir / RAW_SPLITS_DATA))
     classified = spec.task != "regression"
-    keys = [SPLIT, _col(spec.label).cast("string").alias(LABEL)] if classified else [SPLIT]
+    keys = [SPLIT, col(spec.label).cast("string").alias(LABEL)] if classified else [SPLIT]
     rows = {split: 0 for split in SPLITS}
     classes: set[str] = set()
     for row in raw.groupBy(*keys).count().collect():
@@ -210,8 +176,7 @@ def featurize(valid: DataFrame, spec: DatasetSpec, run_id: str, out_dir: Path, i
     def write_features() -> None:
         for split in SPLITS:
             features = to_feature_rows(raw.where(F.col(SPLIT) == split).drop(SPLIT), pipeline, label_indexer, spec)
-            # Files of at most rows / feature_files rows: at least feature_files files (Petastorm's shards)
-            # without a shuffle, written by as many tasks as the rows have partitions.
+            # At least feature_files files (Petastorm's shards), without a shuffle.
             per_file = max(rows[split] // settings.feature_files, 1)
             features.write.mode("overwrite").option("maxRecordsPerFile", per_file).parquet(str(out_dir / split))
 
@@ -230,7 +195,7 @@ def featurize(valid: DataFrame, spec: DatasetSpec, run_id: str, out_dir: Path, i
         categorical=list(spec.features.categorical),
         data_fingerprint=fingerprint_data(input_fingerprint, spec, rows, int(feature_dim), classes),
     )
-    (out_dir / "featurize.json").write_text(json.dumps(asdict(result), indent=2))
+    write_result(out_dir / FEATURIZE_FILE, result)
     return result
 
 
@@ -240,9 +205,81 @@ def _save_models(out_dir: Path, pipeline: PipelineModel, label_indexer: StringIn
         label_indexer.write().overwrite().save(str(out_dir / "label_indexer"))
 
 
-def read_featurize_result(out_dir: Path) -> FeaturizeResult:
-    """The manifest a featurize run wrote."""
-    return FeaturizeResult(**json.loads((out_dir / "featurize.json").read_text()))
+def _require(condition: bool, spec: DatasetSpec, problem: str) -> None:
+    if not condition:
+        raise PipelineError(f"feature pipeline does not match spec {spec.name!r}: {problem}")
+
+
+def _checked_stages(pipeline_model: PipelineModel, spec: DatasetSpec) -> list:
+    """The pipeline's stages, checked to be exactly the sequence `fit_feature_pipeline` builds for the spec."""
+    expected = [
+        *([ImputerModel, VectorAssembler, StandardScalerModel] if spec.features.numeric else []),
+        *([StringIndexerModel, OneHotEncoderModel] if spec.features.categorical else []),
+        VectorAssembler,
+    ]
+    stages = list(pipeline_model.stages)
+    for position, (stage, stage_type) in enumerate(zip_longest(stages, expected)):
+        if type(stage) is not stage_type:
+            found = f"stage {position} {type(stage).__name__}"
+            problem = (f"unexpected {found} after the final VectorAssembler" if stage_type is None
+                       else f"stage {position} {stage_type.__name__} is missing" if stage is None
+                       else f"unexpected {found} where {stage_type.__name__} belongs")
+            sequence = " → ".join(expected_type.__name__ for expected_type in expected)
+            raise PipelineError(f"feature pipeline does not match spec {spec.name!r}: {problem} (expected {sequence})")
+    return stages
+
+
+def feature_transform(pipeline_model: PipelineModel, spec: DatasetSpec) -> FeatureTransform:
+    """The parameters of the PipelineModel `fit_feature_pipeline(spec)` fits, as the serving `FeatureTransform`;
+    any other pipeline (stages, their order or their columns) is a PipelineError naming the stage."""
+    numeric, categorical = list(spec.features.numeric), list(spec.features.categorical)
+    stages = _checked_stages(pipeline_model, spec)
+    surrogates: list[float] = []
+    means: list[float] = []
+    stds: list[float] = []
+    labels: list[list[str]] = []
+    sizes: list[int] = []
+    assembled: list[str] = []
+    if numeric:
+        imputer, assembler, scaler = stages[:3]
+        _require(list(imputer.getInputCols()) == numeric, spec, f"the Imputer reads {imputer.getInputCols()}, "
+                 f"not the numeric features {numeric}")
+        chained = (assembler.getInputCols() == imputer.getOutputCols()
+                   and scaler.getInputCol() == assembler.getOutputCol())
+        _require(chained, spec, "the numeric VectorAssembler and StandardScaler do not chain the Imputer's output")
+        _require(scaler.getWithMean() and scaler.getWithStd(), spec,
+                 "the StandardScaler must have withMean=True and withStd=True")
+        surrogate_row = imputer.surrogateDF.first()
+        surrogates = [float(as_spark_numeric(np.array([float(surrogate_row[column])]), spec.schema_[column])[0])
+                      for column in numeric]
+        means, stds = scaler.mean.toArray().tolist(), scaler.std.toArray().tolist()
+        assembled.append(scaler.getOutputCol())
+    if categorical:
+        indexer, encoder = stages[-3:-1]
+        _require(list(indexer.getInputCols()) == categorical, spec, f"the StringIndexer reads "
+                 f"{indexer.getInputCols()}, not the categorical features {categorical}")
+        _require(encoder.getInputCols() == indexer.getOutputCols(), spec,
+                 "the OneHotEncoder does not read the StringIndexer's output")
+        _require(indexer.getHandleInvalid() == "keep" and not encoder.getDropLast(), spec,
+                 "expected StringIndexer(handleInvalid='keep') and OneHotEncoder(dropLast=False)")
+        labels = [list(column_labels) for column_labels in indexer.labelsArray]
+        sizes = [int(size) for size in encoder.categorySizes]
+        _require(sizes == [len(column_labels) + 1 for column_labels in labels], spec,
+                 f"the OneHotEncoder's category sizes {sizes} are not the StringIndexer's label counts + 1")
+        assembled += encoder.getOutputCols()
+    _require(stages[-1].getInputCols() == assembled, spec,
+             f"the final VectorAssembler reads {stages[-1].getInputCols()}, expected {assembled}")
+    return FeatureTransform(
+        numeric=numeric,
+        numeric_types=[spec.schema_[column] for column in numeric],
+        surrogates=surrogates,
+        means=means,
+        stds=stds,
+        categorical=categorical,
+        categorical_types=[spec.schema_[column] for column in categorical],
+        labels=labels,
+        category_sizes=sizes,
+    )
 
 
 def _feature_sources(transform: FeatureTransform) -> list[tuple[str, str]]:
@@ -256,19 +293,17 @@ def _feature_sources(transform: FeatureTransform) -> list[tuple[str, str]]:
 
 def check_serving_parity(rows: DataFrame, pipeline: PipelineModel, transform: FeatureTransform, spec: DatasetSpec,
                          sample_rows: int = 1000, tolerance: float = 1e-5) -> int:
-    """Check that the serving transform reproduces Spark's feature vectors on a sample of raw `rows`.
-
-    The sample is the first `sample_rows` rows in the order of a hash of their key columns (deterministic, no
-    full collect); Spark's vectors and the raw values come from one query, so each pair is the same row. A value
-    off by more than `tolerance` (absolute, and relative to Spark's value) raises a PipelineError naming the raw
-    column, the row (its id, or its position in the sample) and both values. Returns the number of rows checked.
+    """Check that the serving transform reproduces Spark's feature vectors on a sample of raw `rows`: the first
+    `sample_rows` rows by a hash of their key columns (deterministic). A value off by more than `tolerance`
+    (absolute, and relative to Spark's value) raises a PipelineError naming the raw column, the row (its id, or its
+    position in the sample) and both values. Returns the number of rows checked.
     """
     keys = _row_keys(spec)
     id_columns = [spec.id_column] if spec.id_column and spec.id_column not in transform.input_columns else []
     raw_columns = [*id_columns, *transform.input_columns]
     sample = rows.orderBy(F.xxhash64(*keys), *keys).limit(sample_rows).select(
-        *[_col(column) for column in transform.input_columns],
-        *[_col(column).alias(_PARITY_RAW.format(position)) for position, column in enumerate(raw_columns)],
+        *[col(column) for column in transform.input_columns],
+        *[col(column).alias(_PARITY_RAW.format(position)) for position, column in enumerate(raw_columns)],
     )
     scored = pipeline.transform(pipeline_input(sample, spec)).select(
         *[_PARITY_RAW.format(position) for position in range(len(raw_columns))],

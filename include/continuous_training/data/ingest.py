@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -23,11 +22,11 @@ from pyspark.sql.types import StringType, StructField, StructType
 
 from continuous_training.config import Settings, get_settings
 from continuous_training.errors import PipelineError
+from continuous_training.paths import INGESTED_DATA, INPUTS_FILE, MANIFEST_FILE, IngestResult, write_result
 from continuous_training.spec import DatasetSpec
 
 CORRUPT_RECORD = "_corrupt_record"
 SOURCE_FILE = "_source_file"
-INPUTS_FILE = "inputs.json"
 
 
 @dataclass(frozen=True)
@@ -51,21 +50,6 @@ class PinnedInputs:
         ordered = sorted(files, key=lambda file: file.path)
         digest = hashlib.sha256(json.dumps([asdict(file) for file in ordered]).encode()).hexdigest()
         return cls(files=ordered, fingerprint=digest[:16])
-
-
-@dataclass(frozen=True)
-class IngestResult:
-    """What ingest read and wrote; saved as `manifest.json` beside the Parquet output."""
-
-    dataset: str
-    run_id: str
-    source: str
-    rows: int
-    corrupt_rows: int
-    files: dict[str, int]
-    input_fingerprint: str
-    output: str
-    output_files: int
 
 
 def read_source(spark: SparkSession, spec: DatasetSpec, paths: str | Sequence[str] | None = None,
@@ -132,27 +116,19 @@ def _stat(spark: SparkSession, paths: Sequence[str]) -> list[InputFile]:
     return files
 
 
-def pin_inputs(spark: SparkSession, spec: DatasetSpec, out_dir: Path, settings: Settings | None = None,
-               source: str | None = None) -> PinnedInputs:
-    """The run's input files: listed from the glob (default: the spec's source) on the first attempt, read back
-    from `inputs.json` after.
-
-    Raises PipelineError when nothing matches, or when a pinned file changed or vanished since it was pinned.
-    """
+def pin_inputs(spark: SparkSession, spec: DatasetSpec, out_dir: Path, source: str) -> PinnedInputs:
+    """The run's input files: listed from the `source` glob on the first attempt, read back from `inputs.json`
+    after. Raises PipelineError when nothing matches, or a pinned file changed or vanished."""
     pinned_path = out_dir / INPUTS_FILE
     if pinned_path.is_file():
         pinned = PinnedInputs.of([InputFile(**file) for file in json.loads(pinned_path.read_text())["files"]])
         _check_unchanged(spark, spec, pinned)
         return pinned
-    source = source or spec.source_path(settings)
-    listed = [_canonical(file) for file in read_source(spark, spec, source, settings).inputFiles()]
+    listed = [_canonical(file) for file in read_source(spark, spec, source).inputFiles()]
     if not listed:
         raise PipelineError(f"ingest: no input files match {source} (dataset {spec.name!r})")
     pinned = PinnedInputs.of(_stat(spark, listed))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    scratch = pinned_path.with_name(f".{INPUTS_FILE}.tmp")
-    scratch.write_text(json.dumps({"source": source, **asdict(pinned)}, indent=2))
-    os.replace(scratch, pinned_path)
+    write_result(pinned_path, {"source": source, **asdict(pinned)})
     return pinned
 
 
@@ -173,8 +149,7 @@ def _check_unchanged(spark: SparkSession, spec: DatasetSpec, pinned: PinnedInput
 
 
 def _output_file_count(pinned: PinnedInputs, target_mb: int, parallelism: int) -> int:
-    """Number of Parquet files: about one per `target_mb` of source bytes, and no fewer than Spark's parallelism,
-    so that neither the parse (coalesce merges the read's tasks) nor any later scan runs as one task."""
+    """Number of Parquet files: about one per `target_mb` of source bytes, and no fewer than Spark's parallelism."""
     total_bytes = sum(file.size for file in pinned.files)
     return max(parallelism, math.ceil(total_bytes / (target_mb * 1024 * 1024)))
 
@@ -194,19 +169,18 @@ def _explain_read_error(error: Exception, spec: DatasetSpec) -> PipelineError:
 def ingest(spark: SparkSession, spec: DatasetSpec, run_id: str, out_dir: Path, settings: Settings | None = None,
            source: str | None = None, scoring: bool = False) -> IngestResult:
     """Read the run's pinned input files and write `out_dir/data` (Parquet) and `out_dir/manifest.json`; a rerun
-    of the same run reads the same files and overwrites its output.
-
-    `source` replaces the spec's source glob. A `scoring` batch needs only the features and the id column
-    (`batch_columns`); the columns it lacks are absent from the output.
+    of the same run reads the same files and overwrites its output. `source` replaces the spec's source glob. A
+    `scoring` batch needs only the features and the id column (`batch_columns`); the columns it lacks are absent
+    from the output.
     """
     settings = settings or get_settings()
     source = source or spec.source_path(settings)
-    pinned = pin_inputs(spark, spec, out_dir, settings, source)
+    pinned = pin_inputs(spark, spec, out_dir, source)
     source_files = [file.path for file in pinned.files]
     columns = batch_columns(spark, spec, source_files) if scoring else None
     frame = read_source(spark, spec, source_files, settings, columns)
     files = _output_file_count(pinned, settings.parquet_target_file_mb, spark.sparkContext.defaultParallelism)
-    data_dir = out_dir / "data"
+    data_dir = out_dir / INGESTED_DATA
     try:
         frame.coalesce(files).write.mode("overwrite").parquet(str(data_dir))
     except Exception as error:  # Spark wraps the parser's complaint in several exception types
@@ -232,5 +206,5 @@ def ingest(spark: SparkSession, spec: DatasetSpec, run_id: str, out_dir: Path, s
         output=str(data_dir),
         output_files=len(list(data_dir.glob("*.parquet"))),
     )
-    (out_dir / "manifest.json").write_text(json.dumps(asdict(result), indent=2))
+    write_result(out_dir / MANIFEST_FILE, result)
     return result

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 from functools import partial, reduce
 from pathlib import Path
@@ -13,10 +12,11 @@ import numpy as np
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from continuous_training.data.report import render_report
+from continuous_training import profiles as profile
+from continuous_training.data.stats_report import render_report
 from continuous_training.errors import PipelineError
-from continuous_training.monitoring import profile
-from continuous_training.spark import in_parallel, literal_array
+from continuous_training.paths import STATS_FILE, STATS_REPORT_FILE, write_result
+from continuous_training.spark import col, in_parallel, literal_array
 from continuous_training.spec import INTEGRAL_TYPES, DatasetSpec, is_numeric_type
 
 QUANTILES: dict[str, float] = {
@@ -29,10 +29,6 @@ RANK_POINTS = 1_000
 SPEARMAN_TOLERANCE = 1e-3  # |rho - exact rho| above RANK_POINTS complete rows
 SKETCH_POINTS = sorted({*QUANTILES.values(), *profile.PERCENTILES})
 
-
-def _quoted(name: str) -> Column:
-    """A column reference that takes the name verbatim (spaces, dots, parentheses, backticks)."""
-    return F.col(f"`{name.replace('`', '``')}`")
 
 
 def profiled_columns(spec: DatasetSpec) -> list[tuple[str, str]]:
@@ -74,36 +70,22 @@ def _typed_value(text: str, spark_type: str) -> Any:
 
 
 def compute_stats(df: DataFrame, spec: DatasetSpec, bins: int = HISTOGRAM_BINS, top_k: int = TOP_K) -> dict:
-    """Profile the spec's features and label in three Spark passes (four when ranks need their own sketches);
-    returns the stats.json document. Passes 2 and 3 need only the figures of pass 1 and run at the same time, so
-    that each fills the cores the other leaves idle (its planning, its last tasks).
+    """Profile the spec's features and label into the stats.json document (strict JSON: NaN and infinities become
+    null). Raises PipelineError when a profiled column is missing or the input has no rows.
 
-    1. One aggregation: row count; for numeric columns (cast to double, NaN counted as null) the non-null count,
-       min, max, sum and approximate percentiles (percentile_approx, relative rank error 1/QUANTILE_ACCURACY, each
-       a value of the column) at the report's QUANTILES, the drift reference's percentiles and, for features, the
-       RANK_POINTS rank points of item 3; for categorical columns the non-null count; the complete rows (every
-       numeric feature set, `rows_used`). When fewer than RANK_POINTS rows are complete, or a feature is set on
-       more rows than the complete ones, the rank points are read from sketches of the features' values on the
-       complete rows, in one more aggregation.
-    2. One grouping of every cell: numeric values by their histogram bin (`bins` equal-width bins over
-       [min, max], [e_i, e_i+1) and the last closed, as numpy.histogram; a constant column gets [v-0.5, v+0.5];
-       a column with no values gets empty edges and counts) and their drift-reference bin; categorical values
-       (nulls excluded) by value, which gives the exact distinct count, the `top_k` top values (ties by value)
-       and the drift reference's values. Only bins and the top values reach the driver.
-    3. One aggregation of plain sums, centred on the means of pass 1 (the two-pass algorithm): per numeric column
-       the sums of its deviations to the powers 1 to 4, which give the mean, the sample standard deviation
-       (ddof=1, null for fewer than two values), the population skewness and population excess kurtosis (the
-       biased estimators: scipy.stats.skew(bias=True) and scipy.stats.kurtosis(fisher=True, bias=True); null for
-       a constant column); over the complete rows, the sums of the features' deviations, of their rank fractions'
-       and of their pairwise products, which give the Pearson and Spearman matrices. Spearman is Pearson's on rank
-       fractions read from each feature's sketch at min(rows_used, RANK_POINTS) points: a value the sketch returns
-       gets the middle of its points (the average rank of its ties), a value between two of them the linear
-       interpolation. Up to RANK_POINTS complete rows every value is such a point and Spearman is exact; above,
-       it is within SPEARMAN_TOLERANCE of the exact figure. The diagonal is 1 and entries that are undefined (a
-       column constant on the complete rows, fewer than two rows) are null.
+    Numeric columns (cast to double, NaN counted as null): count, nulls, min, max, sum, mean, the sample standard
+    deviation (ddof=1, null for fewer than two values), population skewness and excess kurtosis
+    (scipy.stats.skew(bias=True), scipy.stats.kurtosis(fisher=True, bias=True); null for a constant column),
+    QUANTILES from percentile_approx (relative rank error 1/QUANTILE_ACCURACY, each a value of the column) and a
+    histogram of `bins` equal-width bins as numpy.histogram builds them (a constant column gets [v-0.5, v+0.5], one
+    with no values empty edges and counts). Categorical columns: count, nulls, the exact distinct count and the
+    `top_k` top values (ties by value).
 
-    `drift_reference` holds each column's drift profile (`continuous_training.monitoring.profile`): the bins drift
-    checks compare later windows on. The result is strict JSON (NaN and infinities become null).
+    Pearson and Spearman matrices over the complete rows (every numeric feature set). Spearman is Pearson's on rank
+    fractions read from each feature's sketch at min(rows_used, RANK_POINTS) points (ties get their average rank,
+    values between points the linear interpolation): exact up to RANK_POINTS complete rows, within
+    SPEARMAN_TOLERANCE above. The diagonal is 1; undefined entries (a column constant on the complete rows, fewer
+    than two rows) are null. `drift_reference` holds each column's drift profile (`continuous_training.profiles`).
     """
     missing = [column for column, _ in profiled_columns(spec) if column not in df.columns]
     if missing:
@@ -114,8 +96,8 @@ def compute_stats(df: DataFrame, spec: DatasetSpec, bins: int = HISTOGRAM_BINS, 
     features = [alias for name, alias in numeric if name in spec.features.numeric]
 
     prepared = df.select(
-        *(F.nanvl(_quoted(name).cast("double"), F.lit(None).cast("double")).alias(alias) for name, alias in numeric),
-        *(_quoted(name).alias(alias) for name, alias in categorical),
+        *(F.nanvl(col(name).cast("double"), F.lit(None).cast("double")).alias(alias) for name, alias in numeric),
+        *(col(name).alias(alias) for name, alias in categorical),
     )
     first = _summary(prepared, numeric, categorical, features)
     rows = first["rows"]
@@ -173,7 +155,8 @@ def compute_stats(df: DataFrame, spec: DatasetSpec, bins: int = HISTOGRAM_BINS, 
 
 def _summary(prepared: DataFrame, numeric: list[tuple[str, str]], categorical: list[tuple[str, str]],
              features: list[str]) -> dict:
-    """Pass 1 of `compute_stats`."""
+    """The first aggregation of `compute_stats`: row count, per numeric column its count, min, max, sum and
+    percentile sketch, per categorical column its count, and the complete rows (`rows_used`)."""
     aggregates = [F.count(F.lit(1)).alias("rows")]
     for _, alias in numeric:
         value = F.col(alias)
@@ -197,8 +180,8 @@ def _complete(features: list[str]) -> Column:
 
 def _rank_sketches(prepared: DataFrame, features: list[str], first: dict) -> dict[str, list[float]]:
     """Per feature (when at least two rows are complete), its values among the complete rows at `_rank_points`:
-    read from its sketch of pass 1 when it is set on exactly the complete rows and they are at least RANK_POINTS,
-    else from a sketch of its values on the complete rows (one aggregation for all such features)."""
+    from its `_summary` sketch when it is set on exactly the complete rows and they are at least RANK_POINTS, else
+    from a sketch of its values on the complete rows."""
     rows_used = first.get("rows_used", 0)
     if rows_used < 2:
         return {}
@@ -218,7 +201,7 @@ def _cell_counts(prepared: DataFrame, histogram_edges: dict[str, list[float]],
                  ) -> tuple[dict[str, dict[int, int]], dict[str, dict[int, int]], dict[str, dict]]:
     """Rows per histogram bin and per reference bin of each numeric column, and per categorical column its
     distinct count, its `top_k` values for the report (by count, then value in the column's own order) and its
-    drift-reference values (by count, then text); one grouping of every cell."""
+    drift-reference values (by count, then text)."""
     numeric, categorical = list(histogram_edges), list(numeric_categories)
     binned, histogram_bins = profile.with_numeric_bins(
         prepared, {alias: edges[1:-1] for alias, edges in histogram_edges.items()}, prefix="_histogram")
@@ -295,10 +278,9 @@ def _rank_fraction(value: Column, knot: Column, knots: list[list[float]]) -> Col
 
 
 def _centered_sums(prepared: DataFrame, numeric: list[tuple[str, str]], features: list[str], first: dict) -> dict:
-    """Pass 3 of `compute_stats`: sums of powers of each numeric column's deviations from its mean (`<alias>_m<k>`);
-    over the complete rows, the sums of the features' (`p<i>`) and their rank fractions' (`s<i>`) deviations and of
-    their pairwise products (`p<i>_<j>`, `s<i>_<j>`), and each feature's range there. The deviations are
-    projected once and the aggregation only multiplies and adds them."""
+    """Sums of powers of each numeric column's deviations from its mean (`<alias>_m<k>`); over the complete rows,
+    the sums of the features' (`p<i>`) and their rank fractions' (`s<i>`) deviations and of their pairwise products
+    (`p<i>_<j>`, `s<i>_<j>`), and each feature's range there."""
     deviations = {f"d_{alias}": F.col(alias) - F.lit(_mean(first, alias)) for _, alias in numeric}
     sums = [F.sum(reduce(Column.__mul__, [F.col(f"d_{alias}")] * power)).alias(f"{alias}_m{power}")
             for _, alias in numeric for power in range(1, 5)]
@@ -329,7 +311,7 @@ def _mean(first: dict, alias: str) -> float:
 
 
 def _moments(first: dict, sums: dict, alias: str) -> dict[str, float | None]:
-    """A numeric column's moments from pass 1 and its sums of deviations d^k (k = 1..4) from its mean."""
+    """A numeric column's moments from `_summary` and its sums of deviations d^k (k = 1..4) from its mean."""
     count, low, high = first[f"{alias}_count"], first[f"{alias}_min"], first[f"{alias}_max"]
     moments = {"mean": None, "std": None, "min": _finite(low), "max": _finite(high),
                "sum": _finite(first[f"{alias}_sum"]), "skewness": None, "kurtosis": None}
@@ -366,7 +348,7 @@ def _correlation_matrix(sums: dict, prefix: str, size: int, rows: int, varies: l
 
 
 def _correlations(numeric: list[tuple[str, str]], features: list[str], first: dict, sums: dict) -> dict:
-    """Pearson and Spearman matrices over the complete rows, from the sums of pass 3."""
+    """Pearson and Spearman matrices over the complete rows, from the sums of `_centered_sums`."""
     rows_used = first.get("rows_used", 0)
     names = [name for name, alias in numeric if alias in features]
     size = len(names)
@@ -388,6 +370,6 @@ def write_stats(df: DataFrame, spec: DatasetSpec, out_dir: Path) -> dict:
     stats = compute_stats(df, spec)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "stats.json").write_text(json.dumps(stats, indent=2, allow_nan=False) + "\n")
-    (out_dir / "report.html").write_text(render_report(stats), encoding="utf-8")
+    write_result(out_dir / STATS_FILE, stats)
+    (out_dir / STATS_REPORT_FILE).write_text(render_report(stats), encoding="utf-8")
     return stats

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection
-from dataclasses import asdict, dataclass
-from functools import partial, reduce
+from functools import partial
 from pathlib import Path
 
 from pyspark import StorageLevel
@@ -14,33 +12,12 @@ from pyspark.sql import functions as F
 
 from continuous_training.data.ingest import CORRUPT_RECORD, SOURCE_FILE
 from continuous_training.errors import PipelineError
-from continuous_training.spark import in_parallel
+from continuous_training.paths import QUARANTINE_DATA, VALID_DATA, VALIDATION_FILE, ValidationResult, write_result
+from continuous_training.spark import col, in_parallel
 from continuous_training.spec import DatasetSpec, is_numeric_type
 
 REASONS = "_quarantine_reasons"
 REASON = "quarantine_reason"
-
-
-@dataclass(frozen=True)
-class ValidationResult:
-    """Counts of one validation run; saved as `validation.json`. rows_in == valid + quarantined."""
-
-    dataset: str
-    run_id: str
-    rows_in: int
-    valid: int
-    quarantined: int
-    quarantine_fraction: float
-    max_quarantine_fraction: float
-    reasons: dict[str, int]
-
-
-def _col(name: str) -> Column:
-    return F.col(f"`{name.replace('`', '``')}`")
-
-
-def _literal_list(values: list) -> list[Column]:
-    return [F.lit(value) for value in values]
 
 
 def rule_checks(spec: DatasetSpec, columns: Collection[str] | None = None,
@@ -52,15 +29,15 @@ def rule_checks(spec: DatasetSpec, columns: Collection[str] | None = None,
         ("malformed record: does not parse against the schema", F.col(CORRUPT_RECORD).isNotNull()),
     ]
     if labelled:
-        checks.append((f"label {spec.label!r} is null", _col(spec.label).isNull()))
+        checks.append((f"label {spec.label!r} is null", col(spec.label).isNull()))
     for column, spark_type in spec.schema_.items():
         if spark_type in {"double", "float"} and column in columns:
-            value = _col(column)
+            value = col(column)
             checks.append((f"{column!r} is NaN or infinite", F.isnan(value) | value.isin(float("inf"), float("-inf"))))
     for column, rules in spec.rules.items():
         if column not in columns:
             continue
-        value = _col(column)
+        value = col(column)
         if rules.not_null and column != spec.label:
             checks.append((f"{column!r} is null", value.isNull()))
         if rules.min is not None:
@@ -71,7 +48,7 @@ def rule_checks(spec: DatasetSpec, columns: Collection[str] | None = None,
             allowed = rules.allowed
             if not is_numeric_type(spec.schema_[column]):
                 allowed = [str(v).lower() if isinstance(v, bool) else str(v) for v in allowed]
-            checks.append((f"{column!r} not in allowed values", ~value.isin(*_literal_list(allowed))))
+            checks.append((f"{column!r} not in allowed values", ~value.isin(*[F.lit(v) for v in allowed])))
     for column in (c for c in _unique_columns(spec) if c in columns):
         checks.append((f"duplicate {column!r}", F.col(_duplicate_flag(column, spec)).isNotNull()))
     return checks
@@ -82,10 +59,9 @@ def _duplicate_flag(column: str, spec: DatasetSpec) -> str:
 
 
 def duplicated_values(frame: DataFrame, spec: DatasetSpec) -> dict[str, DataFrame]:
-    """Per unique column the frame has, its values that occur more than once: one aggregation of that column
-    alone, so checking uniqueness shuffles the ids, not the rows."""
+    """Per unique column the frame has, its non-null values that occur more than once."""
     return {
-        column: frame.where(_col(column).isNotNull()).groupBy(_col(column).alias(_duplicate_flag(column, spec)))
+        column: frame.where(col(column).isNotNull()).groupBy(col(column).alias(_duplicate_flag(column, spec)))
         .count().where(F.col("count") > 1).select(_duplicate_flag(column, spec))
         for column in _unique_columns(spec) if column in frame.columns
     }
@@ -98,48 +74,36 @@ def _unique_columns(spec: DatasetSpec) -> list[str]:
     return unique
 
 
-def _with_checks(frame: DataFrame, spec: DatasetSpec, labelled: bool,
-                 duplicates: dict[str, DataFrame] | None) -> tuple[DataFrame, list[tuple[str, Column]]]:
-    """The frame joined with its duplicate flags, and the (reason, failed) checks over it (null counts as passed)."""
-    checks = rule_checks(spec, [column for column in frame.columns if column in spec.schema_], labelled)
-    flagged = frame
-    for column, values in (duplicated_values(frame, spec) if duplicates is None else duplicates).items():
-        flagged = flagged.join(values, _col(column) == F.col(_duplicate_flag(column, spec)), "left")
-    return flagged, [(reason, F.coalesce(condition, F.lit(False))) for reason, condition in checks]
-
-
-def _reasons(checks: list[tuple[str, Column]]) -> Column:
-    reasons = F.array(*(F.when(failed, F.lit(reason)) for reason, failed in checks))
-    return F.filter(reasons, lambda reason: reason.isNotNull())
-
-
 def annotate(frame: DataFrame, spec: DatasetSpec, labelled: bool = True,
              duplicates: dict[str, DataFrame] | None = None) -> DataFrame:
     """Add an array column of every reason a row fails (empty when valid), checking the spec columns the frame has.
 
     A check on a null value passes; only not_null rules and the label check catch nulls. `duplicates` are the
-    frame's `duplicated_values` (computed here when not given); each is joined on its column, a broadcast join
-    when Spark knows it is small (a persisted, materialized frame).
+    frame's `duplicated_values` (computed here when not given), each joined on its column.
     """
-    flagged, checks = _with_checks(frame, spec, labelled, duplicates)
-    return flagged.select(*(_col(column) for column in frame.columns), _reasons(checks).alias(REASONS))
+    flagged = frame
+    for column, values in (duplicated_values(frame, spec) if duplicates is None else duplicates).items():
+        flagged = flagged.join(values, col(column) == F.col(_duplicate_flag(column, spec)), "left")
+    reasons = F.array(*(F.when(failed, F.lit(reason)) for reason, failed in rule_checks(spec, frame.columns, labelled)))
+    return flagged.select(*(col(column) for column in frame.columns),
+                          F.filter(reasons, lambda reason: reason.isNotNull()).alias(REASONS))
 
 
 def _outputs(frame: DataFrame, spec: DatasetSpec, labelled: bool, duplicates: dict[str, DataFrame],
-             observations: tuple[Observation, Observation, Observation],
-             ) -> tuple[list[tuple[str, Column]], DataFrame, DataFrame]:
-    """The checks, the valid rows and the quarantined rows (with `quarantine_reason`) of `validate`; the rows read,
-    the rows of each output and the quarantined rows per check are observed as the outputs are written."""
+             observations: tuple[Observation, Observation, Observation]) -> tuple[list[str], DataFrame, DataFrame]:
+    """The check reasons, the valid rows and the quarantined rows (with `quarantine_reason`) of `validate`,
+    observing the rows read, the rows of each output and the quarantined rows per reason."""
     read, kept, quarantine = observations
     rows = F.count(F.lit(1)).alias("rows")
-    columns = [_col(column) for column in spec.schema_ if column in frame.columns]
-    flagged, checks = _with_checks(frame, spec, labelled, duplicates)
-    failing = reduce(lambda a, b: a | b, [condition for _, condition in checks])
-    valid = flagged.observe(read, rows).where(~failing).observe(kept, rows).select(*columns)
-    per_reason = [F.count_if(condition).alias(f"reason_{i}") for i, (_, condition) in enumerate(checks)]
-    quarantined = (flagged.where(failing).observe(quarantine, rows, *per_reason)
-                   .select(F.array_join(_reasons(checks), "; ").alias(REASON), *columns, CORRUPT_RECORD, SOURCE_FILE))
-    return checks, valid, quarantined
+    columns = [col(column) for column in spec.schema_ if column in frame.columns]
+    reasons = [reason for reason, _ in rule_checks(spec, frame.columns, labelled)]
+    annotated = annotate(frame, spec, labelled, duplicates)
+    failing = F.size(REASONS) > 0
+    valid = annotated.observe(read, rows).where(~failing).observe(kept, rows).select(*columns)
+    per_reason = [F.count_if(F.array_contains(REASONS, r)).alias(f"reason_{i}") for i, r in enumerate(reasons)]
+    quarantined = (annotated.where(failing).observe(quarantine, rows, *per_reason)
+                   .select(F.array_join(REASONS, "; ").alias(REASON), *columns, CORRUPT_RECORD, SOURCE_FILE))
+    return reasons, valid, quarantined
 
 
 def validate(frame: DataFrame, spec: DatasetSpec, run_id: str, out_dir: Path,
@@ -147,28 +111,26 @@ def validate(frame: DataFrame, spec: DatasetSpec, run_id: str, out_dir: Path,
     """Write `out_dir/valid`, `out_dir/quarantine` (with `quarantine_reason`) and `validation.json`.
 
     The spec columns the frame has are checked and kept (a batch to score may lack the label and other non-feature
-    columns; with `labelled=False` a null label is no reason to quarantine). Three Spark jobs: the duplicate values
-    (counted while the checks and both outputs' plans are built), then each output written once; the counts (rows
-    read, rows each write wrote, rows per reason) are observed while writing. Raises PipelineError after writing
+    columns; with `labelled=False` a null label is no reason to quarantine). Raises PipelineError after writing
     when the quarantined fraction exceeds `max_quarantine_fraction`.
     """
     duplicates = {column: values.persist(StorageLevel.MEMORY_AND_DISK)
                   for column, values in duplicated_values(frame, spec).items()}
     read, kept, quarantine = Observation("read"), Observation("valid"), Observation("quarantined")
     try:
-        _, (checks, valid, quarantined_rows) = in_parallel(
+        _, (reasons, valid, quarantined_rows) = in_parallel(
             frame.sparkSession, lambda: [values.count() for values in duplicates.values()],
             partial(_outputs, frame, spec, labelled, duplicates, (read, kept, quarantine)))
-        valid.write.mode("overwrite").parquet(str(out_dir / "valid"))
-        quarantined_rows.write.mode("overwrite").parquet(str(out_dir / "quarantine"))
+        valid.write.mode("overwrite").parquet(str(out_dir / VALID_DATA))
+        quarantined_rows.write.mode("overwrite").parquet(str(out_dir / QUARANTINE_DATA))
     finally:
         for values in duplicates.values():
             values.unpersist()
-    quarantine_counts = quarantine.get  # each `get` converts the whole observed row: read it once
+    quarantine_counts = quarantine.get  # read once: each `get` converts the whole observed row
     rows_in, valid_rows, quarantined = read.get["rows"], kept.get["rows"], quarantine_counts["rows"]
     if valid_rows + quarantined != rows_in:
         raise PipelineError(f"validate: {rows_in} rows in but {valid_rows} valid + {quarantined} quarantined")
-    reason_counts = [(reason, quarantine_counts[f"reason_{i}"]) for i, (reason, _) in enumerate(checks)]
+    reason_counts = [(reason, quarantine_counts[f"reason_{i}"]) for i, reason in enumerate(reasons)]
     fraction = quarantined / rows_in if rows_in else 0.0
     result = ValidationResult(
         dataset=spec.name,
@@ -180,13 +142,13 @@ def validate(frame: DataFrame, spec: DatasetSpec, run_id: str, out_dir: Path,
         max_quarantine_fraction=max_quarantine_fraction,
         reasons=dict(sorted(((reason, count) for reason, count in reason_counts if count), key=lambda rc: -rc[1])),
     )
-    (out_dir / "validation.json").write_text(json.dumps(asdict(result), indent=2))
+    write_result(out_dir / VALIDATION_FILE, result)
     if fraction > max_quarantine_fraction:
         top = ", ".join(f"{reason}: {count}" for reason, count in list(result.reasons.items())[:5])
         raise PipelineError(
             f"validate: {quarantined} of {rows_in} rows ({fraction:.2%}) quarantined for {spec.name!r}, above the "
-            f"limit of {max_quarantine_fraction:.2%}. Top reasons: {top}. Quarantined rows: {out_dir / 'quarantine'}"
+            f"limit of {max_quarantine_fraction:.2%}. Top reasons: {top}. Quarantined rows: {out_dir / QUARANTINE_DATA}"
         )
     if valid_rows == 0:
-        raise PipelineError(f"validate: no valid rows left for {spec.name!r}; see {out_dir / 'quarantine'}")
+        raise PipelineError(f"validate: no valid rows left for {spec.name!r}; see {out_dir / QUARANTINE_DATA}")
     return result

@@ -1,16 +1,15 @@
 """A drift check: the recent window of a dataset's scored batches against the reference of the model that scored it.
 
-The window is the last `window` scored dates up to the check's date (their `_summary.json` says which model
-version scored each). Dates scored by another version than the newest are left out and listed, so the window is
-always compared with one model's references (`continuous_training.monitoring.reference`). One Spark pass counts
-every feature and prediction column of the window on the reference's bins; `statistics.compare` turns the counts
-into PSI, KS, unseen share and null-rate change. When the labels of window dates have arrived, the window's rows
-joined with them give the model's promotion metric, compared with the same metric on its test split.
+The window is the last `window` scored dates up to the check's date; dates scored by another model version than
+the newest are left out and listed (`continuous_training.monitoring.reference`). Every feature and prediction
+column of the window is counted on the reference's bins and compared (`drift_statistics.compare`: PSI, KS, unseen
+share, null-rate change). When labels of window dates have arrived, the model's promotion metric on those rows is
+compared with the same metric on its test split.
 
 Verdict: drift when the share of drifted features reaches `drifted_feature_share`, when a prediction column
-drifted, or when the metric is worse than at training by more than `metric_drop` (relative). The result is
-`drift.json` and `drift_report.html` in `$DATA_DIR/<dataset>/monitoring/run_id=<run>/` and an MLflow run in
-experiment `<dataset>-monitoring` (found again on rerun).
+drifted, or when the metric is worse than at training by more than `metric_drop` (relative). Writes `drift.json`
+and `drift_report.html` to `$DATA_DIR/<dataset>/monitoring/run_id=<run>/` and an MLflow run in experiment
+`<dataset>-monitoring` (found again on rerun).
 """
 
 from __future__ import annotations
@@ -21,25 +20,21 @@ import re
 from datetime import date
 from typing import Any
 
-from continuous_training.config import Settings, get_settings
-from continuous_training.monitoring.labels import LANDED_FILE, MONITORING_STAGE, read_labels
-from continuous_training.monitoring.profile import window_profiles
-from continuous_training.monitoring.reference import ModelReference, load_reference
-from continuous_training.monitoring.report import render_drift_report
-from continuous_training.monitoring.statistics import compare
-from continuous_training.paths import stage_dir
-from continuous_training.serving.scored import PARTITION, ScoredDate, predictions_dir, scored_dates
-from continuous_training.spec import LOWER_IS_BETTER, DatasetSpec, Monitoring
-from continuous_training.tracking import (
-    AIRFLOW_RUN_ID_TAG,
-    airflow_task_tags,
-    ensure_experiment,
-    filter_literal,
-    mlflow_client,
-)
-from continuous_training.training.evaluation import LABEL, prediction_metrics
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+
+from continuous_training.config import Settings, get_settings
+from continuous_training.metrics import TRUE_LABEL, prediction_metrics
+from continuous_training.monitoring.drift_statistics import compare
+from continuous_training.monitoring.labels import LANDED_FILE, read_labels
+from continuous_training.monitoring.reference import ModelReference, load_reference
+from continuous_training.monitoring.report import render_drift_report
+from continuous_training.paths import MONITORING, stage_dir
+from continuous_training.profiles import window_profiles
+from continuous_training.serving.scored import PARTITION, ScoredDate, predictions_dir, scored_dates
+from continuous_training.spark import col
+from continuous_training.spec import LOWER_IS_BETTER, DatasetSpec, Monitoring
+from continuous_training.tracking import airflow_run, airflow_task_tags, mlflow_client, model_tags
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +55,6 @@ def drift_window(spec: DatasetSpec, checked_for: date, size: int,
             [scored for scored in recent if scored.model["version"] != version])
 
 
-def _metric_key(name: str) -> str:
-    return _METRIC_UNSAFE.sub("_", name)
-
-
 def performance(window: DataFrame, spec: DatasetSpec, reference: ModelReference, labels: DataFrame | None,
                 monitoring: Monitoring) -> dict[str, Any]:
     """The promotion metric on the window's labelled rows against the model's test metric."""
@@ -71,27 +62,26 @@ def performance(window: DataFrame, spec: DatasetSpec, reference: ModelReference,
     result: dict[str, Any] = {"metric": metric, "reference": reference.metrics.get(metric), "drifted": False}
     if labels is None:
         return {**result, "status": "no_labels"}
-    label = F.col(f"`{spec.label}`")
-    joined = window.join(labels.select(spec.id_column, label.alias(LABEL)).dropDuplicates([spec.id_column]),
+    label = col(spec.label)
+    joined = window.join(labels.select(spec.id_column, label.alias(TRUE_LABEL)).dropDuplicates([spec.id_column]),
                          on=spec.id_column, how="left")
-    known = F.col(LABEL).isNotNull()
+    known = F.col(TRUE_LABEL).isNotNull()
     if reference.classes is not None:
-        known = known & F.col(LABEL).cast("string").isin(reference.classes)
+        known = known & F.col(TRUE_LABEL).cast("string").isin(reference.classes)
     probability = []
     if spec.task == "binary_classification":
         probability = [F.col(f"probability_{reference.classes[1]}").alias("probability")]
     elif spec.task == "multiclass_classification":
-        probability = [F.array(*[F.col(f"`probability_{c}`") for c in reference.classes]).alias("probabilities")]
-    scored = joined.select(F.col(LABEL), F.col("prediction"), *probability, known.alias("_known"))
-    counts = scored.agg(F.count(F.lit(1)).alias("rows"), F.count(LABEL).alias("labelled"),
+        probability = [F.array(*[col(f"probability_{c}") for c in reference.classes]).alias("probabilities")]
+    scored = joined.select(F.col(TRUE_LABEL), F.col("prediction"), *probability, known.alias("_known"))
+    counts = scored.agg(F.count(F.lit(1)).alias("rows"), F.count(TRUE_LABEL).alias("labelled"),
                         F.count_if("_known").alias("known")).head()
     result |= {"rows_window": counts["rows"], "rows_labelled": counts["known"],
                "rows_without_label": counts["rows"] - counts["labelled"],
                "rows_unknown_label": counts["labelled"] - counts["known"]}
     if counts["known"] < monitoring.min_labelled_rows:
         return {**result, "status": "insufficient_labels"}
-    # The labelled rows are few per task: the metric evaluators run several jobs over them, each as many tasks as
-    # partitions, so they are brought down to the cluster's parallelism first.
+    # The metric evaluators run several jobs over these few rows: one partition per core is enough.
     labelled = scored.where("_known").drop("_known").coalesce(window.sparkSession.sparkContext.defaultParallelism)
     value = prediction_metrics(labelled, spec.task, reference.classes, prefix="test_")[metric]
     result |= {"status": "checked", "window": value}
@@ -112,9 +102,8 @@ def compare_window(window: DataFrame, spec: DatasetSpec, reference: ModelReferen
     features = {name: columns[name] for name in reference.features}
     predictions = {name: columns[name] for name in reference.predictions}
     drifted = [name for name, result in features.items() if result["drifted"]]
-    share = len(drifted) / len(features)
     return {"rows": current[next(iter(current))]["rows"], "features": features, "predictions": predictions,
-            "drifted_features": drifted, "drifted_feature_share": share,
+            "drifted_features": drifted, "drifted_feature_share": len(drifted) / len(features),
             "prediction_drift": any(result["drifted"] for result in predictions.values())}
 
 
@@ -128,11 +117,11 @@ def verdict(result: dict[str, Any], monitoring: Monitoring) -> list[str]:
     for name, column in result["predictions"].items():
         if column["drifted"]:
             reasons.append(f"prediction drift on {name}: {'; '.join(column['reasons'])}")
-    performance_result = result["performance"]
-    if performance_result["drifted"]:
-        reasons.append(f"{performance_result['metric']} {performance_result['window']:.4f} on "
-                       f"{performance_result['rows_labelled']:,} labelled rows vs {performance_result['reference']:.4f}"
-                       f" at training: {performance_result['drop']:.1%} worse > {monitoring.metric_drop:.0%}")
+    checked = result["performance"]
+    if checked["drifted"]:
+        reasons.append(f"{checked['metric']} {checked['window']:.4f} on {checked['rows_labelled']:,} labelled rows vs "
+                       f"{checked['reference']:.4f} at training: {checked['drop']:.1%} worse > "
+                       f"{monitoring.metric_drop:.0%}")
     return reasons
 
 
@@ -168,7 +157,7 @@ def check_drift(spark: SparkSession, spec: DatasetSpec, checked_for: date, airfl
         reasons = verdict(result, monitoring)
         result |= {"outcome": "drift" if reasons else "no_drift", "drift_detected": bool(reasons),
                    "reasons": reasons}
-    out_dir = stage_dir(spec.name, MONITORING_STAGE, airflow_run_id, settings)
+    out_dir = stage_dir(spec.name, MONITORING, airflow_run_id, settings)
     out_dir.mkdir(parents=True, exist_ok=True)
     landed = out_dir / LANDED_FILE
     result["labelled_batches"] = json.loads(landed.read_text()) if landed.is_file() else []
@@ -188,19 +177,14 @@ def monitoring_experiment(spec: DatasetSpec) -> str:
 def log_check(result: dict[str, Any], spec: DatasetSpec, out_dir, settings: Settings) -> str:
     """The check's MLflow run in `<dataset>-monitoring` (found again on rerun by the Airflow run id)."""
     client = mlflow_client(settings)
-    experiment_id = ensure_experiment(client, monitoring_experiment(spec), settings)
-    existing = client.search_runs([experiment_id],
-                                  f"tags.`{AIRFLOW_RUN_ID_TAG}` = {filter_literal(result['airflow_run_id'])}",
-                                  max_results=1)
-    run = existing[0] if existing else client.create_run(
-        experiment_id, run_name=f"drift check {result['checked_for']}",
-        tags={AIRFLOW_RUN_ID_TAG: result["airflow_run_id"]})
+    run = airflow_run(client, monitoring_experiment(spec), result["airflow_run_id"],
+                      f"drift check {result['checked_for']}", settings=settings)
     run_id = run.info.run_id
     model = result.get("model", {})
     tags = {DRIFT_DETECTED_TAG: str(result["drift_detected"]).lower(), "check.outcome": result["outcome"],
             "checked_for": result["checked_for"], "window.dates": ",".join(result["window"]["dates"]),
-            "model.name": model.get("name", ""), "model.version": model.get("version", ""),
-            "model.run_id": model.get("run_id", ""), **airflow_task_tags()}
+            **model_tags(model.get("name", ""), model.get("version", ""), model.get("run_id", "")),
+            **airflow_task_tags()}
     if RETRAIN_TRIGGERED_TAG not in run.data.tags:
         tags[RETRAIN_TRIGGERED_TAG] = "false"
     for key, value in tags.items():
@@ -211,11 +195,10 @@ def log_check(result: dict[str, Any], spec: DatasetSpec, out_dir, settings: Sett
         for name, column in {**result["features"], **result["predictions"]}.items():
             for statistic in ("psi", "ks", "unseen_share", "null_rate_change"):
                 if column.get(statistic) is not None:
-                    metrics[f"{statistic}.{_metric_key(name)}"] = column[statistic]
-        performance_result = result["performance"]
-        for key in ("window", "drop", "rows_labelled"):
-            if performance_result.get(key) is not None:
-                metrics[f"performance.{key}"] = performance_result[key]
+                    metrics[f"{statistic}.{_METRIC_UNSAFE.sub('_', name)}"] = column[statistic]
+        checked = result["performance"]
+        metrics |= {f"performance.{key}": checked[key] for key in ("window", "drop", "rows_labelled")
+                    if checked.get(key) is not None}
     metrics["labelled_rows_landed"] = sum(batch.get("rows_landed", 0) for batch in result["labelled_batches"]
                                           if batch["status"] == "landed")
     for key, value in metrics.items():

@@ -15,41 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from continuous_training.errors import PipelineError
-from continuous_training.monitoring.profile import Kind, reference_profiles
-from continuous_training.serving.batch import probability_columns
-from continuous_training.serving.model import PREDICTION, model_classes, predict_spark
-from continuous_training.spec import DatasetSpec
 from mlflow.tracking import MlflowClient
-from pyspark import StorageLevel
-from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
-STATS_ARTIFACT = "data/stats.json"
-PREDICTION_PROFILE_ARTIFACT = "data/prediction_profile.json"
-
-
-def prediction_columns(task: str, classes: list[str] | None) -> list[tuple[str, Kind]]:
-    """The scored columns whose drift is checked: the prediction (a class or a number) and, for a binary
-    classifier, the probability of the positive class as written by batch scoring."""
-    if task == "regression":
-        return [(PREDICTION, "numeric")]
-    if task == "binary_classification":
-        return [(PREDICTION, "categorical"), (f"probability_{classes[1]}", "numeric")]
-    return [(PREDICTION, "categorical")]
-
-
-def prediction_reference(rows: DataFrame, model_uri: str, spec: DatasetSpec) -> dict[str, Any]:
-    """The profile of a model's predictions on `rows` (raw spec columns), as `prediction_profile.json`. The rows
-    are scored once and kept while the profile's passes read them."""
-    classes = model_classes(model_uri)
-    scored = predict_spark(rows, model_uri, spec.task).select(F.col(PREDICTION),
-                                                               *probability_columns(spec.task, classes))
-    scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        return {"model_uri": model_uri, "columns": reference_profiles(scored, prediction_columns(spec.task, classes))}
-    finally:
-        scored.unpersist()
+from continuous_training.errors import PipelineError
+from continuous_training.model.pyfunc import model_classes
+from continuous_training.spec import DatasetSpec
+from continuous_training.tracking import PREDICTION_PROFILE_ARTIFACT, STATS_ARTIFACT
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,9 @@ from html import escape
 from typing import Any
 
 import numpy as np
-from continuous_training.data.report import PLAIN_TEXT, STYLE, figure_html, number, table
 from matplotlib.figure import Figure
+
+from continuous_training.reports import PLAIN_TEXT, figure_html, number, page_head, table
 
 _SHOWN_VALUES = 20
 _VERDICT_STYLE = """
@@ -75,18 +76,13 @@ def render_drift_report(result: dict[str, Any]) -> str:
     outcome = result["outcome"]
     headline = {"drift": "Drift detected", "no_drift": "No drift",
                 "nothing_to_check": "Nothing to check"}[outcome]
-    parts = [
-        f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{escape(title)}</title>",
-        f"<style>{STYLE}{_VERDICT_STYLE}</style></head><body><h1>{escape(title)}</h1>",
-        f'<p class="verdict {outcome}">{headline}</p>',
-    ]
+    parts = [page_head(title, _VERDICT_STYLE), f'<p class="verdict {outcome}">{headline}</p>']
     if result["reasons"]:
         parts.append("<ul>" + "".join(f"<li>{escape(reason)}</li>" for reason in result["reasons"]) + "</ul>")
     if outcome == "nothing_to_check":
         parts += [f"<p>{escape(result['message'])}</p>", "</body></html>"]
         return "\n".join(parts) + "\n"
-    model = result["model"]
-    window = result["window"]
+    model, window = result["model"], result["window"]
     parts.append(f"<p>Window: {escape(', '.join(window['dates']))} ({number(result['rows'])} scored rows), scored "
                  f"by {escape(model['name'])} version {escape(model['version'])} and compared with that version's "
                  "reference.</p>")

@@ -14,27 +14,35 @@ from dataclasses import asdict, dataclass
 from datetime import date
 from typing import Any
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from continuous_training.config import Settings, get_settings
 from continuous_training.errors import PipelineError
-from continuous_training.paths import stage_dir, stage_for
-from continuous_training.registry import alias_version
-from continuous_training.serving.model import PREDICTION, PROBABILITIES, PROBABILITY, model_classes, predict_spark
+from continuous_training.model.pyfunc import PREDICTION, model_classes
+from continuous_training.paths import (
+    VALIDATE,
+    VALIDATION_FILE,
+    ValidationResult,
+    read_result,
+    stage_dir,
+    stage_for,
+    write_result,
+)
+from continuous_training.serving.predict import predict_spark, probability_columns
 from continuous_training.serving.scored import PARTITION, SUMMARY_FILE, partition_dir, predictions_dir
+from continuous_training.spark import col
 from continuous_training.spec import DatasetSpec
 from continuous_training.tracking import (
-    AIRFLOW_RUN_ID_TAG,
+    airflow_run,
     airflow_task_tags,
-    ensure_experiment,
-    filter_literal,
+    alias_version,
     mlflow_client,
+    model_tags,
 )
 
 log = logging.getLogger(__name__)
 
-LINEAGE = ("model_name", "model_version", "model_run_id", PARTITION, "airflow_run_id")
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 
 
@@ -63,20 +71,6 @@ def resolve_model(spec: DatasetSpec, alias: str, settings: Settings | None = Non
                          alias=alias)
 
 
-def _col(name: str) -> Column:
-    return F.col(f"`{name.replace('`', '``')}`")
-
-
-def probability_columns(task: str, classes: list[str] | None) -> list[Column]:
-    """One `probability_<class>` column per class, from the pyfunc's probability outputs."""
-    if task == "regression":
-        return []
-    if task == "binary_classification":
-        return [(1 - F.col(PROBABILITY)).alias(f"probability_{classes[0]}"),
-                F.col(PROBABILITY).alias(f"probability_{classes[1]}")]
-    return [F.col(PROBABILITIES)[index].alias(f"probability_{label}") for index, label in enumerate(classes)]
-
-
 def score(valid: DataFrame, spec: DatasetSpec, model: ResolvedModel, scored_for: date,
           airflow_run_id: str) -> DataFrame:
     """Predictions with lineage: id, timestamp, prediction, class probabilities, lineage, then the batch's other
@@ -86,7 +80,7 @@ def score(valid: DataFrame, spec: DatasetSpec, model: ResolvedModel, scored_for:
     carried = [column for column in valid.columns if column not in keys]
     scored = predict_spark(valid, model.uri, spec.task)
     return scored.select(
-        *[_col(column) for column in keys],
+        *[col(column) for column in keys],
         F.col(PREDICTION),
         *probability_columns(spec.task, classes),
         F.lit(model.name).alias("model_name"),
@@ -94,7 +88,7 @@ def score(valid: DataFrame, spec: DatasetSpec, model: ResolvedModel, scored_for:
         F.lit(model.run_id).alias("model_run_id"),
         F.lit(scored_for).alias(PARTITION),
         F.lit(airflow_run_id).alias("airflow_run_id"),
-        *[_col(column) for column in carried],
+        *[col(column) for column in carried],
     )
 
 
@@ -123,20 +117,20 @@ def score_batch(valid: DataFrame, spec: DatasetSpec, model: ResolvedModel, score
     write_predictions(score(valid, spec, model, scored_for, airflow_run_id), spec, settings)
     partition = partition_dir(spec, scored_for, settings)
     written = valid.sparkSession.read.parquet(str(partition))
-    validation = json.loads((stage_dir(spec.name, stage_for("validate", True), airflow_run_id, settings)
-                             / "validation.json").read_text())
+    validation = read_result(stage_dir(spec.name, stage_for(VALIDATE, True), airflow_run_id, settings)
+                             / VALIDATION_FILE, ValidationResult)
     summary = {
         "dataset": spec.name, PARTITION: scored_for.isoformat(), "airflow_run_id": airflow_run_id,
-        "model": asdict(model), "rows_in": validation["rows_in"], "quarantined": validation["quarantined"],
-        "scored": written.count(), "quarantine_reasons": validation["reasons"],
+        "model": asdict(model), "rows_in": validation.rows_in, "quarantined": validation.quarantined,
+        "scored": written.count(), "quarantine_reasons": validation.reasons,
         "predictions": str(partition), "distribution": prediction_distribution(written, spec.task),
     }
-    if summary["scored"] != validation["valid"] or summary["scored"] + summary["quarantined"] != summary["rows_in"]:
-        raise PipelineError(f"score: {summary['rows_in']} rows in, {validation['valid']} valid, but "
+    if summary["scored"] != validation.valid or summary["scored"] + summary["quarantined"] != summary["rows_in"]:
+        raise PipelineError(f"score: {summary['rows_in']} rows in, {validation.valid} valid, but "
                             f"{summary['scored']} scored and {summary['quarantined']} quarantined")
-    (partition / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+    write_result(partition / SUMMARY_FILE, summary)
     summary["mlflow_run_id"] = log_summary(summary, spec, settings)
-    (partition / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+    write_result(partition / SUMMARY_FILE, summary)
     log.info("scored %d rows of %s for %s with %s version %s", summary["scored"], spec.name, scored_for,
              model.name, model.version)
     return summary
@@ -149,15 +143,11 @@ def scoring_experiment(spec: DatasetSpec) -> str:
 def log_summary(summary: dict[str, Any], spec: DatasetSpec, settings: Settings) -> str:
     """The scoring run of an Airflow run in `<dataset>-scoring` (found again on rerun); returns its id."""
     client = mlflow_client(settings)
-    experiment_id = ensure_experiment(client, scoring_experiment(spec), settings)
-    airflow_run_id, model = summary["airflow_run_id"], summary["model"]
-    existing = client.search_runs([experiment_id], f"tags.`{AIRFLOW_RUN_ID_TAG}` = {filter_literal(airflow_run_id)}",
-                                  max_results=1)
-    run = existing[0] if existing else client.create_run(
-        experiment_id, run_name=f"score {summary[PARTITION]}", tags={AIRFLOW_RUN_ID_TAG: airflow_run_id})
-    run_id = run.info.run_id
-    for key, value in {"model.name": model["name"], "model.version": model["version"], "model.alias": model["alias"],
-                       "model.run_id": model["run_id"], PARTITION: summary[PARTITION], **airflow_task_tags()}.items():
+    model = summary["model"]
+    run_id = airflow_run(client, scoring_experiment(spec), summary["airflow_run_id"], f"score {summary[PARTITION]}",
+                         settings=settings).info.run_id
+    for key, value in {**model_tags(model["name"], model["version"], model["run_id"]), "model.alias": model["alias"],
+                       PARTITION: summary[PARTITION], **airflow_task_tags()}.items():
         client.set_tag(run_id, key, value)
     metrics = {"rows_in": summary["rows_in"], "rows_scored": summary["scored"],
                "rows_quarantined": summary["quarantined"]}

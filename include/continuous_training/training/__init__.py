@@ -1,5 +1,2 @@
-"""Distributed training: Horovod ranks inside one Spark barrier stage, fed by Petastorm.
-
-Import the submodules (`barrier`, `loop`, `model`, `candidate`) directly: this package imports nothing itself, so
-the served model can load `model` without pyspark or Horovod.
-"""
+"""The train and evaluate stages: ranks in one Spark barrier stage (`barrier`, `feed`, `epochs`, `torch_rank`,
+`tensorflow_rank`, launched by `fit`), the train stage (`train`) and the evaluate stage (`evaluate`)."""

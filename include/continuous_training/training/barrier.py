@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import socket
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,7 +56,6 @@ class RankResult:
 
     rank: int
     size: int
-    host: str
     gpu_addresses: list[str]
     value: Any
 
@@ -115,11 +115,9 @@ def run_in_barrier(spark: SparkSession, num_proc: int, rank_fn: Callable[[RankCo
     sc = spark.sparkContext
     task_cpus = int(sc.getConf().get("spark.task.cpus", "1"))
     slots = local_master_slots(sc.master, task_cpus)
+    too_few = f"num_proc={num_proc} needs {num_proc} concurrent task slots; the cluster offers fewer"
     if slots is not None and slots < num_proc:
-        raise PipelineError(
-            f"num_proc={num_proc} needs {num_proc} concurrent task slots; the cluster offers fewer "
-            f"(master {sc.master} with spark.task.cpus={task_cpus} gives {slots})"
-        )
+        raise PipelineError(f"{too_few} (master {sc.master} with spark.task.cpus={task_cpus} gives {slots})")
     if use_gpu and slots is not None:
         log.warning("Spark does not schedule GPUs with master %s: ranks get no GPU addresses", sc.master)
     threads = rank_threads(slots, num_proc, task_cpus)
@@ -133,10 +131,8 @@ def run_in_barrier(spark: SparkSession, num_proc: int, rank_fn: Callable[[RankCo
     except Exception as error:
         text = str(error)
         if "BarrierJobSlotsNumberCheckFailed" in text:
-            raise PipelineError(
-                f"num_proc={num_proc} needs {num_proc} concurrent task slots; the cluster offers fewer "
-                f"(Spark's barrier slot check gave up; add executors or cores, or lower num_proc)"
-            ) from error
+            raise PipelineError(f"{too_few} (Spark's barrier slot check gave up; add executors or cores, or lower "
+                                "num_proc)") from error
         match = _PYTHON_TRACEBACK.search(text)
         if match is None:
             raise
@@ -158,9 +154,7 @@ def _run_rank(rank_fn: Callable[[RankContext], Any], use_gpu: bool, threads: int
     rank = ctx.partitionId()
     hosts = [info.address.rsplit(":", 1)[0] for info in ctx.getTaskInfos()]
     size = len(hosts)
-    slots_per_host: dict[str, int] = {}
-    for host in hosts:
-        slots_per_host[host] = slots_per_host.get(host, 0) + 1
+    slots_per_host = Counter(hosts)
     plan = get_host_assignments([HostInfo(host, n) for host, n in slots_per_host.items()], size, size)
     # Ranks are numbered host by host; each task takes the slot of its partition's host in task order.
     by_host = {host: [slot for slot in plan if slot.hostname == host] for host in slots_per_host}
@@ -208,8 +202,7 @@ def _run_rank(rank_fn: Callable[[RankContext], Any], use_gpu: bool, threads: int
     finally:
         if server is not None:
             server.stop()
-    return RankResult(rank=slot.rank, size=slot.size, host=hosts[rank], gpu_addresses=gpu_addresses,
-                      value=value)
+    return RankResult(rank=slot.rank, size=slot.size, gpu_addresses=gpu_addresses, value=value)
 
 
 def _free_port(host: str) -> int:

@@ -21,11 +21,12 @@ from continuous_training.data.features import FEATURES, LABEL
 BYTES_PER_VALUE = 4  # features and label are float32
 STREAM_BUFFER_ROWS = 65_536  # rows a streaming rank shuffles together (whole row groups)
 EVAL_BATCH_ROWS = 8_192
+READER_WORKERS = 2  # Petastorm reader threads of a streamed split
 
 
 @dataclass(frozen=True)
 class Shard:
-    """A rank's rows of one split, on its device."""
+    """A rank's rows of one split, on its device (TensorFlow tensors for a Keras worker)."""
 
     features: torch.Tensor
     labels: torch.Tensor

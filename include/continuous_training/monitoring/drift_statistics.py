@@ -1,12 +1,10 @@
-"""Drift statistics of one column from two profiles on the same bins (see `profile`): pure arithmetic on counts.
+"""Drift statistics of one column from two profiles on the same bins (`continuous_training.profiles`).
 
-* PSI, sum((q - p) * ln(q / p)) over bins with shares p (reference) and q (window), each floored at
-  `PSI_EPSILON` so an empty bin stays finite. Numeric columns: over about ten equal-mass reference bins (the
-  percentile bins grouped into deciles of the reference); categorical: over the reference values plus the slot
-  of every other value.
-* KS (numeric), the largest gap between the two empirical CDFs, read at every bin edge. Inside a bin both CDFs
-  only rise, so the true statistic exceeds the value read by at most that bin's larger share of the two
-  (`ks_max_error`, about 0.01 for a continuous reference); discrete columns are exact at their values.
+* PSI, sum((q - p) * ln(q / p)) over bins with shares p (reference) and q (window), each floored at `PSI_EPSILON`:
+  numeric over `PSI_GROUPS` groups of about equal reference mass; categorical over the reference values plus the
+  slot of every other value.
+* KS (numeric), the largest gap between the two empirical CDFs read at every bin edge; the true statistic exceeds
+  it by at most that bin's larger share (`ks_max_error`). Discrete columns are exact at their values.
 * Unseen share (categorical): the window's share of non-null values outside the reference's values.
 * Null rate change: the window's null rate minus the reference's. Nulls are left out of PSI and KS.
 """

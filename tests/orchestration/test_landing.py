@@ -9,7 +9,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from continuous_training.data.landing import ANNOUNCED_KEY, NewBatchTrigger, complete_batches, landing_asset
+from continuous_training.orchestration.landing import ANNOUNCED_KEY, NewBatchTrigger, complete_batches, landing_asset
 from continuous_training.paths import SUCCESS_MARKER
 from continuous_training.spec import load_spec
 
@@ -98,5 +98,5 @@ def test_the_landing_asset_watches_the_specs_landing_folder(settings) -> None:
     assert (asset.name, asset.uri) == ("churn_landing", landing.as_uri())
     [watcher] = asset.watchers
     classpath, kwargs = watcher.trigger.serialize()
-    assert classpath == "continuous_training.data.landing.NewBatchTrigger"
+    assert classpath == "continuous_training.orchestration.landing.NewBatchTrigger"
     assert kwargs == {"landing": str(landing), "poll_interval": settings.landing_poll_seconds}

@@ -1,12 +1,11 @@
 """Seeded generator of a customer-churn demo dataset, written as dated CSV batches into the landing area.
 
-Layout: ``<DATA_DIR>/landing/<dataset>/date=YYYY-MM-DD/part-NNNNN.csv``, one file per chunk of rows, so any
-size is written with bounded memory. `generate_scoring` writes the unlabelled batches of later days to score,
-``<DATA_DIR>/incoming/<dataset>/date=YYYY-MM-DD/part-00000.csv`` (every column but the labels), and, apart,
-their labels as they arrive later, ``<DATA_DIR>/labels/<dataset>/date=YYYY-MM-DD/labels.csv`` (``customer_id``,
-the three labels and ``date``). The three labels (``churned``, ``customer_value``, ``plan_tier``) are
-nonlinear functions of the features plus noise; ``drift`` shifts the feature distributions and the churn
-relation, and ``bad_fraction`` injects malformed rows of assorted kinds for the validation stage to catch.
+`generate` writes ``<DATA_DIR>/landing/<dataset>/date=YYYY-MM-DD/part-NNNNN.csv`` (one file per chunk of rows);
+`generate_scoring` writes later days to score, ``<DATA_DIR>/incoming/<dataset>/date=YYYY-MM-DD/part-00000.csv``
+(every column but the labels), and their labels apart, ``<DATA_DIR>/labels/<dataset>/date=YYYY-MM-DD/labels.csv``
+(``customer_id``, the three labels and ``date``). The labels (``churned``, ``customer_value``, ``plan_tier``) are
+nonlinear functions of the features plus noise; ``drift`` shifts the feature distributions and the churn relation;
+``bad_fraction`` injects malformed rows of assorted kinds for validation to catch.
 """
 
 from __future__ import annotations
@@ -25,19 +24,8 @@ from continuous_training.config import get_settings
 from continuous_training.paths import SUCCESS_MARKER
 
 COLUMNS = (
-    "customer_id",
-    "signup_date",
-    "tenure_months",
-    "monthly_charges",
-    "total_charges",
-    "support_calls",
-    "Avg Session (min)",
-    "contract",
-    "payment_method",
-    "internet_service",
-    "region",
-    "churned",
-    "customer_value",
+    "customer_id", "signup_date", "tenure_months", "monthly_charges", "total_charges", "support_calls",
+    "Avg Session (min)", "contract", "payment_method", "internet_service", "region", "churned", "customer_value",
     "plan_tier",
 )
 LABELS = ("churned", "customer_value", "plan_tier")
@@ -47,15 +35,8 @@ INTERNET_SERVICES = ("DSL", "fiber", "none")
 REGIONS = ("north", "south", "east", "west", "central", "mountain")
 PLAN_TIERS = ("bronze", "silver", "gold", "platinum")
 MAX_TENURE = 72
-BAD_ROW_KINDS = (
-    "non_numeric_text",
-    "non_finite",
-    "missing_field",
-    "duplicate_id",
-    "label_out_of_range",
-    "unknown_contract",
-    "negative_tenure",
-)
+BAD_ROW_KINDS = ("non_numeric_text", "non_finite", "missing_field", "duplicate_id", "label_out_of_range",
+                 "unknown_contract", "negative_tenure")
 DEFAULT_CHUNK_ROWS = 250_000
 
 _REGION_CHURN_EFFECT = np.array([0.0, 0.25, -0.1, 0.1, -0.2, 0.3])
@@ -215,18 +196,9 @@ def _split(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
-def generate(
-    rows: int = 100_000,
-    batches: int = 4,
-    start_date: date | str = "2026-11-01",
-    seed: int = 0,
-    bad_fraction: float = 0.0,
-    drift: float = 0.0,
-    data_dir: Path | str | None = None,
-    dataset_name: str = "churn",
-    overwrite: bool = True,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
-) -> DemoData:
+def generate(rows: int = 100_000, batches: int = 4, start_date: date | str = "2026-11-01", seed: int = 0,
+             bad_fraction: float = 0.0, drift: float = 0.0, data_dir: Path | str | None = None,
+             dataset_name: str = "churn", overwrite: bool = True, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> DemoData:
     """Write ``rows`` rows as ``batches`` daily batches from ``start_date``; deterministic for a seed.
 
     Each batch folder gets one ``part-NNNNN.csv`` per chunk of at most ``chunk_rows`` rows; part files from an
@@ -260,7 +232,6 @@ def generate(
         folder.mkdir(parents=True, exist_ok=True)
         id_prefix = f"C{batch_date:%Y%m%d}"
         offset = 0
-        written: set[Path] = set()
         for chunk, chunk_size in enumerate(_split(batch_rows, -(-batch_rows // chunk_rows))):
             rng = np.random.default_rng([seed, batch_date.toordinal(), chunk])
             frame = _clean_chunk(rng, chunk_size, batch_date, drift)
@@ -269,11 +240,10 @@ def generate(
             truncated = _inject_bad_rows(rng, frame, count) if count else set()
             path = folder / f"part-{chunk:05d}.csv"
             _write_if_changed(path, _to_csv_bytes(frame, truncated))
-            written.add(path)
             files.append(path)
             bad_rows += count
             offset += chunk_size
-        for stale in existing - written:
+        for stale in existing - set(files):
             stale.unlink()
         (folder / SUCCESS_MARKER).touch()
     return DemoData(landing_dir=landing, files=tuple(files), rows_written=rows, bad_rows=bad_rows)
@@ -288,15 +258,9 @@ class ScoringDemo:
     rows_per_day: int
 
 
-def generate_scoring(
-    days: int = 1,
-    rows_per_day: int = 5_000,
-    start_date: date | str = "2026-11-05",
-    seed: int = 0,
-    drift: float = 0.0,
-    data_dir: Path | str | None = None,
-    dataset_name: str = "churn",
-) -> ScoringDemo:
+def generate_scoring(days: int = 1, rows_per_day: int = 5_000, start_date: date | str = "2026-11-05", seed: int = 0,
+                     drift: float = 0.0, data_dir: Path | str | None = None,
+                     dataset_name: str = "churn") -> ScoringDemo:
     """Write ``days`` unlabelled daily batches to score from ``start_date``, and their labels separately.
 
     Rows come from the same generator as the training batches (``drift`` shifts them the same way); ids start
@@ -345,26 +309,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drifted-scoring-days", type=int, default=0,
                         help="The last N scoring days drift by --scoring-drift instead of --drift.")
     parser.add_argument("--scoring-drift", type=float, default=1.0, help="Drift of the drifted scoring days (0..1).")
-    parser.add_argument(
-        "--overwrite",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="Rewrite batch folders that already exist.",
-    )
+    parser.add_argument("--overwrite", action=argparse.BooleanOptionalAction, default=True,
+                        help="Rewrite batch folders that already exist.")
     args = parser.parse_args(argv)
     try:
-        result = generate(
-            rows=args.rows,
-            batches=args.batches,
-            start_date=args.start_date,
-            seed=args.seed,
-            bad_fraction=args.bad_fraction,
-            drift=args.drift,
-            data_dir=args.data_dir,
-            dataset_name=args.dataset_name,
-            overwrite=args.overwrite,
-            chunk_rows=args.chunk_rows,
-        )
+        result = generate(rows=args.rows, batches=args.batches, start_date=args.start_date, seed=args.seed,
+                          bad_fraction=args.bad_fraction, drift=args.drift, data_dir=args.data_dir,
+                          dataset_name=args.dataset_name, overwrite=args.overwrite, chunk_rows=args.chunk_rows)
     except (ValueError, FileExistsError) as error:
         parser.error(str(error))
     folders = sorted({path.parent.name for path in result.files})

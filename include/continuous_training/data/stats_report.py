@@ -2,44 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import io
 import math
 from html import escape
-from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
-PLAIN_TEXT = {"parse_math": False}
-STYLE = """
-body { font-family: sans-serif; margin: 2em; color: #222; }
-table { border-collapse: collapse; margin-bottom: 1.5em; }
-th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
-.figures { display: flex; flex-wrap: wrap; gap: 1em; }
-figure { margin: 0; }
-figcaption { font-size: 0.9em; text-align: center; }
-"""
-
-
-def number(value: Any) -> str:
-    if value is None:
-        return "&ndash;"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return f"{value:.6g}"
-
-
-def _png(figure: Figure) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def figure_html(figure: Figure, caption: str) -> str:
-    return (f'<figure><img src="data:image/png;base64,{_png(figure)}" alt="{escape(caption)}">'
-            f"<figcaption>{escape(caption)}</figcaption></figure>")
+from continuous_training.reports import PLAIN_TEXT, figure_html, number, page_head, table
 
 
 def _histogram(name: str, histogram: dict) -> Figure:
@@ -109,10 +78,6 @@ def _categorical_table(columns: dict[str, dict]) -> str:
     return table(heads, rows)
 
 
-def table(heads: list[str], rows: list[str]) -> str:
-    return ("<table><tr>" + "".join(f"<th>{h}</th>" for h in heads) + "</tr>" + "".join(rows) + "</table>")
-
-
 def render_report(stats: dict) -> str:
     """The HTML page for a stats.json document; figures are drawn from its aggregates, PNGs inlined as base64."""
     numeric = {name: c for name, c in stats["columns"].items() if c["type"] == "numeric"}
@@ -120,8 +85,7 @@ def render_report(stats: dict) -> str:
     label = stats.get("label")
     title = f"Dataset profile: {stats['dataset']}"
     parts = [
-        f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{escape(title)}</title>",
-        f"<style>{STYLE}</style></head><body><h1>{escape(title)}</h1>",
+        page_head(title),
         f"<p>{number(stats['rows'])} rows"
         + (f"; label: <code>{escape(label)}</code>" if label else "") + ".</p>",
     ]

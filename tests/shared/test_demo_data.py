@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from continuous_training.data.demo import COLUMNS, CONTRACTS, PLAN_TIERS, generate, main
+from continuous_training.demo import COLUMNS, CONTRACTS, PLAN_TIERS, generate, main
 
 
 def _read(files: tuple[Path, ...]) -> pd.DataFrame:
@@ -178,7 +178,7 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_scoring_batches_lack_the_labels_which_arrive_apart(tmp_path: Path) -> None:
-    from continuous_training.data.demo import LABELS, generate_scoring
+    from continuous_training.demo import LABELS, generate_scoring
 
     first = generate_scoring(days=2, rows_per_day=50, start_date="2026-11-05", seed=3, data_dir=tmp_path)
     snapshot = _snapshot(tmp_path)

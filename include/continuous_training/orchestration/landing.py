@@ -1,17 +1,13 @@
 """The landing area as an Airflow Asset: a new complete batch there starts one training run.
 
-Convention: a batch is one subfolder of the dataset's landing folder (`DatasetSpec.landing_dir`); it is complete
-when its `_SUCCESS` marker file exists, written after the last data file (Spark and Hadoop writers do this; so do
-`ct-demo-data` and the monitoring loop's labelled batches). A folder still being written has no marker and is not
-announced; it is announced on the first poll after its marker appears.
+A batch is one subfolder of the dataset's landing folder (`DatasetSpec.landing_dir`); it is complete, and announced
+on the next poll, once its `_SUCCESS` marker exists (written after the last data file).
 
-`NewBatchTrigger` runs in the Airflow triggerer as the Asset's watcher. It remembers the batches it announced in
-the Asset's state store (Airflow's metadata DB), so a restarted triggerer announces each batch once. On its very
-first start it records what is already there without announcing it: data present before the watch began is not
-"new". Each poll that finds new batches emits one Asset event (payload: the batch folders), and the scheduler
-turns it into one run of the dataset's training DAG (events queued while a run is active merge into the next
-run). If the triggerer dies within the second between recording a batch and persisting its event, that event is
-lost; the next batch's run trains on it anyway, since ingest reads the whole landing glob.
+`NewBatchTrigger` runs in the Airflow triggerer as the Asset's watcher and remembers the batches it announced in
+the Asset's state store, so each batch is announced once; on its first start it records what is already there
+without announcing it. Each poll that finds new batches emits one Asset event (payload: the batch folders), which
+the scheduler turns into one run of the dataset's training DAG (events queued while a run is active merge into the
+next run). An event lost to a triggerer crash is harmless: ingest reads the whole landing glob.
 """
 
 from __future__ import annotations

@@ -1,16 +1,16 @@
-"""The Keras twin of the training MLP (`model.py`) and its losses; imports neither torch nor pyspark, so a
+"""The Keras twin of the torch MLP (`torch_mlp.py`) and its losses; imports neither torch nor pyspark, so a
 TensorFlow model's pyfunc loads with TensorFlow alone."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from continuous_training.training.tasks import output_dim
+from continuous_training.model.tasks import output_dim
 
 
 def build_keras_mlp(input_dim: int, task: str, num_classes: int | None = None, hidden: Sequence[int] = (64, 32),
                     seed: int = 0):
-    """The Keras twin of `model.build_mlp`: the same widths, ReLU, raw scores out; weights seeded by `seed`.
+    """The Keras twin of `torch_mlp.build_mlp`: the same widths, ReLU, raw scores out; weights seeded by `seed`.
     Layers are named `hidden_<i>` and `output`, so weight paths (`mlp/hidden_0/kernel`, ...) are the same in every
     process."""
     import keras
@@ -39,5 +39,5 @@ def keras_loss(task: str):
 
 
 def keras_weights(model) -> dict:
-    """The model's weights as numpy arrays by path (what `serving.model.log_pyfunc_model` stores)."""
+    """The model's weights as numpy arrays by path (what `model.pyfunc.log_pyfunc_model` stores)."""
     return {weight.path: weight.numpy() for weight in model.weights}

@@ -3,13 +3,10 @@
 A numeric column is binned on the reference's percentiles p1..p99 (duplicates merged, so a discrete column gets
 one bin per value): bins `(-inf, e0)`, `[e0, e1)`, ..., `[e_last, inf)`. A categorical column (cast to string)
 keeps its `MAX_REFERENCE_VALUES` most frequent reference values plus one last slot for every other value. Nulls
-(and NaN) are counted apart. A profile is JSON:
+(and NaN) are counted apart. Only per-bin counts reach the driver. A profile is JSON:
 
     {"kind": "numeric", "rows": 100, "nulls": 2, "edges": [...], "counts": [... len(edges) + 1 ...]}
     {"kind": "categorical", "rows": 100, "nulls": 0, "values": [...], "counts": [... len(values) + 1 ...]}
-
-`reference_profiles` fixes the bins from data (two Spark passes); `window_profiles` counts any other data on those
-bins in one pass. Only per-bin counts reach the driver.
 """
 
 from __future__ import annotations
@@ -18,10 +15,11 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from continuous_training.spark import literal_array
 from pyspark.ml.feature import Bucketizer
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
+
+from continuous_training.spark import col, literal_array
 
 Kind = Literal["numeric", "categorical"]
 
@@ -30,19 +28,15 @@ PERCENTILE_ACCURACY = 10_000
 MAX_REFERENCE_VALUES = 1_000
 
 
-def _quoted(name: str) -> Column:
-    return F.col(f"`{name.replace('`', '``')}`")
-
-
 def _value(name: str, kind: Kind) -> Column:
     """The column as profiled: numeric as double with NaN as null, categorical as string."""
     if kind == "numeric":
-        return F.nanvl(_quoted(name).cast("double"), F.lit(None).cast("double"))
-    return _quoted(name).cast("string")
+        return F.nanvl(col(name).cast("double"), F.lit(None).cast("double"))
+    return col(name).cast("string")
 
 
 def _bin_counts(df: DataFrame, keys: Sequence[Column]) -> dict[int, dict[int | None, int]]:
-    """Rows per (column position, bin) in one pass, a null bin for nulls."""
+    """Rows per (column position, bin), a null bin for nulls."""
     cells = F.explode(F.array(*(F.struct(F.lit(i).alias("column"), key.alias("bin"))
                                 for i, key in enumerate(keys)))).alias("cell")
     grouped = df.select(cells).groupBy(F.col("cell.column").alias("column"), F.col("cell.bin").alias("bin")).count()
@@ -55,7 +49,7 @@ def _bin_counts(df: DataFrame, keys: Sequence[Column]) -> dict[int, dict[int | N
 def with_numeric_bins(df: DataFrame, edges: Mapping[str, Sequence[float]],
                       prefix: str = "_bin") -> tuple[DataFrame, list[Column]]:
     """`df` with the bin index of each numeric column (how many of its edges are <= the value; null stays null),
-    from one multi-column Bucketizer; and those bin columns, in the order of `edges`."""
+    and those bin columns, in the order of `edges`."""
     binned = [name for name, column_edges in edges.items() if column_edges]
     values = {name: f"{prefix}_value_{i}" for i, name in enumerate(binned)}
     bins = {name: f"{prefix}_{i}" for i, name in enumerate(binned)}
@@ -77,30 +71,20 @@ def _categorical_bin(value: Column, values: Sequence[str]) -> Column:
 
 
 def window_profiles(df: DataFrame, references: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The profiles of `df` on the bins of `references` (column name -> reference profile), in one Spark pass."""
+    """The profiles of `df` on the bins of `references` (column name -> reference profile)."""
     numeric = {name: reference["edges"] for name, reference in references.items() if reference["kind"] == "numeric"}
     df, numeric_keys = with_numeric_bins(df, numeric)
     keys_by_name = dict(zip(numeric, numeric_keys, strict=True))
-    names = list(references)
-    keys = [keys_by_name[name] if name in keys_by_name
-            else _categorical_bin(_value(name, "categorical"), references[name]["values"]) for name in names]
-    counts = _bin_counts(df, keys)
+    keys = [keys_by_name[name] if name in keys_by_name else _categorical_bin(_value(name, "categorical"), ref["values"])
+            for name, ref in references.items()]
     profiles = {}
-    for i, name in enumerate(names):
-        reference = references[name]
-        slots = len(reference["counts"])
-        per_bin = counts[i]
+    for (name, reference), per_bin in zip(references.items(), _bin_counts(df, keys).values(), strict=True):
         layout = {"edges": reference["edges"]} if reference["kind"] == "numeric" else {"values": reference["values"]}
         profiles[name] = {
             "kind": reference["kind"], "rows": sum(per_bin.values()), "nulls": per_bin.get(None, 0), **layout,
-            "counts": [per_bin.get(slot, 0) for slot in range(slots)],
+            "counts": [per_bin.get(slot, 0) for slot in range(len(reference["counts"]))],
         }
     return profiles
-
-
-def percentiles(name: str) -> Column:
-    """The aggregate a numeric reference's edges come from: PERCENTILES of the column, as `reference_edges` takes."""
-    return F.percentile_approx(_value(name, "numeric"), literal_array(PERCENTILES, "double"), PERCENTILE_ACCURACY)
 
 
 def reference_edges(values: Sequence[float | None] | None) -> list[float]:
@@ -123,13 +107,16 @@ def categorical_reference(rows: int, non_null: int, top: Sequence[tuple[str, int
 
 def reference_profiles(df: DataFrame, columns: Sequence[tuple[str, Kind]],
                        max_values: int = MAX_REFERENCE_VALUES) -> dict[str, dict[str, Any]]:
-    """Profiles of `columns` ((name, kind) pairs) that fix the bins: a pass for percentiles and null counts, one to
-    count numeric bins and one grouping categorical values (the top `max_values` per column reach the driver)."""
+    """Reference profiles of `columns` ((name, kind) pairs), fixing their bins from `df`; a categorical keeps its
+    top `max_values` values."""
     numeric = [name for name, kind in columns if kind == "numeric"]
     categorical = [name for name, kind in columns if kind == "categorical"]
     aggregates = [F.count(F.lit(1)).alias("rows")]
+    points = literal_array(PERCENTILES, "double")
     for i, name in enumerate(numeric):
-        aggregates += [F.count(_value(name, "numeric")).alias(f"n{i}_count"), percentiles(name).alias(f"n{i}_pct")]
+        value = _value(name, "numeric")
+        aggregates += [F.count(value).alias(f"n{i}_count"),
+                       F.percentile_approx(value, points, PERCENTILE_ACCURACY).alias(f"n{i}_pct")]
     aggregates += [F.count(_value(name, "categorical")).alias(f"c{i}_count") for i, name in enumerate(categorical)]
     first = df.agg(*aggregates).head().asDict()
     rows = first["rows"]
@@ -139,19 +126,21 @@ def reference_profiles(df: DataFrame, columns: Sequence[tuple[str, Kind]],
     counts = _bin_counts(*with_numeric_bins(df, edges)) if numeric else {}
     for i, name in enumerate(numeric):
         profiles[name] = numeric_reference(rows, rows - first[f"n{i}_count"], edges[name], counts[i])
-    top = _top_values(df, categorical, max_values) if categorical else {}
+    top = top_values(df, categorical, max_values) if categorical else []
     for i, name in enumerate(categorical):
-        profiles[name] = categorical_reference(rows, first[f"c{i}_count"], top.get(i, []))
+        profiles[name] = categorical_reference(rows, first[f"c{i}_count"], top[i])
     return {name: profiles[name] for name, _ in columns}
 
 
-def _top_values(df: DataFrame, names: Sequence[str], max_values: int) -> dict[int, list[tuple[str, int]]]:
+def top_values(df: DataFrame, names: Sequence[str], limit: int) -> list[list[tuple[str, int]]]:
+    """Per column, its `limit` most frequent non-null values as Spark casts them to strings, with their counts
+    (ties by value)."""
     cells = F.explode(F.array(*(F.struct(F.lit(i).alias("column"), _value(name, "categorical").alias("value"))
                                 for i, name in enumerate(names)))).alias("cell")
     counted = (df.select(cells).where(F.col("cell.value").isNotNull())
                .groupBy(F.col("cell.column").alias("column"), F.col("cell.value").alias("value")).count())
     rank = F.row_number().over(Window.partitionBy("column").orderBy(F.desc("count"), F.asc("value")))
-    top: dict[int, list[tuple[str, int]]] = {}
-    for row in counted.withColumn("rank", rank).where(F.col("rank") <= max_values).orderBy("column", "rank").collect():
-        top.setdefault(row["column"], []).append((row["value"], row["count"]))
+    top: list[list[tuple[str, int]]] = [[] for _ in names]
+    for row in counted.withColumn("rank", rank).where(F.col("rank") <= limit).orderBy("column", "rank").collect():
+        top[row["column"]].append((row["value"], row["count"]))
     return top

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from continuous_training.training.tasks import TASKS, output_dim
+from continuous_training.model.tasks import TASKS, output_dim
 
 
 def build_mlp(input_dim: int, task: str, num_classes: int | None = None,
@@ -31,7 +31,7 @@ def build_mlp(input_dim: int, task: str, num_classes: int | None = None,
 
 
 def numpy_weights(model: nn.Module) -> dict[str, np.ndarray]:
-    """The model's state_dict as numpy arrays by name (what `serving.model.log_pyfunc_model` stores)."""
+    """The model's state_dict as numpy arrays by name (what `model.pyfunc.log_pyfunc_model` stores)."""
     return {name: tensor.detach().cpu().numpy() for name, tensor in model.state_dict().items()}
 
 

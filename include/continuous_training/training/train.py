@@ -7,18 +7,29 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from pyspark.ml import PipelineModel
-from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
+from pyspark.sql import SparkSession
 
 from continuous_training.config import Settings, get_settings
-from continuous_training.data.features import SPLIT, check_serving_parity, read_featurize_result
+from continuous_training.data.features import check_serving_parity, feature_transform
 from continuous_training.errors import PipelineError
-from continuous_training.paths import stage_dir
-from continuous_training.serving.model import FeatureTransform, log_pyfunc_model
-from continuous_training.spec import DatasetSpec
+from continuous_training.model.pyfunc import log_pyfunc_model
+from continuous_training.model.transform import FeatureTransform
+from continuous_training.paths import (
+    CHECKPOINTS_DIR,
+    FEATURIZE,
+    FEATURIZE_FILE,
+    STATS,
+    STATS_FILE,
+    STATS_REPORT_FILE,
+    TRAIN,
+    FeaturizeResult,
+    read_featurize_result,
+    stage_dir,
+)
+from continuous_training.spark import col
+from continuous_training.spec import DatasetSpec, Framework, TrainParams, UseGpu
 from continuous_training.tracking import (
     AIRFLOW_DAG_ID_TAG,
     AIRFLOW_TASK_ID_TAG,
@@ -26,27 +37,13 @@ from continuous_training.tracking import (
     mlflow_client,
     start_training_run,
 )
-from continuous_training.training.loop import TrainConfig, TrainResult, fit, gpu_build_problem
+from continuous_training.training.epochs import TrainConfig, TrainResult
+from continuous_training.training.evaluate import read_test_split
+from continuous_training.training.fit import fit, gpu_build_problem
 
 log = logging.getLogger(__name__)
 
-UseGpu = Literal["auto", "true", "false"]
-Framework = Literal["torch", "tensorflow"]
 DATA_FINGERPRINT_PARAM = "data_fingerprint"
-
-
-@dataclass(frozen=True)
-class TrainParams:
-    """Hyperparameters and placement of one training run (the DAG params)."""
-
-    num_proc: int = 2
-    epochs: int = 10
-    batch_size: int | None = None  # per rank; None: loop.rank_batch_size's default
-    learning_rate: float = 1e-3
-    patience: int = 3
-    seed: int = 42
-    use_gpu: UseGpu = "auto"
-    framework: Framework = "torch"
 
 
 @dataclass(frozen=True)
@@ -79,11 +76,11 @@ def train_candidate(spark: SparkSession, spec: DatasetSpec, run_id: str, params:
     data; a rerun whose data fingerprint differs from the MLflow run's is refused. A failure marks the run FAILED.
     """
     settings = settings or get_settings()
-    featurize_dir = stage_dir(spec.name, "featurize", run_id, settings)
+    featurize_dir = stage_dir(spec.name, FEATURIZE, run_id, settings)
     features = read_featurize_result(featurize_dir)
     use_gpu = resolve_use_gpu(params.use_gpu, spark, params.framework)
     config = TrainConfig.from_featurize(
-        featurize_dir, stage_dir(spec.name, "train", run_id, settings) / "checkpoints",
+        featurize_dir, stage_dir(spec.name, TRAIN, run_id, settings) / CHECKPOINTS_DIR,
         epochs=params.epochs, batch_size=params.batch_size, learning_rate=params.learning_rate,
         patience=params.patience, seed=params.seed, feed_memory_mb=settings.train_feed_memory_mb,
         framework=params.framework,
@@ -118,7 +115,7 @@ def _check_same_data(logged: dict[str, str], data_fingerprint: str, mlflow_run_i
 
 
 def _train_and_log(spark: SparkSession, client, run, spec: DatasetSpec, run_id: str, params: TrainParams,
-                   config: TrainConfig, features, use_gpu: bool, settings: Settings) -> None:
+                   config: TrainConfig, features: FeaturizeResult, use_gpu: bool, settings: Settings) -> None:
     mlflow_run_id = run.info.run_id
     featurize_dir = Path(config.featurize_dir)
     for key, value in {
@@ -137,14 +134,12 @@ def _train_and_log(spark: SparkSession, client, run, spec: DatasetSpec, run_id: 
     result = fit(spark, config, params.num_proc, use_gpu, require_gpu=params.use_gpu == "true")
     _log_history(client, mlflow_run_id, result)
     client.log_param(mlflow_run_id, "rank_batch_size", result.batch_size)
-    client.set_tag(mlflow_run_id, "horovod.size" if params.framework == "torch" else "tensorflow.workers",
-                   str(result.num_proc))
-    client.set_tag(mlflow_run_id, "spark.barrier", "true")
-    client.set_tag(mlflow_run_id, "gpu.addresses", json.dumps(result.gpu_addresses) if any(
-        result.gpu_addresses.values()) else "none")
-    client.set_tag(mlflow_run_id, "devices", json.dumps(result.devices))
-    client.set_tag(mlflow_run_id, "feed", result.feed)
-    client.set_tag(mlflow_run_id, "best_epoch", str(result.best_epoch))
+    size_tag = "horovod.size" if params.framework == "torch" else "tensorflow.workers"
+    gpu_addresses = json.dumps(result.gpu_addresses) if any(result.gpu_addresses.values()) else "none"
+    for key, value in {size_tag: str(result.num_proc), "spark.barrier": "true", "gpu.addresses": gpu_addresses,
+                       "devices": json.dumps(result.devices), "feed": result.feed,
+                       "best_epoch": str(result.best_epoch)}.items():
+        client.set_tag(mlflow_run_id, key, value)
     _log_data_artifacts(client, mlflow_run_id, spec, run_id, settings)
     if CANDIDATE_MODEL_TAG not in run.data.tags:
         model_uri = _log_model(spark, spec, featurize_dir, transform, features, config, result, mlflow_run_id)
@@ -164,33 +159,29 @@ def _log_history(client, mlflow_run_id: str, result: TrainResult) -> None:
 
 
 def _log_data_artifacts(client, mlflow_run_id: str, spec: DatasetSpec, run_id: str, settings: Settings) -> None:
-    stats_dir = stage_dir(spec.name, "stats", run_id, settings)
-    featurize_dir = stage_dir(spec.name, "featurize", run_id, settings)
-    for path in (stats_dir / "stats.json", stats_dir / "report.html", featurize_dir / "featurize.json"):
+    stats_dir = stage_dir(spec.name, STATS, run_id, settings)
+    featurize_dir = stage_dir(spec.name, FEATURIZE, run_id, settings)
+    for path in (stats_dir / STATS_FILE, stats_dir / STATS_REPORT_FILE, featurize_dir / FEATURIZE_FILE):
         if path.is_file():
             client.log_artifact(mlflow_run_id, str(path), "data")
     client.log_artifacts(mlflow_run_id, str(featurize_dir / "pipeline"), "feature_pipeline")
-
-
-def _test_rows(spark: SparkSession, featurize_dir: Path) -> DataFrame:
-    return spark.read.parquet(str(featurize_dir / "raw_splits")).where(F.col(SPLIT) == "test").drop(SPLIT)
 
 
 def _checked_serving_transform(spark: SparkSession, spec: DatasetSpec, featurize_dir: Path) -> FeatureTransform:
     """The pyfunc's feature transform, checked against the fitted Spark pipeline on a sample of the test split
     before any training (a mismatch above 1e-5 fails the task, naming the column and the row)."""
     pipeline = PipelineModel.load(str(featurize_dir / "pipeline"))
-    transform = FeatureTransform.from_pipeline(pipeline, spec)
-    checked = check_serving_parity(_test_rows(spark, featurize_dir), pipeline, transform, spec)
+    transform = feature_transform(pipeline, spec)
+    checked = check_serving_parity(read_test_split(spark, featurize_dir), pipeline, transform, spec)
     log.info("serving transform matches the Spark feature pipeline on %d test rows", checked)
     return transform
 
 
-def _log_model(spark: SparkSession, spec: DatasetSpec, featurize_dir: Path, transform: FeatureTransform, features,
-               config: TrainConfig, result: TrainResult, mlflow_run_id: str) -> str:
+def _log_model(spark: SparkSession, spec: DatasetSpec, featurize_dir: Path, transform: FeatureTransform,
+               features: FeaturizeResult, config: TrainConfig, result: TrainResult, mlflow_run_id: str) -> str:
     import mlflow
 
-    example = _test_rows(spark, featurize_dir).select(*[F.col(f"`{c}`") for c in spec.feature_columns]).limit(5)
+    example = read_test_split(spark, featurize_dir).select(*[col(c) for c in spec.feature_columns]).limit(5)
     example = example.toPandas()
     with mlflow.start_run(run_id=mlflow_run_id):
         info = log_pyfunc_model(

@@ -1,22 +1,19 @@
 """The TensorFlow rank body: a Keras MLP trained by the workers of a `MultiWorkerMirroredStrategy` cluster, one
-worker per task of the same barrier stage the PyTorch ranks use (`barrier.py`; the cluster is its `peers`).
+worker per task of the barrier stage (`barrier.py`; the cluster is its `peers`).
 
-It keeps the PyTorch body's contract (`loop.train_rank`): the same shards, steps per epoch and batch order
-(`feed.py`), the learning rate scaled by the worker count with gradients summed over workers of losses divided by
-it (an average, as Horovod does), losses kept on the device until the epoch ends, validation sums reduced over
-the workers, the same early-stopping rule, and a checkpoint after every epoch written by worker 0 that every
-worker of a retried stage resumes from. Horovod's TensorFlow integration does not build against the pinned
-TensorFlow, so the strategy's own collectives reduce the gradients (ring over gRPC on CPUs, NCCL on GPUs).
+Same contract as `torch_rank.train_rank`: shards, steps per epoch and batch order (`feed.py`), learning rate
+scaled by the worker count, gradients averaged over the workers, validation sums reduced over them, early stopping,
+and a checkpoint after every epoch written by worker 0 that every worker of a retried stage resumes from. The
+strategy's collectives reduce the gradients (ring over gRPC on CPUs, NCCL on GPUs): Horovod's TensorFlow
+integration does not build against the pinned TensorFlow.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,32 +21,28 @@ import numpy as np
 import torch
 
 from continuous_training.errors import PipelineError
+from continuous_training.model.keras_mlp import build_keras_mlp, keras_loss, keras_weights
 from continuous_training.training.barrier import RankContext
-from continuous_training.training.feed import (
-    EVAL_BATCH_ROWS,
-    epoch_generator,
-    epoch_order,
-    read_shard,
-    streamed_batches,
-    streamed_eval_batches,
-)
-from continuous_training.training.keras_model import build_keras_mlp, keras_loss
-from continuous_training.training.loop import (
-    CHECKPOINT_FORMAT,
+from continuous_training.training.epochs import (
+    RankTrainer,
     TrainConfig,
     check_epoch_losses,
-    dataset_url,
-    early_stopping_decision,
     epoch_record,
-    gpu_build_problem,
-    steps_per_epoch,
     validation_record,
 )
+from continuous_training.training.feed import Shard, epoch_generator, epoch_order, read_shard
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.keras.npz"
 CPU = torch.device("cpu")
+
+
+def tensorflow_gpu_problem() -> str | None:
+    """Why this installation cannot train TensorFlow on GPUs (TensorFlow built without CUDA), or None."""
+    import tensorflow as tf
+
+    return None if tf.test.is_built_with_cuda() else f"tensorflow {tf.__version__} is built without CUDA"
 
 
 def train_worker(rank_context: RankContext, config: TrainConfig, require_gpu: bool = False) -> dict[str, Any]:
@@ -65,7 +58,7 @@ def train_worker(rank_context: RankContext, config: TrainConfig, require_gpu: bo
     gpus = tf.config.list_physical_devices("GPU")
     problem = None
     if addresses:
-        problem = gpu_build_problem("tensorflow") or (None if gpus else "CUDA is not usable here")
+        problem = tensorflow_gpu_problem() or (None if gpus else "CUDA is not usable here")
     if problem and require_gpu:
         raise PipelineError(f"use_gpu=true: worker {rank_context.rank} cannot train on a GPU: {problem}")
     if problem:
@@ -85,19 +78,16 @@ def train_worker(rank_context: RankContext, config: TrainConfig, require_gpu: bo
                          "GPU:0" if on_gpu else "CPU:0").run()
 
 
-class _KerasTrainer:
-    """State of one worker's training run."""
+class _KerasTrainer(RankTrainer):
+    """One worker's model, optimizer, traced steps and checkpoint."""
 
     def __init__(self, config: TrainConfig, strategy, rank: int, size: int, device: str) -> None:
         import keras
         import tensorflow as tf
 
+        super().__init__(config, rank, size, device, CPU)
         self.tf = tf
-        self.config = config
         self.strategy = strategy
-        self.rank, self.size, self.device = rank, size, device
-        self.steps = steps_per_epoch(config.train_rows, size, config.batch_size)
-        self.in_memory = config.fits_in_memory(size)
         with strategy.scope():
             self.model = build_keras_mlp(config.feature_dim, config.task, config.num_classes, config.hidden,
                                          config.seed)
@@ -105,37 +95,10 @@ class _KerasTrainer:
             self.optimizer.build(self.model.trainable_variables)
         self.loss_fn = keras_loss(config.task)
         self.checkpoint_path = Path(config.checkpoint_dir) / CHECKPOINT_FILE
-        self.history: list[dict[str, float]] = []
-        self.best_weights: list[np.ndarray] | None = None
-        self.best_epoch = 0
-        self.best_val_loss = math.inf
-        self.wait = 0
-        self.stopped_early = False
-        self.completed_epochs = 0
-        self.validation = None
         self.train_step = tf.function(self._train_step)
         self.train_indexed = tf.function(self._train_indexed)
         self.eval_step = tf.function(self._eval_step)
         self.all_sum = tf.function(self._all_sum)
-
-    def run(self) -> dict[str, Any]:
-        self._restore()
-        start_epoch = self.completed_epochs + 1
-        if not self._finished():
-            self._train_epochs(start_epoch)
-        if self.rank != 0:
-            return {"rank": self.rank, "device": self.device}
-        best = self.best_weights if self.best_weights is not None else self.model.get_weights()
-        paths = [weight.path for weight in self.model.weights]
-        return {
-            "rank": 0, "device": self.device, "history": self.history, "best_epoch": self.best_epoch,
-            "best_state": dict(zip(paths, best, strict=True)), "stopped_early": self.stopped_early,
-            "start_epoch": start_epoch, "steps_per_epoch": self.steps,
-            "feed": "in_memory" if self.in_memory else "streamed",
-        }
-
-    def _finished(self) -> bool:
-        return self.stopped_early or self.completed_epochs >= self.config.epochs
 
     # Replica and cross-worker steps (traced once by tf.function).
 
@@ -174,41 +137,17 @@ class _KerasTrainer:
 
     # Epochs.
 
-    def _train_epochs(self, start_epoch: int) -> None:
-        config = self.config
-        if self.in_memory:
-            train = self._read_shard("train")
-            self.validation = self._read_shard("validation")
-        else:
-            streamed = streamed_batches(self._split_url("train"), self.rank, self.size, config.batch_size,
-                                        config.seed + start_epoch, config.reader_workers, CPU)
-        try:
-            for epoch in range(start_epoch, config.epochs + 1):
-                record = (self._train_epoch_in_memory(epoch, *train) if self.in_memory else
-                          self._train_epoch(epoch, lambda _: self.train_step(*self._checked(*next(streamed)))))
-                record.update(self._validate())
-                self._apply(early_stopping_decision(config, epoch, record, self.best_val_loss, self.wait))
-                if self.rank == 0:
-                    self._save_checkpoint()
-                    log.info("epoch %d: %s", epoch, json.dumps(record))
-                if self.stopped_early:
-                    break
-        finally:
-            if not self.in_memory:
-                streamed.close()
-
-    def _train_epoch_in_memory(self, epoch: int, features, labels) -> dict[str, float]:
-        order = epoch_order(int(features.shape[0]), self.steps * self.config.batch_size,
-                            epoch_generator(self.config.seed, self.rank, epoch)).numpy()
-        with self.tf.device(self.device):
-            order = self.tf.constant(order.reshape(self.steps, self.config.batch_size))
-        return self._train_epoch(epoch, lambda step: self.train_indexed(features, labels, order[step]))
-
-    def _train_epoch(self, epoch: int, step_fn: Callable[[int], Any]) -> dict[str, float]:
-        """One epoch of `step_fn(step)` calls, each returning its loss on the device; the first non-finite loss,
-        read once at the end, fails the worker naming its step."""
+    def train_epoch(self, epoch: int, train: Any) -> dict[str, float]:
+        """One epoch of steps; at its end the first non-finite loss, if any, fails the worker naming its step."""
         started = time.perf_counter()
-        losses = [step_fn(step) for step in range(self.steps)]
+        if self.in_memory:
+            order = epoch_order(int(train.rows), self.steps * self.config.batch_size,
+                                epoch_generator(self.config.seed, self.rank, epoch)).numpy()
+            with self.tf.device(self.device):
+                order = self.tf.constant(order.reshape(self.steps, self.config.batch_size))
+            losses = [self.train_indexed(train.features, train.labels, order[step]) for step in range(self.steps)]
+        else:
+            losses = [self.train_step(*self.checked(*next(train))) for _ in range(self.steps)]
         losses = self.tf.stack(losses).numpy()
         elapsed = time.perf_counter() - started
         check_epoch_losses(self.config, losses, epoch, self.rank)
@@ -216,57 +155,39 @@ class _KerasTrainer:
         totals = self.all_sum(self.tf.constant([float(losses.mean()), float(samples)], dtype=self.tf.float64))
         return epoch_record(epoch, *(float(value) for value in totals.numpy()), self.size, elapsed)
 
-    def _validate(self) -> dict[str, float]:
+    def validate(self) -> dict[str, float]:
         tf = self.tf
         started = time.perf_counter()
-        if self.in_memory:
-            features, labels = self.validation
-            rows = int(features.shape[0])
-            batches = ((features[start:start + EVAL_BATCH_ROWS], labels[start:start + EVAL_BATCH_ROWS])
-                       for start in range(0, rows, EVAL_BATCH_ROWS))
-        else:
-            batches = (self._checked(*batch) for batch in streamed_eval_batches(
-                self._split_url("validation"), self.rank, self.size, self.config.reader_workers, CPU))
         local = tf.zeros([3], dtype=tf.float64)
-        for batch in batches:
+        for batch in self.validation_batches():
             local += self.eval_step(*batch)
         return validation_record(self.config, *(float(value) for value in self.all_sum(local).numpy()), started)
 
-    def _read_shard(self, split: str):
-        shard = read_shard(self._split_url(split), self.rank, self.size, CPU)
+    def read_split(self, split: str) -> Shard:
+        shard = read_shard(self.split_url(split), self.rank, self.size, CPU)
         with self.tf.device(self.device):
-            return self._checked(shard.features, shard.labels)
+            return Shard(*self.checked(shard.features, shard.labels))
 
-    def _checked(self, features: torch.Tensor, labels: torch.Tensor):
+    def checked(self, features: torch.Tensor, labels: torch.Tensor):
         """TensorFlow tensors of the model's width; labels as class indices (multiclass) or a column of floats."""
-        if features.ndim != 2 or features.shape[1] != self.config.feature_dim:
-            raise PipelineError(f"features have shape {tuple(features.shape)}, expected "
-                                f"(batch, {self.config.feature_dim})")
+        self.check_width(features)
         labels = labels.numpy()
         labels = labels.astype(np.int64) if self.config.task == "multiclass_classification" else labels.reshape(-1, 1)
         return self.tf.constant(features.numpy()), self.tf.constant(labels)
 
-    def _apply(self, decision: dict[str, Any]) -> None:
-        self.history.append(decision["record"])
-        self.completed_epochs = decision["epoch"]
-        self.wait = decision["wait"]
-        self.stopped_early = decision["stop"]
-        if decision["improved"]:
-            self.best_val_loss = decision["record"]["val_loss"]
-            self.best_epoch = decision["epoch"]
-            self.best_weights = self.model.get_weights()
+    def snapshot(self) -> list[np.ndarray]:
+        return self.model.get_weights()
 
-    def _split_url(self, split: str) -> str:
-        return f"{dataset_url(self.config.featurize_dir)}/{split}"
+    def best_arrays(self) -> dict[str, np.ndarray]:
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+        return keras_weights(self.model)
 
     # Checkpoints: arrays in one .npz, the bookkeeping as JSON inside it.
 
-    def _save_checkpoint(self) -> None:
+    def save_checkpoint(self) -> None:
         """Atomic write by worker 0: a temporary file renamed over the checkpoint."""
-        meta = {"format": CHECKPOINT_FORMAT, "signature": self.config.signature(), "epoch": self.completed_epochs,
-                "best_epoch": self.best_epoch, "best_val_loss": self.best_val_loss, "wait": self.wait,
-                "stopped_early": self.stopped_early, "history": self.history,
-                "has_best": self.best_weights is not None}
+        meta = {**self.progress(), "has_best": self.best_weights is not None}
         arrays = {"meta": np.array(json.dumps(meta))}
         arrays.update({f"model_{i}": value for i, value in enumerate(self.model.get_weights())})
         arrays.update({f"optimizer_{i}": np.asarray(v.numpy()) for i, v in enumerate(self.optimizer.variables)})
@@ -278,26 +199,19 @@ class _KerasTrainer:
 
     def _restore(self) -> None:
         """Every worker loads the checkpoint if it was written for this model and data (the same file, so the
-        same state everywhere); a checkpoint of other data or another model shape is not resumed."""
+        same state everywhere)."""
         if not self.checkpoint_path.exists():
             return
         with np.load(self.checkpoint_path, allow_pickle=False) as stored:
             meta = json.loads(str(stored["meta"]))
-            if meta.get("format") != CHECKPOINT_FORMAT or meta.get("signature") != self.config.signature():
-                log.warning("not resuming from %s: it was written for %s, this attempt trains %s; starting at "
-                            "epoch 1", self.checkpoint_path, meta.get("signature"), self.config.signature())
+            if not self.resumable(meta, self.checkpoint_path):
                 return
             self.model.set_weights([stored[f"model_{i}"] for i in range(len(self.model.weights))])
             for index, variable in enumerate(self.optimizer.variables):
                 variable.assign(stored[f"optimizer_{index}"])
             if meta["has_best"]:
                 self.best_weights = [stored[f"best_{i}"] for i in range(len(self.model.weights))]
-        self.best_epoch = meta["best_epoch"]
-        self.best_val_loss = meta["best_val_loss"]
-        self.wait = meta["wait"]
-        self.stopped_early = meta["stopped_early"]
-        self.history = list(meta["history"])
-        self.completed_epochs = meta["epoch"]
+        self.resume(meta)
 
 
-__all__ = ["train_worker"]
+__all__ = ["CHECKPOINT_FILE", "tensorflow_gpu_problem", "train_worker"]
