@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from functools import partial
+from functools import partial, reduce
 from pathlib import Path
 
 from pyspark import StorageLevel
@@ -18,6 +18,10 @@ from continuous_training.spec import DatasetSpec, is_numeric_type
 
 REASONS = "_quarantine_reasons"
 REASON = "quarantine_reason"
+
+
+def _literal_list(values: list) -> list[Column]:
+    return [F.lit(value) for value in values]
 
 
 def rule_checks(spec: DatasetSpec, columns: Collection[str] | None = None,
@@ -48,7 +52,7 @@ def rule_checks(spec: DatasetSpec, columns: Collection[str] | None = None,
             allowed = rules.allowed
             if not is_numeric_type(spec.schema_[column]):
                 allowed = [str(v).lower() if isinstance(v, bool) else str(v) for v in allowed]
-            checks.append((f"{column!r} not in allowed values", ~value.isin(*[F.lit(v) for v in allowed])))
+            checks.append((f"{column!r} not in allowed values", ~value.isin(*_literal_list(allowed))))
     for column in (c for c in _unique_columns(spec) if c in columns):
         checks.append((f"duplicate {column!r}", F.col(_duplicate_flag(column, spec)).isNotNull()))
     return checks
@@ -74,6 +78,21 @@ def _unique_columns(spec: DatasetSpec) -> list[str]:
     return unique
 
 
+def _with_checks(frame: DataFrame, spec: DatasetSpec, labelled: bool,
+                 duplicates: dict[str, DataFrame] | None) -> tuple[DataFrame, list[tuple[str, Column]]]:
+    """The frame joined with its duplicate flags, and the (reason, failed) checks over it (null counts as passed)."""
+    checks = rule_checks(spec, [column for column in frame.columns if column in spec.schema_], labelled)
+    flagged = frame
+    for column, values in (duplicated_values(frame, spec) if duplicates is None else duplicates).items():
+        flagged = flagged.join(values, col(column) == F.col(_duplicate_flag(column, spec)), "left")
+    return flagged, [(reason, F.coalesce(condition, F.lit(False))) for reason, condition in checks]
+
+
+def _reasons(checks: list[tuple[str, Column]]) -> Column:
+    reasons = F.array(*(F.when(failed, F.lit(reason)) for reason, failed in checks))
+    return F.filter(reasons, lambda reason: reason.isNotNull())
+
+
 def annotate(frame: DataFrame, spec: DatasetSpec, labelled: bool = True,
              duplicates: dict[str, DataFrame] | None = None) -> DataFrame:
     """Add an array column of every reason a row fails (empty when valid), checking the spec columns the frame has.
@@ -81,29 +100,25 @@ def annotate(frame: DataFrame, spec: DatasetSpec, labelled: bool = True,
     A check on a null value passes; only not_null rules and the label check catch nulls. `duplicates` are the
     frame's `duplicated_values` (computed here when not given), each joined on its column.
     """
-    flagged = frame
-    for column, values in (duplicated_values(frame, spec) if duplicates is None else duplicates).items():
-        flagged = flagged.join(values, col(column) == F.col(_duplicate_flag(column, spec)), "left")
-    reasons = F.array(*(F.when(failed, F.lit(reason)) for reason, failed in rule_checks(spec, frame.columns, labelled)))
-    return flagged.select(*(col(column) for column in frame.columns),
-                          F.filter(reasons, lambda reason: reason.isNotNull()).alias(REASONS))
+    flagged, checks = _with_checks(frame, spec, labelled, duplicates)
+    return flagged.select(*(col(column) for column in frame.columns), _reasons(checks).alias(REASONS))
 
 
 def _outputs(frame: DataFrame, spec: DatasetSpec, labelled: bool, duplicates: dict[str, DataFrame],
-             observations: tuple[Observation, Observation, Observation]) -> tuple[list[str], DataFrame, DataFrame]:
-    """The check reasons, the valid rows and the quarantined rows (with `quarantine_reason`) of `validate`,
-    observing the rows read, the rows of each output and the quarantined rows per reason."""
+             observations: tuple[Observation, Observation, Observation],
+             ) -> tuple[list[tuple[str, Column]], DataFrame, DataFrame]:
+    """The checks, the valid rows and the quarantined rows (with `quarantine_reason`) of `validate`, observing the
+    rows read, the rows of each output and the quarantined rows per check."""
     read, kept, quarantine = observations
     rows = F.count(F.lit(1)).alias("rows")
     columns = [col(column) for column in spec.schema_ if column in frame.columns]
-    reasons = [reason for reason, _ in rule_checks(spec, frame.columns, labelled)]
-    annotated = annotate(frame, spec, labelled, duplicates)
-    failing = F.size(REASONS) > 0
-    valid = annotated.observe(read, rows).where(~failing).observe(kept, rows).select(*columns)
-    per_reason = [F.count_if(F.array_contains(REASONS, r)).alias(f"reason_{i}") for i, r in enumerate(reasons)]
-    quarantined = (annotated.where(failing).observe(quarantine, rows, *per_reason)
-                   .select(F.array_join(REASONS, "; ").alias(REASON), *columns, CORRUPT_RECORD, SOURCE_FILE))
-    return reasons, valid, quarantined
+    flagged, checks = _with_checks(frame, spec, labelled, duplicates)
+    failing = reduce(lambda a, b: a | b, [condition for _, condition in checks])
+    valid = flagged.observe(read, rows).where(~failing).observe(kept, rows).select(*columns)
+    per_reason = [F.count_if(condition).alias(f"reason_{i}") for i, (_, condition) in enumerate(checks)]
+    quarantined = (flagged.where(failing).observe(quarantine, rows, *per_reason)
+                   .select(F.array_join(_reasons(checks), "; ").alias(REASON), *columns, CORRUPT_RECORD, SOURCE_FILE))
+    return checks, valid, quarantined
 
 
 def validate(frame: DataFrame, spec: DatasetSpec, run_id: str, out_dir: Path,
@@ -118,7 +133,7 @@ def validate(frame: DataFrame, spec: DatasetSpec, run_id: str, out_dir: Path,
                   for column, values in duplicated_values(frame, spec).items()}
     read, kept, quarantine = Observation("read"), Observation("valid"), Observation("quarantined")
     try:
-        _, (reasons, valid, quarantined_rows) = in_parallel(
+        _, (checks, valid, quarantined_rows) = in_parallel(
             frame.sparkSession, lambda: [values.count() for values in duplicates.values()],
             partial(_outputs, frame, spec, labelled, duplicates, (read, kept, quarantine)))
         valid.write.mode("overwrite").parquet(str(out_dir / VALID_DATA))
@@ -130,7 +145,7 @@ def validate(frame: DataFrame, spec: DatasetSpec, run_id: str, out_dir: Path,
     rows_in, valid_rows, quarantined = read.get["rows"], kept.get["rows"], quarantine_counts["rows"]
     if valid_rows + quarantined != rows_in:
         raise PipelineError(f"validate: {rows_in} rows in but {valid_rows} valid + {quarantined} quarantined")
-    reason_counts = [(reason, quarantine_counts[f"reason_{i}"]) for i, reason in enumerate(reasons)]
+    reason_counts = [(reason, quarantine_counts[f"reason_{i}"]) for i, (reason, _) in enumerate(checks)]
     fraction = quarantined / rows_in if rows_in else 0.0
     result = ValidationResult(
         dataset=spec.name,
