@@ -27,7 +27,7 @@ import torch
 
 from continuous_training.errors import PipelineError
 from continuous_training.model.tasks import TASKS, output_dim
-from continuous_training.paths import FEATURIZE_FILE, read_featurize_result
+from continuous_training.paths import FEATURIZE_FILE, FeaturizeResult, read_featurize_result
 from continuous_training.spec import FRAMEWORKS, TrainParams
 from continuous_training.training.feed import (
     READER_WORKERS,
@@ -83,12 +83,15 @@ class TrainConfig:
             raise PipelineError(f"invalid training config values: {values}")
 
     @classmethod
-    def from_featurize(cls, featurize_dir: str | Path, checkpoint_dir: str | Path, **hyper: Any) -> TrainConfig:
-        """Config for the output of the featurize stage (reads its featurize.json); `hyper` sets the rest."""
-        try:
-            features = read_featurize_result(Path(featurize_dir))
-        except PipelineError as error:
-            raise PipelineError(f"cannot read the featurize summary ({error})") from error
+    def from_featurize(cls, featurize_dir: str | Path, checkpoint_dir: str | Path,
+                       features: FeaturizeResult | None = None, **hyper: Any) -> TrainConfig:
+        """Config for the output of the featurize stage (`features`, read from its featurize.json when not given);
+        `hyper` sets the rest."""
+        if features is None:
+            try:
+                features = read_featurize_result(Path(featurize_dir))
+            except PipelineError as error:
+                raise PipelineError(f"cannot read the featurize summary ({error})") from error
         if features.task not in TASKS:
             raise PipelineError(f"{Path(featurize_dir) / FEATURIZE_FILE}: unknown task {features.task!r}")
         if "hidden" in hyper:

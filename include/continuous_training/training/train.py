@@ -80,7 +80,7 @@ def train_candidate(spark: SparkSession, spec: DatasetSpec, run_id: str, params:
     features = read_featurize_result(featurize_dir)
     use_gpu = resolve_use_gpu(params.use_gpu, spark, params.framework)
     config = TrainConfig.from_featurize(
-        featurize_dir, stage_dir(spec.name, TRAIN, run_id, settings) / CHECKPOINTS_DIR,
+        featurize_dir, stage_dir(spec.name, TRAIN, run_id, settings) / CHECKPOINTS_DIR, features,
         epochs=params.epochs, batch_size=params.batch_size, learning_rate=params.learning_rate,
         patience=params.patience, seed=params.seed, feed_memory_mb=settings.train_feed_memory_mb,
         framework=params.framework,
