@@ -6,7 +6,9 @@ Scores a batch of new, unlabelled rows with the registered model that holds an a
 `resolve_scoring_run` → `ingest` → `validate` → `score`
 
 * **resolve_scoring_run**: fixes the batch (the spec's `scoring.path` for the run's date, or the `input` param)
-  and resolves the alias to one model version, once; every later task uses that version.
+  and resolves the alias to one model version, once; every later task uses that version. It reads the batch only
+  once its folder holds a `_SUCCESS` marker: a late batch is waited for, deferred in the triggerer, until
+  `scoring.deadline_hours` (default 4) after the run's date; past it the run fails naming the date and marker.
 * **ingest**, **validate**: the training jobs, spec and rules on the batch (`--for-scoring`: the label and
   non-feature columns may be absent); bad rows are quarantined with a reason.
 * **score**: the pyfunc in Spark executors (Arrow batches, one model load per Python worker); predictions with

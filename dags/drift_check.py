@@ -5,13 +5,16 @@ Checks a dataset's recently scored batches for drift and sends it back to traini
 
 `land_labels` → `check_drift` → `decide_retraining` → `trigger_retraining`
 
-* **land_labels**: scored dates whose delayed labels arrived land once, with their labels, as a new batch in the
-  dataset's training landing area (`monitoring.labelled_batches`); rows without a label stay out and are counted.
-* **check_drift**: the last `window` scored dates up to the run's date against the reference of the model version
-  that scored them (its training run's profiles): PSI and KS per numeric feature, PSI and unseen share per
-  categorical, null-rate change of every column, the same for the predictions, and the promotion metric on the
-  rows whose labels arrived. An MLflow run in `<dataset>-monitoring` with every metric, tags `drift.detected` and
-  `retrain.triggered`, `drift.json` and an HTML report. Nothing scored yet: a recorded "nothing to check".
+* **land_labels**: scored dates whose delayed labels feed is complete (a `_SUCCESS` marker, or
+  `monitoring.labels_complete_after_days` after the date) land their labelled rows as a new batch in the dataset's
+  training landing area (`monitoring.labelled_batches`); labels arriving later land as a follow-up batch, each
+  labelled row once; rows without a label stay out and are counted.
+* **check_drift**: the last `window` dates the scoring schedule fires on, up to the run's date (those not scored
+  are named as missing), against the reference of the model version that scored them (its training run's
+  profiles): PSI and KS per numeric feature, PSI and unseen share per categorical, null-rate change of every column,
+  the same for the predictions, and the promotion metric on the rows whose labels arrived. An MLflow run in
+  `<dataset>-monitoring` with every metric, tags `drift.detected`, `retrain.triggered` and `window.missing`,
+  `drift.json` and an HTML report. Nothing scored yet: a recorded "nothing to check".
 * **decide_retraining**: on drift, retrains unless a run an earlier check triggered is still queued or running, a
   training run of the dataset is in progress, or the spec's cooldown has not passed; the reason is recorded.
 * **trigger_retraining**: triggers the dataset's own `training__<dataset>` DAG, or `training_pipeline` for a spec

@@ -12,13 +12,16 @@ from continuous_training.spec import load_spec
 def main() -> None:
     parser = job_parser("check_drift")
     parser.add_argument("--checked-for", required=True, type=date.fromisoformat,
-                        help="The check's date: the window ends at the last scored date up to it (YYYY-MM-DD).")
-    parser.add_argument("--window", type=int, default=None, help="Scored dates checked (default: the spec's).")
+                        help="The check's date: the window ends on it (YYYY-MM-DD).")
+    parser.add_argument("--window", type=int, default=None,
+                        help="Dates checked, those the scoring schedule fires on (default: the spec's).")
     args = parser.parse_args()
     spec = load_spec(args.dataset)
     spark = build_spark_session(f"check-drift-{spec.name}")
     result = check_drift(spark, spec, args.checked_for, args.run_id, args.window)
+    missing = result["window"]["missing"]
     print(f"check_drift: {result['outcome']} for {spec.name} on {', '.join(result['window']['dates']) or 'nothing'}"
+          + (f"\n  missing (no scored batch): {', '.join(missing)}" if missing else "")
           + "".join(f"\n  {reason}" for reason in result["reasons"]) + f"\n  report: {result['report']}")
 
 

@@ -4,8 +4,9 @@
 from datetime import date
 
 from continuous_training.cli import job_parser, run_job
-from continuous_training.paths import VALID_DATA, VALIDATE, stage_dir, stage_for
+from continuous_training.paths import VALID_DATA, VALIDATE, stage_dir, stage_for, stage_lock
 from continuous_training.serving.batch import ResolvedModel, score_batch
+from continuous_training.serving.scored import PREDICTIONS
 from continuous_training.spark import build_spark_session
 from continuous_training.spec import load_spec
 from continuous_training.tracking import mlflow_client
@@ -21,9 +22,10 @@ def main() -> None:
     version = mlflow_client().get_model_version(spec.registered_model_name, args.model_version)
     model = ResolvedModel(name=spec.registered_model_name, version=str(version.version), run_id=version.run_id,
                           alias=args.model_alias)
-    spark = build_spark_session(f"score-{spec.name}")
-    valid = spark.read.parquet(str(stage_dir(spec.name, stage_for(VALIDATE, True), args.run_id) / VALID_DATA))
-    summary = score_batch(valid, spec, model, args.scored_for, args.run_id)
+    with stage_lock(spec.name, PREDICTIONS, args.scored_for.isoformat()):
+        spark = build_spark_session(f"score-{spec.name}")
+        valid = spark.read.parquet(str(stage_dir(spec.name, stage_for(VALIDATE, True), args.run_id) / VALID_DATA))
+        summary = score_batch(valid, spec, model, args.scored_for, args.run_id)
     print(f"score: {summary['scored']} rows scored with {model.name} version {model.version} "
           f"({summary['quarantined']} quarantined of {summary['rows_in']}) -> {summary['predictions']}")
 

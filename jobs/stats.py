@@ -2,7 +2,7 @@
 
 from continuous_training.cli import job_parser, run_job
 from continuous_training.data.stats import write_stats
-from continuous_training.paths import STATS, STATS_FILE, STATS_REPORT_FILE, VALID_DATA, VALIDATE, stage_dir
+from continuous_training.paths import STATS, STATS_FILE, STATS_REPORT_FILE, VALID_DATA, VALIDATE, stage_dir, stage_lock
 from continuous_training.spark import build_spark_session
 from continuous_training.spec import load_spec
 
@@ -10,10 +10,11 @@ from continuous_training.spec import load_spec
 def main() -> None:
     args = job_parser("stats").parse_args()
     spec = load_spec(args.dataset)
-    spark = build_spark_session(f"stats-{spec.name}")
-    valid = spark.read.parquet(str(stage_dir(spec.name, VALIDATE, args.run_id) / VALID_DATA))
     out_dir = stage_dir(spec.name, STATS, args.run_id)
-    stats = write_stats(valid, spec, out_dir)
+    with stage_lock(spec.name, STATS, args.run_id):
+        spark = build_spark_session(f"stats-{spec.name}")
+        valid = spark.read.parquet(str(stage_dir(spec.name, VALIDATE, args.run_id) / VALID_DATA))
+        stats = write_stats(valid, spec, out_dir)
     print(f"stats: {stats['rows']} rows profiled -> {out_dir / STATS_FILE}, {out_dir / STATS_REPORT_FILE}")
 
 

@@ -4,6 +4,7 @@ spark-submit jobs/train.py --dataset churn ..."""
 from dataclasses import fields
 
 from continuous_training.cli import job_parser, optional, run_job
+from continuous_training.paths import TRAIN, stage_lock
 from continuous_training.spark import build_spark_session, submitted_conf
 from continuous_training.spec import FRAMEWORKS, USE_GPU_CHOICES, TrainParams, load_spec
 from continuous_training.training.barrier import barrier_spark_conf
@@ -32,10 +33,11 @@ def main() -> None:
     args = parser.parse_args()
     params = TrainParams(**{field.name: getattr(args, field.name) for field in fields(TrainParams)})
     spec = load_spec(args.dataset)
-    spark = build_spark_session(f"train-{spec.name}", barrier_spark_conf(params.use_gpu == "true", submitted_conf()))
-    mlflow_run_id = train_candidate(spark, spec, args.run_id, params,
-                                    AirflowContext(args.airflow_dag_id, args.airflow_task_id,
-                                                   args.triggered_by))
+    with stage_lock(spec.name, TRAIN, args.run_id):
+        spark = build_spark_session(f"train-{spec.name}",
+                                    barrier_spark_conf(params.use_gpu == "true", submitted_conf()))
+        mlflow_run_id = train_candidate(spark, spec, args.run_id, params,
+                                        AirflowContext(args.airflow_dag_id, args.airflow_task_id, args.triggered_by))
     print(f"train: candidate logged to MLflow run {mlflow_run_id}")
 
 

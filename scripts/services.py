@@ -1,8 +1,12 @@
 """Run the local Airflow and MLflow services in the background and wait for DAG runs the scheduler executes.
 
 Ports: AIRFLOW_PORT (8080) and MLFLOW_PORT (the port of MLFLOW_UI_URL, 5000), on 127.0.0.1. Pid files go to
-$AIRFLOW_HOME/run, logs to $AIRFLOW_HOME/logs/services. The API server requires a login (SimpleAuthManager):
-user `admin`, whose password Airflow generates into $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated.
+$AIRFLOW_HOME/run, logs to $AIRFLOW_HOME/logs/services. Both servers require a login, user `admin`: Airflow's
+(SimpleAuthManager) password is in $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated, MLflow's (its
+basic-auth app) in $AIRFLOW_HOME/mlflow_passwords.json.generated; this script generates both, never prints them,
+and keeps them, like every file the services write (logs included), readable by their user only. Jobs load models
+with MLflow's pickle deserialization off (MLFLOW_ALLOW_PICKLE_DESERIALIZATION, unless set): the project logs its
+models from code.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -37,6 +42,11 @@ MLFLOW_PORT = int(os.environ.get("MLFLOW_PORT") or urlsplit(SETTINGS.mlflow_ui_u
 AIRFLOW_URL = f"http://{HOST}:{AIRFLOW_PORT}"
 MLFLOW_URL = f"http://{HOST}:{MLFLOW_PORT}"
 PASSWORDS_FILE = SETTINGS.airflow_home / "simple_auth_manager_passwords.json.generated"
+MLFLOW_PASSWORDS_FILE = SETTINGS.airflow_home / "mlflow_passwords.json.generated"
+MLFLOW_AUTH_CONFIG = SETTINGS.airflow_home / "mlflow_basic_auth.ini"
+MLFLOW_AUTH_DB = SETTINGS.airflow_home / "mlflow_basic_auth.db"
+PRIVATE_UMASK = 0o077  # files the services write (logs, password files, task logs) are their user's only
+PICKLE_ENV = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
 
 
 def pid_file(name: str) -> Path:
@@ -56,10 +66,26 @@ def running_pid(name: str) -> int | None:
         return None
 
 
+def generated_password(path: Path, user: str) -> str:
+    """`user`'s password from a JSON password file readable by its owner only, generated first when missing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError), os.fdopen(
+            os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+        json.dump({user: secrets.token_urlsafe(24)}, file)
+    path.chmod(0o600)
+    return json.loads(path.read_text())[user]
+
+
 def child_environment() -> dict[str, str]:
-    """The caller's environment plus what ties the services together: address, execution API, login."""
+    """The caller's environment plus what ties the services together: address, execution API, login, and the
+    MLflow login for tasks when they track to a server."""
+    login = {"MLFLOW_TRACKING_USERNAME": ADMIN_USER,
+             "MLFLOW_TRACKING_PASSWORD": generated_password(MLFLOW_PASSWORDS_FILE, ADMIN_USER)
+             } if urlsplit(SETTINGS.mlflow_tracking_uri).scheme in ("http", "https") else {}
     return {
+        PICKLE_ENV: "false",
         **os.environ,
+        **login,
         "AIRFLOW_HOME": str(SETTINGS.airflow_home),
         "AIRFLOW__API__HOST": HOST,
         "AIRFLOW__API__PORT": str(AIRFLOW_PORT),
@@ -78,21 +104,39 @@ def command(name: str) -> list[str]:
         return [str(BIN_DIR / "airflow"), name, "--skip-serve-logs"]
     if name in AIRFLOW_COMPONENTS:
         return [str(BIN_DIR / "airflow"), name]
-    return [str(BIN_DIR / "mlflow"), "server", "--host", HOST, "--port", str(MLFLOW_PORT), "--workers", "1",
-            "--backend-store-uri", SETTINGS.mlflow_tracking_uri,
-            "--default-artifact-root", SETTINGS.mlflow_artifact_root.as_uri(), "--no-serve-artifacts",
+    return [str(BIN_DIR / "mlflow"), "server", "--app-name", "basic-auth", "--host", HOST, "--port", str(MLFLOW_PORT),
+            "--workers", "1", "--default-artifact-root", SETTINGS.mlflow_artifact_root.as_uri(), "--no-serve-artifacts",
             "--allowed-hosts", f"{HOST},{HOST}:{MLFLOW_PORT},localhost,localhost:{MLFLOW_PORT}"]
 
 
+def mlflow_environment(env: dict[str, str]) -> dict[str, str]:
+    """The MLflow server's environment: its store (not on its command line) and its basic-auth app's config, user
+    store, admin login and session key. Refuses a user store whose password file is gone (the admin in it keeps
+    the old password)."""
+    if MLFLOW_AUTH_DB.exists() and not MLFLOW_PASSWORDS_FILE.exists():
+        raise SystemExit(f"{MLFLOW_AUTH_DB} exists but {MLFLOW_PASSWORDS_FILE} does not: remove {MLFLOW_AUTH_DB} to "
+                         "start MLflow's logins afresh")
+    password = generated_password(MLFLOW_PASSWORDS_FILE, ADMIN_USER)
+    with os.fdopen(os.open(MLFLOW_AUTH_CONFIG, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as config:
+        config.write(f"[mlflow]\ndefault_permission = NO_PERMISSIONS\ndatabase_uri = sqlite:///{MLFLOW_AUTH_DB}\n"
+                     f"admin_username = {ADMIN_USER}\n")
+    return {**env, "MLFLOW_BACKEND_STORE_URI": SETTINGS.mlflow_tracking_uri,
+            "MLFLOW_AUTH_CONFIG_PATH": str(MLFLOW_AUTH_CONFIG), "MLFLOW_AUTH_ADMIN_USERNAME": ADMIN_USER,
+            "MLFLOW_AUTH_ADMIN_PASSWORD": password, "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(32)}
+
+
 def start(name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """Start a component detached in its own session, logging to its log file, and record its pid."""
+    """Start a component detached in its own session, logging to its log file (its user's only, like all it
+    writes), and record its pid."""
     log = log_file(name)
     log.parent.mkdir(parents=True, exist_ok=True)
     pid_file(name).parent.mkdir(parents=True, exist_ok=True)
-    with log.open("a") as output:
+    with os.fdopen(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as output:
+        log.chmod(0o600)
         print(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} services.py up starts {name} ===", file=output, flush=True)
         process = subprocess.Popen(command(name), stdin=subprocess.DEVNULL, stdout=output,
-                                   stderr=subprocess.STDOUT, env=env, cwd=PROJECT_ROOT, start_new_session=True)
+                                   stderr=subprocess.STDOUT, env=env, cwd=PROJECT_ROOT, start_new_session=True,
+                                   umask=PRIVATE_UMASK)
     pid_file(name).write_text(f"{process.pid}\n")
     return process
 
@@ -150,12 +194,13 @@ def port_in_use(port: int) -> bool:
         return probe.connect_ex((HOST, port)) == 0
 
 
-def up(timeout: float) -> int:
-    """Start the components that are not running and wait until all of them are healthy."""
-    running = {name: pid for name in COMPONENTS if (pid := running_pid(name))}
+def up(timeout: float, names: Iterable[str] = COMPONENTS) -> int:
+    """Start the components (of `names`) that are not running and wait until all of them are healthy."""
+    names = [name for name in COMPONENTS if name in names]
+    running = {name: pid for name in names if (pid := running_pid(name))}
     for name, pid in running.items():
         print(f"{name} is already running (pid {pid})")
-    missing = [name for name in COMPONENTS if name not in running]
+    missing = [name for name in names if name not in running]
     servers = {"api-server": AIRFLOW_PORT, "mlflow": MLFLOW_PORT}
     if busy := [str(port) for name, port in servers.items() if name in missing and port_in_use(port)]:
         print(f"port {', '.join(busy)} on {HOST} is taken: set AIRFLOW_PORT / MLFLOW_PORT", file=sys.stderr)
@@ -163,14 +208,16 @@ def up(timeout: float) -> int:
     if SETTINGS.mlflow_tracking_uri.startswith("sqlite:///"):
         Path(SETTINGS.mlflow_tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     SETTINGS.mlflow_artifact_root.mkdir(parents=True, exist_ok=True)
+    generated_password(PASSWORDS_FILE, ADMIN_USER)  # Airflow prints a password it generates: it finds this one
     env = child_environment()
-    started = {name: start(name, env) for name in missing}
+    environments = {name: mlflow_environment(env) if name == "mlflow" else env for name in missing}
+    started = {name: start(name, environments[name]) for name in missing}
     for name, process in started.items():
         print(f"started {name} (pid {process.pid}), log: {log_file(name)}")
     began = time.monotonic()
     while True:
         dead = [name for name, process in started.items() if process.poll() is not None]
-        waiting = unhealthy()
+        waiting = [name for name in unhealthy() if name in names]
         if not dead and not waiting:
             break
         if dead or time.monotonic() - began > timeout:
@@ -183,7 +230,7 @@ def up(timeout: float) -> int:
         time.sleep(1)
     print(f"healthy after {time.monotonic() - began:.0f} s")
     print(f"Airflow: {AIRFLOW_URL}  (user {ADMIN_USER}, password in {PASSWORDS_FILE})")
-    print(f"MLflow:  {MLFLOW_URL}")
+    print(f"MLflow:  {MLFLOW_URL}  (user {ADMIN_USER}, password in {MLFLOW_PASSWORDS_FILE})")
     return 0
 
 
@@ -263,6 +310,8 @@ def main() -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     up_parser = commands.add_parser("up", help="start the services (those not running) and wait until healthy")
     up_parser.add_argument("--timeout", type=float, default=180, help="seconds to wait for health (180)")
+    up_parser.add_argument("--only", nargs="+", choices=COMPONENTS, default=COMPONENTS,
+                           help="start only these components")
     commands.add_parser("down", help="stop the processes `up` started")
     status_parser = commands.add_parser("status", help="which components run; exit 0 when all do")
     status_parser.add_argument("--quiet", action="store_true", help="print nothing, only set the exit status")
@@ -272,7 +321,7 @@ def main() -> int:
     wait_parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait (3600)")
     args = parser.parse_args()
     if args.command == "up":
-        return up(args.timeout)
+        return up(args.timeout, args.only)
     if args.command == "down":
         return down()
     if args.command == "status":

@@ -4,7 +4,8 @@
 sets cookies and localStorage, loads the page, waits until the expected texts are on screen and the page has
 settled, and returns the page's visible text (optionally saving a PNG). The Airflow UI takes its login from the
 `_token` cookie (a JWT from POST /auth/token), which is what its own login page sets, and picks the grid or
-graph view of a DAG from the localStorage key `default_dag_view`.
+graph view of a DAG from the localStorage key `default_dag_view`. MLflow's basic-auth login goes with every
+request of its page as an Authorization header.
 
     python scripts/ui_pages.py screenshots --out docs   # with the services up (make up)
 
@@ -48,7 +49,8 @@ MLFLOW_UI_STATE = {"mlflow.workflowType_v1": json.dumps("machine_learning"),
                    "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": "true"}
 AIRFLOW_RUN_ID_TAG = "airflow.run_id"
 DEFAULT_AIRFLOW_HOME = Path(__file__).resolve().parents[1] / ".airflow"
-PASSWORDS_FILE_NAME = "simple_auth_manager_passwords.json.generated"
+AIRFLOW_LOGINS_FILE = "simple_auth_manager_passwords.json.generated"
+MLFLOW_LOGINS_FILE = "mlflow_passwords.json.generated"  # written by scripts/services.py
 ADMIN_USER = "admin"
 
 
@@ -63,10 +65,15 @@ def airflow_token(airflow_url: str, user: str, password: str) -> str:
     return response.json()["access_token"]
 
 
-def admin_password(airflow_home: Path | None = None) -> str:
-    """The password Airflow generated for the `admin` user of SimpleAuthManager."""
+def admin_password(airflow_home: Path | None = None, logins_file: str = AIRFLOW_LOGINS_FILE) -> str:
+    """The generated password of the `admin` user of Airflow's SimpleAuthManager (or of MLflow's basic auth)."""
     airflow_home = airflow_home or Path(os.environ.get("AIRFLOW_HOME", DEFAULT_AIRFLOW_HOME))
-    return json.loads((airflow_home / PASSWORDS_FILE_NAME).read_text())[ADMIN_USER]
+    return json.loads((airflow_home / logins_file).read_text())[ADMIN_USER]
+
+
+def basic_auth_header(login: tuple[str, str]) -> dict[str, str]:
+    """The Authorization header of a basic-auth login (user, password)."""
+    return {"Authorization": "Basic " + base64.b64encode(":".join(login).encode()).decode()}
 
 
 def airflow_api(airflow_url: str, token: str, path: str) -> dict[str, Any]:
@@ -96,10 +103,10 @@ def airflow_run_url(airflow_url: str, dag_id: str, run_id: str) -> str:
     return f"{airflow_url}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
 
 
-def mlflow_training_run(mlflow_url: str, airflow_run_id: str) -> tuple[str, str]:
+def mlflow_training_run(mlflow_url: str, airflow_run_id: str, login: tuple[str, str]) -> tuple[str, str]:
     """(experiment id, run id) of the MLflow run tagged with the Airflow run id (the first one started)."""
     def post(endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
-        response = requests.post(f"{mlflow_url}/api/2.0/mlflow/{endpoint}", json=body, timeout=30)
+        response = requests.post(f"{mlflow_url}/api/2.0/mlflow/{endpoint}", json=body, auth=login, timeout=30)
         response.raise_for_status()
         return response.json()
 
@@ -183,11 +190,13 @@ def devtools_port(port_file: Path, browser: subprocess.Popen[bytes], log_path: P
 
 
 def render(url: str, png: Path | None = None, *, cookies: dict[str, str] | None = None,
-           local_storage: dict[str, str] | None = None, wait_for_text: Sequence[str] = (), within: str = "body",
+           headers: dict[str, str] | None = None, local_storage: dict[str, str] | None = None,
+           wait_for_text: Sequence[str] = (), within: str = "body",
            timeout_s: float = 60, viewport: tuple[int, int] = VIEWPORT) -> str:
     """Load `url` in headless Chromium and return the visible text of its element `within` (a CSS selector).
 
-    `cookies` are set for the page's origin and `local_storage` items before the page's scripts run. The page
+    `cookies` are set for the page's origin, `headers` sent with each of its requests and `local_storage` items set
+    before the page's scripts run. The page
     counts as rendered when the element shows every text in `wait_for_text` and its text has not changed for
     SETTLE_S; then `png`, if given, gets a screenshot of the viewport. Raises PageNotRendered, naming the
     missing texts, when they do not all show within `timeout_s`.
@@ -197,6 +206,9 @@ def render(url: str, png: Path | None = None, *, cookies: dict[str, str] | None 
         page.call("Page.enable")
         for name, value in (cookies or {}).items():
             page.call("Network.setCookie", name=name, value=value, url=url, path="/")
+        if headers:
+            page.call("Network.enable")
+            page.call("Network.setExtraHTTPHeaders", headers=headers)
         if local_storage:
             page.call("Page.addScriptToEvaluateOnNewDocument", source="".join(
                 f"localStorage.setItem({json.dumps(key)}, {json.dumps(value)});"
@@ -240,15 +252,16 @@ def render_airflow_run(airflow_url: str, token: str, dag_id: str, run_id: str, *
                   within=AIRFLOW_GRAPH_SELECTOR if view == "graph" else "body", timeout_s=timeout_s)
 
 
-def render_mlflow_run(mlflow_url: str, experiment_id: str, run_id: str, *, wait_for_text: Sequence[str] = (),
-                      png: Path | None = None, timeout_s: float = 60) -> str:
-    """The visible text of the MLflow UI page of one run, as a returning user sees it (training workflow)."""
-    return render(mlflow_run_url(mlflow_url, experiment_id, run_id), png, local_storage=MLFLOW_UI_STATE,
-                  wait_for_text=wait_for_text, timeout_s=timeout_s)
+def render_mlflow_run(mlflow_url: str, experiment_id: str, run_id: str, login: tuple[str, str], *,
+                      wait_for_text: Sequence[str] = (), png: Path | None = None, timeout_s: float = 60) -> str:
+    """The visible text of the MLflow UI page of one run, as a returning user logged in with `login` sees it
+    (training workflow)."""
+    return render(mlflow_run_url(mlflow_url, experiment_id, run_id), png, headers=basic_auth_header(login),
+                  local_storage=MLFLOW_UI_STATE, wait_for_text=wait_for_text, timeout_s=timeout_s)
 
 
 def screenshots(airflow_url: str, mlflow_url: str, dag_id: str, run_id: str | None, mlflow_run_id: str | None,
-                out: Path, password: str) -> list[Path]:
+                out: Path, password: str, mlflow_password: str) -> list[Path]:
     """Screenshots of the grid and graph views of a DAG run and of its MLflow training run, into `out`."""
     token = airflow_token(airflow_url, ADMIN_USER, password)
     run_id = run_id or latest_successful_run(airflow_url, token, dag_id)
@@ -257,14 +270,17 @@ def screenshots(airflow_url: str, mlflow_url: str, dag_id: str, run_id: str | No
     for view in ("grid", "graph"):
         written.append(out / f"airflow-{view}.png")
         render_airflow_run(airflow_url, token, dag_id, run_id, view=view, wait_for_text=tasks, png=written[-1])
+    login = (ADMIN_USER, mlflow_password)
     if mlflow_run_id is None:
-        experiment_id, mlflow_run_id = mlflow_training_run(mlflow_url, run_id)
+        experiment_id, mlflow_run_id = mlflow_training_run(mlflow_url, run_id, login)
     else:
-        response = requests.get(f"{mlflow_url}/api/2.0/mlflow/runs/get", params={"run_id": mlflow_run_id}, timeout=30)
+        response = requests.get(f"{mlflow_url}/api/2.0/mlflow/runs/get", params={"run_id": mlflow_run_id},
+                                auth=login, timeout=30)
         response.raise_for_status()
         experiment_id = response.json()["run"]["info"]["experiment_id"]
     written.append(out / "mlflow-run.png")
-    render_mlflow_run(mlflow_url, experiment_id, mlflow_run_id, wait_for_text=[run_id, "test_auc"], png=written[-1])
+    render_mlflow_run(mlflow_url, experiment_id, mlflow_run_id, login, wait_for_text=[run_id, "test_auc"],
+                      png=written[-1])
     return written
 
 
@@ -277,11 +293,12 @@ def main() -> int:
     shots.add_argument("--dag-id", default="training__churn")
     shots.add_argument("--run-id", help="the DAG run (default: the latest successful one)")
     shots.add_argument("--mlflow-run-id", help=f"the MLflow run (default: the one tagged {AIRFLOW_RUN_ID_TAG})")
-    shots.add_argument("--password", help=f"{ADMIN_USER}'s password (default: $AIRFLOW_HOME/{PASSWORDS_FILE_NAME})")
+    shots.add_argument("--password", help=f"{ADMIN_USER}'s password (default: $AIRFLOW_HOME/{AIRFLOW_LOGINS_FILE})")
     shots.add_argument("--out", type=Path, default=Path("docs"))
     args = parser.parse_args()
     written = screenshots(args.airflow_url.rstrip("/"), args.mlflow_url.rstrip("/"), args.dag_id, args.run_id,
-                          args.mlflow_run_id, args.out, args.password or admin_password())
+                          args.mlflow_run_id, args.out, args.password or admin_password(),
+                          admin_password(logins_file=MLFLOW_LOGINS_FILE))
     for path in written:
         print(f"{path} ({path.stat().st_size // 1024} KiB)")
     return 0

@@ -3,9 +3,10 @@
 `generate` writes ``<DATA_DIR>/landing/<dataset>/date=YYYY-MM-DD/part-NNNNN.csv`` (one file per chunk of rows);
 `generate_scoring` writes later days to score, ``<DATA_DIR>/incoming/<dataset>/date=YYYY-MM-DD/part-00000.csv``
 (every column but the labels), and their labels apart, ``<DATA_DIR>/labels/<dataset>/date=YYYY-MM-DD/labels.csv``
-(``customer_id``, the three labels and ``date``). The labels (``churned``, ``customer_value``, ``plan_tier``) are
-nonlinear functions of the features plus noise; ``drift`` shifts the feature distributions and the churn relation;
-``bad_fraction`` injects malformed rows of assorted kinds for validation to catch.
+(``customer_id``, the three labels and ``date``); each folder gets its ``_SUCCESS`` marker after its file. The
+labels (``churned``, ``customer_value``, ``plan_tier``) are nonlinear functions of the features plus noise;
+``drift`` shifts the feature distributions and the churn relation; ``bad_fraction`` injects malformed rows of
+assorted kinds for validation to catch.
 """
 
 from __future__ import annotations
@@ -285,6 +286,7 @@ def generate_scoring(days: int = 1, rows_per_day: int = 5_000, start_date: date 
             path.parent.mkdir(parents=True, exist_ok=True)
             content = frame[columns] if columns else frame[["customer_id", *LABELS]].assign(date=batch_date)
             _write_if_changed(path, _to_csv_bytes(content, set()))
+            (path.parent / SUCCESS_MARKER).touch()
         batches.append(batch)
         labels.append(label_file)
     return ScoringDemo(batches=tuple(batches), labels=tuple(labels), rows_per_day=rows_per_day)

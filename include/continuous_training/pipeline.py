@@ -43,7 +43,7 @@ def run_data_stages(spark: SparkSession, spec: DatasetSpec, run_id: str, setting
     ingested = ingest(spark, spec, run_id, stage_dir(spec.name, INGEST, run_id, settings), settings)
     validate_dir = stage_dir(spec.name, VALIDATE, run_id, settings)
     validation = validate(spark.read.parquet(str(ingested.output)), spec, run_id, validate_dir,
-                          max_quarantine_fraction)
+                          max_quarantine_fraction, quarantined_files=ingested.quarantined_files)
     valid = spark.read.parquet(str(validate_dir / VALID_DATA))
     computed = write_stats(valid, spec, stage_dir(spec.name, STATS, run_id, settings)) if stats else None
     featurized = featurize(valid, spec, run_id, stage_dir(spec.name, FEATURIZE, run_id, settings),

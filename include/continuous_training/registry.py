@@ -8,16 +8,20 @@ Moves of one model are serialised by `registry_lock`, a lock file under `$DATA_D
 aliases to moving them (also for runs outside the Airflow pool `mlflow_registry`). When `@champion` moved since
 evaluate (tag `champion_version_evaluated`), promote scores the candidate and the current champion again on the
 run's test split (`training.evaluate.evaluate_against`), so it never promotes a model worse than the champion it
-replaces.
+replaces. Nor one trained on older data than the champion's (tag `data_as_of`, the modification time of the newest
+input file the run's ingest pinned), as clearing an old run's promote would; and a version that holds `@champion`
+without the gate's approval is not approved by rerunning its promote.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,14 +33,27 @@ from mlflow.tracking import MlflowClient
 
 from continuous_training.config import Settings, get_settings
 from continuous_training.errors import PipelineError
-from continuous_training.paths import PROMOTE, PROMOTION_FILE, PromotionDecision, stage_dir, write_result
+from continuous_training.paths import (
+    INGEST,
+    INPUTS_FILE,
+    PROMOTE,
+    PROMOTION_FILE,
+    PromotionDecision,
+    read_result,
+    stage_dir,
+    write_result,
+)
 from continuous_training.spec import LOWER_IS_BETTER, DatasetSpec
 from continuous_training.tracking import (
     AIRFLOW_RUN_ID_TAG,
+    APPROVED,
     CANDIDATE_MODEL_TAG,
     CHALLENGER,
     CHAMPION,
+    REJECTED,
+    VALIDATION_STATUS_TAG,
     alias_version,
+    is_approved,
     mlflow_client,
     require_training_run,
     version_for_run,
@@ -48,7 +65,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STAGE_FOR = {CHALLENGER: "Staging", CHAMPION: "Production", "rejected": "Archived"}
+STAGE_FOR = {CHALLENGER: "Staging", CHAMPION: "Production", REJECTED: "Archived"}
+DATA_AS_OF_TAG, DATA_RUN_TAG = "data_as_of", "data_run_id"
 REGISTRY_LOCK_TIMEOUT_S = 600.0
 _LOCK_POLL_S = 0.2
 _UNSAFE_FILE_NAME = re.compile(r"[^A-Za-z0-9_.+=-]")
@@ -98,8 +116,44 @@ def _metric_tags(metrics: Mapping[str, float]) -> dict[str, str]:
     return {key: str(value) for key, value in metrics.items() if key.startswith(("test_", "champion_test_"))}
 
 
+def data_as_of(dataset: str, airflow_run_id: str, settings: Settings | None = None) -> str | None:
+    """When the newest input file a training run's ingest pinned (`inputs.json`) was modified, as ISO 8601 UTC; None
+    when the run's ingest output is gone."""
+    path = stage_dir(dataset, INGEST, airflow_run_id, settings) / INPUTS_FILE
+    if not path.is_file():
+        return None
+    newest = max((file["modified_ms"] for file in read_result(path, dict)["files"]), default=None)
+    return None if newest is None else datetime.fromtimestamp(newest / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+def version_data_as_of(version: ModelVersion, dataset: str, settings: Settings | None = None) -> str | None:
+    """The age of a version's training data: its `data_as_of` tag, else (registered before the tag) read from its
+    run's ingest output; None when neither is there."""
+    if DATA_AS_OF_TAG in version.tags:
+        return version.tags[DATA_AS_OF_TAG]
+    data_run = version.tags.get(DATA_RUN_TAG)
+    return data_as_of(dataset, data_run, settings) if data_run else None
+
+
+def older_data(candidate: str | None, champion: str | None, champion_version: str) -> str | None:
+    """Why a candidate must not replace the champion for the age of its training data (one line), or None.
+
+    Refuses a candidate trained on older data than the champion, and one of unknown age against a champion of known
+    age; a champion of unknown age (registered before the tag, its ingest output gone) does not block."""
+    if champion is None:
+        return None
+    if candidate is None:
+        return (f"the candidate's training data has no known age ({DATA_AS_OF_TAG} tag or ingest inputs) and champion "
+                f"version {champion_version} was trained on data as of {champion}: refusing to replace it")
+    if datetime.fromisoformat(champion) > datetime.fromisoformat(candidate):
+        return (f"champion version {champion_version} was trained on newer data (newest input {champion}) than the "
+                f"candidate ({candidate}): refusing to move @champion back to older data; train on current data")
+    return None
+
+
 def register_candidate(spec: DatasetSpec, airflow_run_id: str, settings: Settings | None = None) -> ModelVersion:
-    """Create (or find) the model version of this run's candidate, tag it, and point `@challenger` at it."""
+    """Create (or find) the model version of this run's candidate, tag it (metrics, runs, the age of its training
+    data), and point `@challenger` at it."""
     client = mlflow_client(settings)
     name = spec.registered_model_name
     with registry_lock(name, settings):
@@ -110,15 +164,16 @@ def register_candidate(spec: DatasetSpec, airflow_run_id: str, settings: Setting
             log.info("registered %s version %s from run %s", name, version.version, run.info.run_id)
         else:
             log.info("run %s is already %s version %s; reusing it", run.info.run_id, name, version.version)
+        as_of = data_as_of(spec.name, airflow_run_id, settings)
         tags = _metric_tags(run.data.metrics) | {
-            "data_run_id": airflow_run_id,
+            DATA_RUN_TAG: airflow_run_id,
             AIRFLOW_RUN_ID_TAG: airflow_run_id,
             "training_run_id": run.info.run_id,
-            "validation_status": version.tags.get("validation_status", "pending"),
-        }
+            VALIDATION_STATUS_TAG: version.tags.get(VALIDATION_STATUS_TAG, "pending"),
+        } | ({DATA_AS_OF_TAG: as_of} if as_of else {})
         for key, value in tags.items():
             client.set_model_version_tag(name, version.version, key, value)
-        if version.tags.get("validation_status", "pending") == "pending":
+        if version.tags.get(VALIDATION_STATUS_TAG, "pending") == "pending":
             client.set_registered_model_alias(name, CHALLENGER, version.version)
             _mirror_stage(client, name, version.version, CHALLENGER)
         return client.get_model_version(name, version.version)
@@ -137,15 +192,21 @@ def _registered_version(client: MlflowClient, name: str, training_run_id: str) -
 
 def decide(metric: str, candidate: float, champion: float | None, threshold: float | None,
            min_improvement: float) -> tuple[bool, str]:
-    """The gate: pass the absolute threshold (if any) and beat the champion by at least min_improvement (> 0)."""
+    """The gate: finite metrics, pass the absolute threshold (if any) and beat the champion by at least
+    min_improvement (> 0). Every comparison is written so that a NaN refuses."""
     higher_is_better = metric not in LOWER_IS_BETTER
-    if threshold is not None and (candidate < threshold if higher_is_better else candidate > threshold):
+    if not math.isfinite(candidate):
+        return False, f"{metric}={candidate:.6g} is not finite (NaN or inf predictions?): refusing the candidate"
+    if champion is not None and not math.isfinite(champion):
+        return False, (f"the champion's {metric}={champion:.6g} on this holdout is not finite: refusing to compare "
+                       "against it (roll @champion back to a version that scores finite metrics)")
+    if threshold is not None and not (candidate >= threshold if higher_is_better else candidate <= threshold):
         bar = ">=" if higher_is_better else "<="
         return False, f"{metric}={candidate:.6g} fails the absolute threshold ({bar} {threshold:.6g})"
     if champion is None:
         return True, f"{metric}={candidate:.6g} passes the threshold and there is no champion yet"
     improvement = candidate - champion if higher_is_better else champion - candidate
-    if improvement <= 0 or improvement < min_improvement:
+    if not (improvement > 0 and improvement >= min_improvement):
         return False, (f"{metric}={candidate:.6g} does not beat the champion's {champion:.6g} on the same holdout "
                        f"by at least {min_improvement:.6g} (improvement {improvement:.6g})")
     return True, f"{metric}={candidate:.6g} beats the champion's {champion:.6g} by {improvement:.6g}"
@@ -154,7 +215,8 @@ def decide(metric: str, candidate: float, champion: float | None, threshold: flo
 def promote_candidate(spark: SparkSession, spec: DatasetSpec, airflow_run_id: str, threshold: float | None = None,
                       min_improvement: float = 0.0, settings: Settings | None = None) -> PromotionDecision:
     """Move `@champion` to this run's version only if it passes the gate against the version holding `@champion`
-    now; otherwise tag it rejected. Holds the registry lock; re-evaluates when `@champion` moved since evaluate."""
+    now and was not trained on older data than it; otherwise tag it rejected. Holds the registry lock; re-evaluates
+    when `@champion` moved since evaluate."""
     if min_improvement < 0:
         raise PipelineError(f"min_improvement must be >= 0, got {min_improvement}")
     settings = settings or get_settings()
@@ -174,8 +236,14 @@ def promote_candidate(spark: SparkSession, spec: DatasetSpec, airflow_run_id: st
         champion_now = str(champion.version) if champion else None
         champion_at_evaluate = run.data.tags.get(CHAMPION_EVALUATED_TAG)
         metrics, reevaluated = run.data.metrics, False
+        candidate_as_of = version_data_as_of(version, spec.name, settings)
+        champion_as_of = version_data_as_of(champion, spec.name, settings) if champion else None
         if champion_now == candidate_version:
-            promoted, reason = True, f"version {candidate_version} already holds @champion"
+            promoted = is_approved(champion)
+            reason = (f"version {candidate_version} already holds @champion" if promoted else
+                      f"version {candidate_version} holds @champion but the gate did not approve it (moved by hand?): "
+                      "move @champion back to an approved version (or delete the alias if none is), then rerun this "
+                      "promote to gate it")
             champion_value = metrics[metric]
         else:
             if champion_now != champion_at_evaluate or (champion and f"champion_{metric}" not in metrics):
@@ -187,11 +255,18 @@ def promote_candidate(spark: SparkSession, spec: DatasetSpec, airflow_run_id: st
                     client.set_model_version_tag(name, candidate_version, key, value)
             champion_value = metrics[f"champion_{metric}"] if champion else None
             promoted, reason = decide(metric, metrics[metric], champion_value, threshold, min_improvement)
+            stale = older_data(candidate_as_of, champion_as_of, champion_now) if promoted and champion else None
+            if stale is not None:
+                promoted, reason = False, stale
+            elif promoted and champion and champion_as_of is None:
+                log.warning("the training data of champion version %s has no known age: gating on %s alone",
+                            champion_now, metric)
         decision = PromotionDecision(
             model_name=name, version=candidate_version, metric=metric, candidate_value=metrics[metric],
             champion_version=champion_now, champion_value=champion_value,
             champion_version_at_evaluate=champion_at_evaluate, reevaluated=reevaluated, threshold=threshold,
             min_improvement=min_improvement, promoted=promoted, reason=reason,
+            candidate_data_as_of=candidate_as_of, champion_data_as_of=champion_as_of,
         )
         _apply(client, decision, champion)
     write_result(stage_dir(spec.name, PROMOTE, airflow_run_id, settings) / PROMOTION_FILE, decision)
@@ -203,7 +278,9 @@ def promote_candidate(spark: SparkSession, spec: DatasetSpec, airflow_run_id: st
 
 def _apply(client: MlflowClient, decision: PromotionDecision, champion: ModelVersion | None) -> None:
     name, version = decision.model_name, decision.version
-    client.set_model_version_tag(name, version, "validation_status", "approved" if decision.promoted else "rejected")
+    approved_before = is_approved(client.get_model_version(name, version))
+    if decision.promoted or not approved_before:  # a version the gate approved once stays a rollback target
+        client.set_model_version_tag(name, version, VALIDATION_STATUS_TAG, APPROVED if decision.promoted else REJECTED)
     client.set_model_version_tag(name, version, "promotion_reason", decision.reason)
     challenger = alias_version(client, name, CHALLENGER)
     if challenger is not None and str(challenger.version) == version:
@@ -213,4 +290,4 @@ def _apply(client: MlflowClient, decision: PromotionDecision, champion: ModelVer
             client.set_registered_model_alias(name, CHAMPION, version)
             _mirror_stage(client, name, version, CHAMPION)
     else:
-        _mirror_stage(client, name, version, "rejected")
+        _mirror_stage(client, name, version, REJECTED)

@@ -12,6 +12,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from continuous_training.config import Settings, get_settings
 from continuous_training.model.casts import FLOATING_TYPES, INTEGRAL_TYPES
+from continuous_training.names import DATASET_NAME_PATTERN, check_date_template
 
 NUMERIC_TYPES = INTEGRAL_TYPES | FLOATING_TYPES
 OTHER_TYPES = {"string", "boolean", "date", "timestamp", "timestamp_ntz"}
@@ -48,6 +49,8 @@ def _check_schedule(schedule: str) -> str:
 
 Schedule = Annotated[str, Field(min_length=1), AfterValidator(_check_schedule)]
 ALIAS_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]*$"
+# A path of a date: `{{ ds }}` and `{{ ds_nodash }}` render, any other template syntax is refused at load.
+DatePathTemplate = Annotated[str, AfterValidator(check_date_template)]
 
 
 class _Strict(BaseModel):
@@ -58,6 +61,17 @@ class Source(_Strict):
     path: str = Field(description="File or glob; relative paths resolve against DATA_DIR.")
     format: Literal["csv", "parquet", "json"]
     options: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    require_success_marker: bool = Field(
+        True, description="Where path has a wildcard in its folder part (batch folders, e.g. landing/churn/*/*.csv), "
+                          "ingest reads only the folders that hold a `_SUCCESS` marker, as the landing trigger does; "
+                          "false reads every file the glob matches.")
+
+
+class DatedSource(Source):
+    """A source of one date's files: its path is a template of the date."""
+
+    path: DatePathTemplate = Field(description="File or glob, a template of the date (`{{ ds }}`, `{{ ds_nodash }}`);"
+                                               " relative paths resolve against DATA_DIR.")
 
 
 class ColumnRules(_Strict):
@@ -89,11 +103,15 @@ class Promotion(_Strict):
 class Scoring(_Strict):
     """Where a dataset's batches to score arrive, when, and with which model alias."""
 
-    path: str = Field(description="File or glob of one day's batch, a template of the logical date "
-                                  "(e.g. incoming/churn/date={{ ds }}/*.csv); relative paths resolve against DATA_DIR.")
+    path: DatePathTemplate = Field(description="File or glob of one day's batch, a template of the logical date (e.g. "
+                                               "incoming/churn/date={{ ds }}/*.csv); relative paths resolve against "
+                                               "DATA_DIR.")
     schedule: Schedule = Field("@daily", description="Cron expression or preset of batch_scoring__<name>.")
     model_alias: str = Field("champion", pattern=ALIAS_PATTERN,
                              description="Registered model alias whose version scores the batch.")
+    deadline_hours: float = Field(4, gt=0, description="How long after the run's date (its scheduled time) scoring "
+                                                       "waits, deferred, for the `_SUCCESS` marker in the batch's "
+                                                       "folder; past it the run fails naming the date and marker.")
 
 
 class Monitoring(_Strict):
@@ -101,7 +119,8 @@ class Monitoring(_Strict):
 
     schedule: Schedule = Field("0 6 * * *", description="Cron expression or preset of drift_check__<name> "
                                                         "(default 06:00 UTC daily, after the daily scoring run).")
-    window: int = Field(1, ge=1, description="Scored dates checked: the last N up to the run's date.")
+    window: int = Field(1, ge=1, description="Dates checked: the last N the scoring schedule fires on, up to the "
+                                             "run's date; those not scored are named as missing.")
     psi_threshold: float = Field(0.2, gt=0, description="A feature (or the predictions) drifted above this PSI.")
     ks_threshold: float = Field(0.1, gt=0, le=1, description="A numeric column drifted above this KS statistic.")
     null_rate_threshold: float = Field(0.05, gt=0, le=1, description="A column drifted when its null rate moves by "
@@ -115,11 +134,17 @@ class Monitoring(_Strict):
     min_labelled_rows: int = Field(100, ge=1, description="Fewer labelled rows in the window: no performance check.")
     cooldown_hours: float = Field(24, ge=0, description="No retraining trigger within this many hours (by logical "
                                                         "date) of the previous one.")
-    labels: Source | None = Field(None, description="Where the delayed labels of a scored date arrive: path is a "
-                                                    "template of the date (e.g. labels/churn/date={{ ds }}/*.csv).")
-    labelled_batches: str | None = Field(None, description="Folder template (e.g. landing/churn/labelled_for={{ ds }})"
-                                                           " where a scored date's rows with their labels land as a "
-                                                           "training batch, in the source's format.")
+    labels: DatedSource | None = Field(None, description="Where the delayed labels of a scored date arrive: path is "
+                                                         "a template of the date (e.g. labels/churn/date={{ ds }}/"
+                                                         "*.csv).")
+    labels_complete_after_days: int | None = Field(
+        None, ge=0, description="A scored date's labels feed is complete once its folder holds a `_SUCCESS` marker, "
+                                "or (when set) this many days after the date; labels arriving later land as a "
+                                "follow-up batch.")
+    labelled_batches: DatePathTemplate | None = Field(None, description="Folder template (e.g. landing/churn/"
+                                                                        "labelled_for={{ ds }}) where a scored date's "
+                                                                        "rows with their labels land as a training "
+                                                                        "batch, in the source's format.")
 
 
 Framework = Literal["torch", "tensorflow"]
@@ -180,7 +205,7 @@ class Training(_Strict):
 class DatasetSpec(_Strict):
     """A validated dataset spec."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=DATASET_NAME_PATTERN)
     source: Source
     schema_: dict[str, str] = Field(alias="schema", min_length=1)
     label: str

@@ -4,11 +4,13 @@ the id of the DAG that trains, scores or checks a dataset."""
 from __future__ import annotations
 
 import argparse
+import logging
 from datetime import date
 from pathlib import Path
 
 from continuous_training.config import Settings, get_settings
 from continuous_training.dag_ids import KINDS, dataset_dag_id
+from continuous_training.errors import PipelineError
 from continuous_training.paths import (
     EVALUATE,
     EVALUATION_FILE,
@@ -35,6 +37,8 @@ from continuous_training.paths import (
 )
 from continuous_training.spec import load_spec
 
+log = logging.getLogger(__name__)
+
 
 def latest_run_dir_name(dataset: str, settings: Settings) -> str:
     """The `run_id=...` folder of the most recent ingest of a dataset."""
@@ -46,8 +50,14 @@ def latest_run_dir_name(dataset: str, settings: Settings) -> str:
 
 
 def read_written(path: Path, result_type: type[Result]) -> Result | None:
-    """A stage's result, None when the stage did not write it."""
-    return read_result(path, result_type) if path.is_file() else None
+    """A stage's result, None when the stage did not write it or left it damaged (a warning names the file)."""
+    if not path.is_file():
+        return None
+    try:
+        return read_result(path, result_type)
+    except PipelineError as error:
+        log.warning("skipping a damaged result: %s", error)
+        return None
 
 
 def summarize(dataset: str, run_id: str | None = None, settings: Settings | None = None) -> str:
@@ -68,10 +78,15 @@ def summarize(dataset: str, run_id: str | None = None, settings: Settings | None
     if ingest:
         lines.append(f"  ingest     {ingest.rows:>10,} rows from {len(ingest.files)} files "
                      f"({ingest.corrupt_rows:,} malformed)")
+        if ingest.incomplete_batches:
+            lines.append(f"             {len(ingest.incomplete_batches)} batch folders without _SUCCESS skipped: "
+                         f"{', '.join(ingest.incomplete_batches)}")
     if validation:
         lines.append(f"  validate   {validation.valid:>10,} valid, {validation.quarantined:,} quarantined "
                      f"({validation.quarantine_fraction:.2%})")
         lines += [f"               {count:>8,}  {reason}" for reason, count in validation.reasons.items()]
+        lines += [f"               file quarantined: {path}: {reason}"
+                  for path, reason in validation.quarantined_files.items()]
     if stats:
         lines.append(f"  stats      {stats['rows']:>10,} rows profiled, {len(stats['columns'])} columns")
     if features:
@@ -111,7 +126,7 @@ def summarize_scoring(dataset: str, scored_for: date, settings: Settings | None 
     partition = partition_dir(spec, scored_for, settings)
     summary = read_written(partition / SUMMARY_FILE, dict)
     if summary is None:
-        raise SystemExit(f"no scoring of {spec.name!r} for {scored_for} under {partition}")
+        raise SystemExit(f"no readable scoring summary of {spec.name!r} for {scored_for} under {partition}")
     model = summary["model"]
     distribution = summary["distribution"]
     kind, values = ("class shares", distribution["class_shares"]) if "class_shares" in distribution else (
@@ -134,7 +149,12 @@ def summarize_scoring(dataset: str, scored_for: date, settings: Settings | None 
 def summarize_drift(dataset: str, checked_for: date, settings: Settings | None = None) -> str:
     """A human-readable verdict of the latest drift check of one date, with the retraining decision."""
     from continuous_training.monitoring.drift import RETRAIN_TRIGGERED_TAG, monitoring_experiment
-    from continuous_training.monitoring.retraining import RETRAIN_REASON_TAG, RETRAIN_RUN_ID_TAG, latest_drift_check
+    from continuous_training.monitoring.retraining import (
+        RETRAIN_REASON_TAG,
+        RETRAIN_RUN_ID_TAG,
+        TRIGGER_PENDING,
+        latest_drift_check,
+    )
     from continuous_training.tracking import mlflow_client
 
     check = latest_drift_check(dataset, checked_for, settings)
@@ -155,9 +175,10 @@ def summarize_drift(dataset: str, checked_for: date, settings: Settings | None =
     lines += [f"  why        {reason}" for reason in check["reasons"]]
     if check["outcome"] == "nothing_to_check":
         lines.append(f"  why        {check['message']}")
-    triggered = tags.get(RETRAIN_TRIGGERED_TAG) == "true"
-    lines.append(f"  retrain    {'triggered: ' + tags[RETRAIN_RUN_ID_TAG] if triggered else 'not triggered'}"
-                 f" ({tags.get(RETRAIN_REASON_TAG, 'not decided yet')})")
+    retrain = {"true": f"triggered: {tags.get(RETRAIN_RUN_ID_TAG)}",
+               TRIGGER_PENDING: f"decided, but {tags.get(RETRAIN_RUN_ID_TAG)} was not created (trigger_retraining "
+                                "has not succeeded)"}.get(tags.get(RETRAIN_TRIGGERED_TAG, ""), "not triggered")
+    lines.append(f"  retrain    {retrain} ({tags.get(RETRAIN_REASON_TAG, 'not decided yet')})")
     lines += ["", f"  report     {check['report']}",
               f"  MLflow run {check['mlflow_run_id']} in experiment "
               f"{monitoring_experiment(load_spec(dataset, settings))!r}"]

@@ -4,6 +4,7 @@ Airflow run (found again on rerun), and the registry aliases."""
 from __future__ import annotations
 
 import os
+from urllib.parse import urlsplit, urlunsplit
 
 import mlflow
 from mlflow.entities import Run
@@ -18,8 +19,19 @@ AIRFLOW_RUN_ID_TAG = "airflow.run_id"
 AIRFLOW_DAG_ID_TAG, AIRFLOW_TASK_ID_TAG = "airflow.dag_id", "airflow.task_id"
 CANDIDATE_MODEL_TAG = "candidate_model_uri"
 CHAMPION, CHALLENGER = "champion", "challenger"
+# The promotion gate's verdict on a model version (`registry._apply`): only an approved version may be scored.
+VALIDATION_STATUS_TAG, APPROVED, REJECTED = "validation_status", "approved", "rejected"
 STATS_ARTIFACT = "data/stats.json"
 PREDICTION_PROFILE_ARTIFACT = "data/prediction_profile.json"
+
+
+def redacted_uri(uri: str) -> str:
+    """A store URI fit for a log line: a password in it (`user:password@`) shown as `***`."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    user, _, host = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{user.partition(':')[0]}:***@{host}"))
 
 
 def mlflow_client(settings: Settings | None = None) -> MlflowClient:
@@ -93,7 +105,7 @@ def require_training_run(client: MlflowClient, dataset: str, airflow_run_id: str
     if run is None or CANDIDATE_MODEL_TAG not in run.data.tags:
         raise PipelineError(
             f"no trained candidate for dataset {dataset!r} and run {airflow_run_id!r} in MLflow "
-            f"({client.tracking_uri}); did the train task succeed?"
+            f"({redacted_uri(client.tracking_uri)}); did the train task succeed?"
         )
     return run
 
@@ -112,6 +124,27 @@ def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion |
         if error.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
             return None
         raise
+
+
+def is_approved(version: ModelVersion) -> bool:
+    """Whether the promotion gate approved this model version."""
+    return version.tags.get(VALIDATION_STATUS_TAG) == APPROVED
+
+
+def require_approved(version: ModelVersion, alias: str) -> None:
+    """A PipelineError in one line, naming the version and how to approve or roll back, unless the promotion gate
+    approved the version that holds `alias`."""
+    if is_approved(version):
+        return
+    name, status = version.name, version.tags.get(VALIDATION_STATUS_TAG, "unset")
+    run = version.tags.get(AIRFLOW_RUN_ID_TAG)
+    raise PipelineError(
+        f"model {name!r} version {version.version} holds @{alias} but the promotion gate did not approve it "
+        f"({VALIDATION_STATUS_TAG}={status}): roll back with MlflowClient().set_registered_model_alias({name!r}, "
+        f"{alias!r}, '<an approved version>'); to have version {version.version} gated, roll back first (or "
+        f"delete_registered_model_alias if no version is approved), then clear the promote task of its training DAG "
+        f"run{f' {run!r}' if run else ''}"
+    )
 
 
 def version_for_run(client: MlflowClient, name: str, training_run_id: str) -> ModelVersion | None:

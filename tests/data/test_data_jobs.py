@@ -30,6 +30,7 @@ SPEC_PATH = PROJECT_ROOT / "include" / "datasets" / "churn.yaml"
 RUN_ID = "scheduled__2026-11-21T06:00:00+00:00"
 SPARK_SUBMIT = Path(sys.executable).parent / "spark-submit"
 JOB_TIMEOUT_S = 600
+POISON, UNFINISHED = "poison.csv", "batch-still-landing"
 
 
 @dataclass
@@ -55,6 +56,11 @@ def submit(stage: str, dataset: str, env: dict[str, str]) -> subprocess.Complete
 def chain(tmp_path_factory) -> Chain:
     data_dir = tmp_path_factory.mktemp("jobs") / "data"
     demo = demo_data.generate(rows=3000, batches=2, data_dir=data_dir, bad_fraction=0.01)
+    batch = Path(demo.files[0]).parent
+    (batch / POISON).write_text("not,the,spec,header\n1,2,3,4\n")
+    unfinished = batch.parent / UNFINISHED
+    unfinished.mkdir()
+    (unfinished / "part-00000.csv").write_bytes(Path(demo.files[0]).read_bytes())
     env = dict(os.environ, DATA_DIR=str(data_dir), PYSPARK_PYTHON=sys.executable,
                PYSPARK_DRIVER_PYTHON=sys.executable)
     stdout = {}
@@ -78,6 +84,20 @@ def test_ingest_compacts_every_landing_row(chain):
     assert 0 < manifest["corrupt_rows"] < chain.demo.bad_rows
     assert pq.read_table(chain.dirs["ingest"] / "data").num_rows == 3000
     assert "ingest: 3000 rows" in chain.stdout["ingest"]
+
+
+def test_a_poison_file_and_an_unfinished_batch_are_named_and_the_run_goes_on(chain):
+    """A file whose header is not the spec's is quarantined with its reason (manifest, validation.json, summary);
+    a batch folder without `_SUCCESS` is skipped by name; the other files' 3000 rows go on."""
+    poison = f"file:{Path(chain.demo.files[0]).parent / POISON}"
+    manifest = read_json(chain.dirs["ingest"] / "manifest.json")
+    validation = read_json(chain.dirs["validate"] / "validation.json")
+    assert list(manifest["quarantined_files"]) == [poison] == list(validation["quarantined_files"])
+    assert "header" in validation["quarantined_files"][poison]
+    assert [Path(folder).name for folder in manifest["incomplete_batches"]] == [UNFINISHED]
+    summary = subprocess.run([sys.executable, "-m", "continuous_training.summary", "--dataset", str(SPEC_PATH)],
+                             env=chain.env, cwd=PROJECT_ROOT, capture_output=True, text=True, check=True).stdout
+    assert f"file quarantined: {poison}: " in summary and "1 batch folders without _SUCCESS skipped" in summary
 
 
 def test_validate_accounts_for_every_row(chain):

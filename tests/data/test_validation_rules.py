@@ -36,15 +36,16 @@ ONE_FAILURE = {
 }
 
 
-def make_spec(rules: dict | None = None, id_column: str | None = "id") -> DatasetSpec:
+def make_spec(rules: dict | None = None, id_column: str | None = "id", numeric: tuple[str, ...] = ("visits",),
+              label: str = "label", task: str = "binary_classification") -> DatasetSpec:
     return parse_spec({
         "name": "rules_test",
         "source": {"path": "unused.csv", "format": "csv"},
         "schema": SCHEMA,
-        "label": "label",
-        "task": "binary_classification",
+        "label": label,
+        "task": task,
         "id_column": id_column,
-        "features": {"numeric": ["visits"], "categorical": ["plan"]},
+        "features": {"numeric": list(numeric), "categorical": ["plan"]},
         "rules": rules or {},
     })
 
@@ -84,8 +85,9 @@ def test_checks_always_present_without_rules(spark):
     spec = make_spec(id_column=None)
     names = [reason for reason, _ in rule_checks(spec)]
     assert names == [
-        MALFORMED, "label 'label' is null", "'amount' is NaN or infinite", "'score' is NaN or infinite",
-        "'ratio' is NaN or infinite",
+        MALFORMED, "the raw record holds undecodable bytes (U+FFFD)", "label 'label' is null",
+        "'id' holds undecodable bytes (U+FFFD)", "'amount' is NaN or infinite", "'score' is NaN or infinite",
+        "'ratio' is NaN or infinite", "'plan' holds undecodable bytes (U+FFFD)",
     ]
 
 
@@ -147,3 +149,26 @@ def test_null_ids_are_not_duplicates(spark):
     spec = make_spec()
     result = annotated(spark, spec, [row(id=None), row(id=None), row(id="x")])
     assert result == [(None, []), (None, []), ("x", [])]
+
+
+def beyond_float32(column: str) -> str:
+    return f"{column!r} is beyond the float32 range (|x| > 3.4028235e+38)"
+
+
+def test_values_a_float32_feature_cannot_hold_are_quarantined_rule_or_no_rule(spark):
+    spec = make_spec({"amount": {"max": 1e308}}, numeric=("visits", "amount", "ratio"))
+    rows = [row(id="fits", amount=-3.4e38), row(id="huge", amount=1e300), row(id="low", amount=-1e39),
+            row(id="inf", amount=float("inf")), row(id="not-a-feature", score=1e300), row(id="null", amount=None)]
+
+    assert reasons(spark, spec, rows) == {
+        "fits": [], "huge": [beyond_float32("amount")], "low": [beyond_float32("amount")],
+        "inf": ["'amount' is NaN or infinite", "'amount' above max 1e+308"], "not-a-feature": [], "null": [],
+    }
+
+
+def test_a_regression_label_beyond_float32_is_quarantined(spark):
+    spec = make_spec(label="score", task="regression")
+
+    result = reasons(spark, spec, [row(id="fits", score=1e38), row(id="huge", score=-1e300)])
+
+    assert result == {"fits": [], "huge": [beyond_float32("score")]}

@@ -7,6 +7,7 @@ vendors, then its wiring is checked service by service.
 
 from __future__ import annotations
 
+import configparser
 import copy
 import importlib.util
 import json
@@ -29,7 +30,7 @@ COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yaml"
 ENV_EXAMPLE = PROJECT_ROOT / "docker" / ".env.example"
 DOCKERFILE = PROJECT_ROOT / "docker" / "Dockerfile"
 DOCKER_REQUIREMENTS = PROJECT_ROOT / "docker" / "requirements-docker.txt"
-MLFLOW_DB_SCRIPT = PROJECT_ROOT / "docker" / "postgres" / "create-mlflow-db.sql"
+MLFLOW_DB_SCRIPT = PROJECT_ROOT / "docker" / "postgres" / "create-mlflow-db.sh"
 IMAGE_PROJECT_ROOT = "/opt/project"  # WORKDIR of docker/Dockerfile, where `COPY . .` puts the repository
 AIRFLOW_COMPONENTS = {"airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"}
 SPARK_WORKERS = {"spark-worker-1", "spark-worker-2"}
@@ -345,8 +346,6 @@ def test_mlflow_keeps_runs_in_postgres_and_artifacts_in_the_minio_bucket(
         services: dict, mlflow_server_options: dict) -> None:
     backend = urlsplit(mlflow_server_options["backend_store_uri"])
     assert backend.scheme == "postgresql+psycopg2" and backend.hostname == "postgres"
-    assert re.search(rf"CREATE DATABASE {backend.path.strip('/')};", MLFLOW_DB_SCRIPT.read_text())
-    assert backend.password == env_of(services["postgres"])["POSTGRES_PASSWORD"]
 
     assert mlflow_server_options["serve_artifacts"] is True
     destination = urlsplit(mlflow_server_options["artifacts_destination"])
@@ -362,6 +361,54 @@ def test_mlflow_keeps_runs_in_postgres_and_artifacts_in_the_minio_bucket(
     assert alias and alias.group(2) == mlflow_env["MLFLOW_S3_ENDPOINT_URL"]
     assert f"mc mb --ignore-existing {alias.group(1)}/{destination.hostname}\n" in script
     assert services["mlflow"]["depends_on"]["minio-init"]["condition"] == "service_completed_successfully"
+
+
+def test_mlflow_has_its_own_database_role_not_the_owner_of_airflows(
+        services: dict, mlflow_server_options: dict) -> None:
+    backend = urlsplit(mlflow_server_options["backend_store_uri"])
+    airflow = urlsplit(env_of(services["airflow-init"])["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+    postgres = env_of(services["postgres"])
+    assert backend.username == "mlflow" and airflow.username == postgres["POSTGRES_USER"] != backend.username
+    assert backend.password == postgres["MLFLOW_DB_PASSWORD"] != postgres["POSTGRES_PASSWORD"]
+    script = MLFLOW_DB_SCRIPT.read_text()
+    assert f"/docker-entrypoint-initdb.d/{MLFLOW_DB_SCRIPT.name}:ro" in " ".join(services["postgres"]["volumes"])
+    assert '-v password="$MLFLOW_DB_PASSWORD"' in script
+    assert f"CREATE ROLE {backend.username} LOGIN PASSWORD :'password';" in script
+    assert f"CREATE DATABASE {backend.path.strip('/')} OWNER {backend.username};" in script
+    assert 'REVOKE ALL ON DATABASE :"airflow_db" FROM PUBLIC;' in script and '-v airflow_db="$POSTGRES_DB"' in script
+    assert postgres["POSTGRES_DB"] == airflow.path.strip("/")
+
+
+def test_mlflow_requires_a_login_which_the_project_services_use(services: dict,
+                                                                 mlflow_server_options: dict) -> None:
+    assert mlflow_server_options["app_name"] == "basic-auth"
+    assert importlib.util.find_spec("flask_wtf"), "the basic-auth app needs Flask-WTF (requirements.txt)"
+    mlflow_env = env_of(services["mlflow"])
+    config = configparser.ConfigParser()
+    assert config.read(PROJECT_ROOT / mlflow_env["MLFLOW_AUTH_CONFIG_PATH"].removeprefix(f"{IMAGE_PROJECT_ROOT}/"))
+    assert config["mlflow"]["default_permission"] == "NO_PERMISSIONS"
+    users = Path(config["mlflow"]["database_uri"].removeprefix("sqlite:///"))
+    [volume] = [source for source, target in named_volume_mounts(services["mlflow"]) if target == str(users.parent)]
+    assert f"chown -R app /data /opt/airflow /opt/spark {users.parent}" in DOCKERFILE.read_text(), volume
+    assert mlflow_env["MLFLOW_FLASK_SERVER_SECRET_KEY"] and mlflow_env["MLFLOW_AUTH_ADMIN_PASSWORD"]
+    for name, service in services.items():
+        if "build" in service:
+            login = env_of(service)["MLFLOW_TRACKING_USERNAME"], env_of(service)["MLFLOW_TRACKING_PASSWORD"]
+            assert login == (mlflow_env["MLFLOW_AUTH_ADMIN_USERNAME"], mlflow_env["MLFLOW_AUTH_ADMIN_PASSWORD"]), name
+
+
+def test_no_project_service_unpickles_a_model(services: dict) -> None:
+    for name, service in services.items():
+        if "build" in service:
+            assert env_of(service)["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] == "false", name
+
+
+def test_airflow_init_writes_the_admin_password_privately_before_the_api_server_would_print_one(
+        services: dict) -> None:
+    script = command_of(services["airflow-init"])[-1]
+    assert "umask 077" in script and "/opt/airflow/simple_auth_manager_passwords.json.generated" in script
+    assert script.index("simple_auth_manager_passwords") < script.index("airflow db migrate")
+    assert "print(" not in script.replace("print(json.dumps(", "")
 
 
 def test_airflow_components_share_their_settings(services: dict) -> None:

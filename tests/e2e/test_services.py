@@ -1,10 +1,10 @@
 """The local services for real: `scripts/services.py up` (what `make up` runs) starts the api-server, scheduler,
 dag-processor, triggerer and an MLflow server; a training run triggered through the REST API with a login
 succeeds under the scheduler (two Keras workers: the spec's `training.params` choose tensorflow), its task log
-and its MLflow run are read back through the APIs; a batch landing starts exactly one training run through the
-landing Asset's watcher, and not before its `_SUCCESS` marker (the run itself is the pipeline the first test
-proved: `down` stops it mid-way); the grid, graph and MLflow run pages render in headless Chromium; `down` leaves
-no process or listener behind."""
+and its MLflow run are read back through the APIs (MLflow's also with a login); a batch landing starts exactly one
+training run through the landing Asset's watcher, and not before its `_SUCCESS` marker (the run itself is the
+pipeline the first test proved: `down` stops it mid-way); the grid, graph and MLflow run pages render in headless
+Chromium; `down` leaves no process or listener behind."""
 
 from __future__ import annotations
 
@@ -69,6 +69,10 @@ class Services:
     def home(self) -> Path:
         return Path(self.env["AIRFLOW_HOME"])
 
+    @property
+    def mlflow_login(self) -> tuple[str, str]:
+        return "admin", ui_pages.admin_password(self.home, ui_pages.MLFLOW_LOGINS_FILE)
+
     def services(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, str(PROJECT_ROOT / "scripts" / "services.py"), *args], env=self.env,
                               capture_output=True, text=True, timeout=300)
@@ -104,9 +108,10 @@ class Services:
         return ", ".join(f"{task['task_id']}={task['state']}" for task in tasks)
 
     def mlflow_runs(self, airflow_run_id: str) -> list[dict]:
-        experiment = requests.get(f"{self.mlflow_url}/api/2.0/mlflow/experiments/get-by-name",
-                                  params={"experiment_name": DATASET}, timeout=30).json()["experiment"]
-        found = requests.post(f"{self.mlflow_url}/api/2.0/mlflow/runs/search", timeout=30, json={
+        experiment = requests.get(f"{self.mlflow_url}/api/2.0/mlflow/experiments/get-by-name", timeout=30,
+                                  auth=self.mlflow_login, params={"experiment_name": DATASET}).json()["experiment"]
+        found = requests.post(f"{self.mlflow_url}/api/2.0/mlflow/runs/search", timeout=30, auth=self.mlflow_login,
+                              json={
             "experiment_ids": [experiment["experiment_id"]],
             "filter": f"tags.`airflow.run_id` = '{airflow_run_id}'"}).json()
         return found.get("runs", [])
@@ -192,9 +197,11 @@ def test_the_api_requires_a_login_and_a_triggered_run_is_traced_to_mlflow(servic
                                                           mlflow_run["info"]["run_id"])
     assert links["MLflow model version"] == f"{services.mlflow_url}/#/models/{DATASET}_model/versions/1"
     version = requests.get(f"{services.mlflow_url}/api/2.0/mlflow/model-versions/get", timeout=30,
+                           auth=services.mlflow_login,
                            params={"name": f"{DATASET}_model", "version": "1"}).json()["model_version"]
     assert version["run_id"] == mlflow_run["info"]["run_id"]
-    page = ui_pages.render(links["MLflow run"], local_storage=ui_pages.MLFLOW_UI_STATE,
+    page = ui_pages.render(links["MLflow run"], headers=ui_pages.basic_auth_header(services.mlflow_login),
+                           local_storage=ui_pages.MLFLOW_UI_STATE,
                            wait_for_text=["test_auc", "Finished"])
     assert run["dag_run_id"] in page
 

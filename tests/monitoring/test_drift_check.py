@@ -20,7 +20,7 @@ from continuous_training.model.keras_mlp import build_keras_mlp, keras_weights
 from continuous_training.model.pyfunc import log_pyfunc_model
 from continuous_training.model.torch_mlp import build_mlp, numpy_weights
 from continuous_training.monitoring.drift import DRIFT_FILE, check_drift
-from continuous_training.monitoring.labels import land_labelled_batches
+from continuous_training.monitoring.labels import land_labelled_batch, land_labelled_batches
 from continuous_training.paths import (
     SUCCESS_MARKER,
     VALIDATE,
@@ -220,3 +220,75 @@ def test_labelled_batches_land_once_with_unlabelled_rows_kept_out_and_counted(sp
     for column in ("churned", "plan_tier", "contract", "tenure_months"):
         assert merged[column].astype(str).tolist() == merged[f"{column}_expected"].astype(str).tolist(), column
     assert merged["monthly_charges"].tolist() == pytest.approx(merged["monthly_charges_expected"].tolist())
+
+
+def test_a_date_missing_from_the_window_is_named_in_drift_json_mlflow_and_the_report(spark, monitored):
+    """Scoring of 2026-12-02 never happened (its batch came past the deadline): the check of 2026-12-03 over three
+    dates names it instead of reaching back to an older scored date."""
+    clean_model = monitored.versions[0]
+    score_day(spark, monitored, date(2026, 12, 1), clean_model, seed=11)
+    score_day(spark, monitored, date(2026, 12, 3), clean_model, seed=12)
+
+    result = check_drift(spark, monitored.spec, date(2026, 12, 3), "check-gap", window_size=3,
+                         settings=monitored.settings)
+
+    assert result["window"]["dates"] == ["2026-12-01", "2026-12-03"]
+    assert result["window"]["missing"] == ["2026-12-02"]
+    run = mlflow_client(monitored.settings).get_run(result["mlflow_run_id"])
+    assert run.data.tags["window.missing"] == "2026-12-02" and run.data.metrics["window_missing_dates"] == 1
+    assert "Missing (no scored batch): 2026-12-02" in Path(result["report"]).read_text()
+
+
+def labelled_ids(spark, spec: DatasetSpec, outcomes: list[dict]) -> list[str]:
+    """The ids of every row the landed batches of `outcomes` hold (a row twice is listed twice)."""
+    folders = sorted({batch for outcome in outcomes for batch in outcome.get("batches", [])})
+    if not folders:
+        return []
+    frame = spark.read.csv(folders, header=True, schema=spec.ddl_schema)
+    return [row["customer_id"] for row in frame.select("customer_id").collect()]
+
+
+def test_partial_labels_wait_for_their_marker_and_later_labels_land_as_a_follow_up_each_row_once(spark, monitored):
+    day = date(2026, 12, 10)
+    batch = score_day(spark, monitored, day, monitored.versions[0], seed=13)
+    feed = batch.labels[0].parent
+    assert (feed / SUCCESS_MARKER).is_file() and (batch.batches[0].parent / SUCCESS_MARKER).is_file()
+    truth = pd.read_csv(batch.labels[0])
+    (feed / SUCCESS_MARKER).unlink()
+    truth.iloc[:1_200].to_csv(batch.labels[0], index=False)
+    spec, settings = monitored.spec, monitored.settings
+
+    partial = land_labelled_batch(spark, spec, day, day, settings)
+    landed_unmarked = Path(partial["path"]).exists()
+    (feed / SUCCESS_MARKER).touch()
+    first = land_labelled_batch(spark, spec, day, day, settings)
+    truth.iloc[1_000:1_700].to_csv(feed / "labels-late.csv", index=False)  # 200 labels sent again, 500 new
+    follow_up = land_labelled_batch(spark, spec, day, day, settings)
+    again = land_labelled_batch(spark, spec, day, day, settings)
+    truth.iloc[:100].to_csv(feed / "labels-resent.csv", index=False)  # only labels that already landed
+    resent = land_labelled_batch(spark, spec, day, day, settings)
+
+    assert partial["status"] == "labels_incomplete" and "batches" not in partial
+    assert not landed_unmarked, "nothing lands from a feed without its marker"
+    assert first["status"] == "landed" and first["rows_landed"] == 1_200 and first["rows_without_label"] == 800
+    assert follow_up["status"] == "landed" and follow_up["rows_landed"] == 500
+    assert follow_up["rows_without_label"] == 300 and len(follow_up["batches"]) == 2
+    assert again["status"] == "already_landed" and again["rows_landed"] == 1_700
+    assert resent["status"] == "already_landed" and resent["batches"] == again["batches"] == follow_up["batches"]
+    ids = labelled_ids(spark, spec, [resent])
+    assert len(ids) == len(set(ids)) == 1_700, "no row landed twice"
+    assert set(ids) == set(truth["customer_id"].iloc[:1_700]), "no labelled row lost"
+
+
+def test_labels_without_a_marker_count_complete_after_the_declared_delay(spark, monitored):
+    day = date(2026, 12, 20)
+    batch = score_day(spark, monitored, day, monitored.versions[0], seed=14)
+    (batch.labels[0].parent / SUCCESS_MARKER).unlink()
+    monitoring = monitored.spec.monitoring.model_copy(update={"labels_complete_after_days": 2})
+    spec = monitored.spec.model_copy(update={"monitoring": monitoring})
+
+    early = land_labelled_batch(spark, spec, day, date(2026, 12, 21), monitored.settings)
+    due = land_labelled_batch(spark, spec, day, date(2026, 12, 22), monitored.settings)
+
+    assert early["status"] == "labels_incomplete"
+    assert due["status"] == "landed" and due["rows_landed"] == 2_000

@@ -99,4 +99,5 @@ def test_the_landing_asset_watches_the_specs_landing_folder(settings) -> None:
     [watcher] = asset.watchers
     classpath, kwargs = watcher.trigger.serialize()
     assert classpath == "continuous_training.orchestration.landing.NewBatchTrigger"
-    assert kwargs == {"landing": str(landing), "poll_interval": settings.landing_poll_seconds}
+    assert kwargs == {"landing": str(landing), "poll_interval": settings.landing_poll_seconds,
+                      "ingest": str(settings.data_dir / "churn" / "ingest")}

@@ -24,7 +24,14 @@ from continuous_training.monitoring.drift import check_drift, log_check
 from continuous_training.registry import register_candidate
 from continuous_training.serving.batch import log_summary, resolve_model
 from continuous_training.spec import DatasetSpec, load_spec
-from continuous_training.tracking import CANDIDATE_MODEL_TAG, CHAMPION, mlflow_client, start_training_run
+from continuous_training.tracking import (
+    APPROVED,
+    CANDIDATE_MODEL_TAG,
+    CHAMPION,
+    VALIDATION_STATUS_TAG,
+    mlflow_client,
+    start_training_run,
+)
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
@@ -261,6 +268,7 @@ def test_the_api_server_serves_the_links_of_real_dag_runs(tmp_path: Path, airflo
     client, churn = mlflow_client(settings), load_spec("churn", settings)
     training = train(client, settings, "churn", "training_pipeline", "manual__trained")
     register_candidate(churn, "manual__trained", settings)
+    client.set_model_version_tag(churn.registered_model_name, "1", VALIDATION_STATUS_TAG, APPROVED)
     client.set_registered_model_alias(churn.registered_model_name, CHAMPION, "1")
     resolved = {"input": "incoming/churn/date=2026-11-05/*.csv", "scored_for": "2026-11-05",
                 "model": asdict(resolve_model(churn, CHAMPION, settings))}

@@ -12,6 +12,7 @@ import logging
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 import mlflow
@@ -20,9 +21,10 @@ import pandas as pd
 import pytest
 from continuous_training.config import Settings
 from continuous_training.data.features import SPLIT
+from continuous_training.errors import PipelineError
 from continuous_training.model.pyfunc import log_pyfunc_model
 from continuous_training.model.transform import FeatureTransform
-from continuous_training.paths import stage_dir
+from continuous_training.paths import stage_dir, write_result
 from continuous_training.registry import (
     CHAMPION_EVALUATED_TAG,
     promote_candidate,
@@ -30,7 +32,13 @@ from continuous_training.registry import (
     registry_lock_path,
 )
 from continuous_training.spec import DatasetSpec, parse_spec
-from continuous_training.tracking import CANDIDATE_MODEL_TAG, CHAMPION, mlflow_client, start_training_run
+from continuous_training.tracking import (
+    CANDIDATE_MODEL_TAG,
+    CHAMPION,
+    find_airflow_run,
+    mlflow_client,
+    start_training_run,
+)
 from continuous_training.training.evaluate import evaluate_candidate
 
 pytestmark = pytest.mark.integration
@@ -41,7 +49,8 @@ NUMERIC = ["signal", "noise"]
 def make_spec(task: str) -> DatasetSpec:
     return parse_spec({
         "name": f"gate_{task}", "source": {"path": "unused.csv", "format": "csv"},
-        "schema": {"id": "string", "signal": "double", "noise": "double", "label": "string"},
+        "schema": {"id": "string", "signal": "double", "noise": "double",
+                   "label": "double" if task == "regression" else "string"},
         "label": "label", "task": task, "id_column": "id", "features": {"numeric": NUMERIC},
         "promotion": {"threshold": 0.5} if task == "binary_classification" else {},
     })
@@ -52,6 +61,24 @@ def write_test_split(spec: DatasetSpec, run_id: str, rows: pd.DataFrame, setting
     folder = stage_dir(spec.name, "featurize", run_id, settings) / "raw_splits" / f"{SPLIT}=test"
     folder.mkdir(parents=True)
     rows.to_parquet(folder / "part-00000.parquet", index=False)
+
+
+DATA_AS_OF_TAG = "data_as_of"
+DAY_MS = 86_400_000
+DATA_MS = {"v1": 1_793_000_000_000, "A": 1_793_000_000_000 + DAY_MS, "B": 1_793_000_000_000 + DAY_MS}
+"""The modification time of the newest landing file each run pinned: A and B trained on the same, newer data."""
+
+
+def pin_inputs(spec: DatasetSpec, run_id: str, modified_ms: list[int], settings) -> None:
+    """The run's `inputs.json` as ingest pins it: one landing file per modification time."""
+    files = [{"path": f"file:/landing/{spec.name}/batch={ms}/part-0.csv", "size": 100, "modified_ms": ms}
+             for ms in modified_ms]
+    write_result(stage_dir(spec.name, "ingest", run_id, settings) / "inputs.json",
+                 {"source": f"landing/{spec.name}/*/*.csv", "files": files, "fingerprint": run_id})
+
+
+def as_of(modified_ms: int) -> str:
+    return datetime.fromtimestamp(modified_ms / 1000, UTC).isoformat(timespec="milliseconds")
 
 
 def linear_weights(weight: list[list[float]], bias: list[float], framework: str) -> dict[str, np.ndarray]:
@@ -133,6 +160,7 @@ def gate_template(spark, tmp_path_factory):
                          "label": np.where(signal > 0, "yes", "no")})
     for run_id, weight in NOISE_WEIGHT.items():
         write_test_split(spec, run_id, rows, settings)
+        pin_inputs(spec, run_id, [DATA_MS["v1"], DATA_MS[run_id]], settings)
         log_candidate(spec, run_id, ["no", "yes"], [[1.0, weight]], [0.0], settings, FRAMEWORK[run_id])
     evaluate_candidate(spark, spec, "v1", settings)
     register_candidate(spec, "v1", settings)
@@ -231,3 +259,100 @@ def test_racing_promotes_end_with_the_best_champion(spark, gate, first, caplog):
     client = mlflow_client(settings)
     versions = client.search_model_versions(f"name = '{spec.registered_model_name}'")
     assert {str(v.version): v.current_stage for v in versions} == {"1": "Archived", "2": "Production", "3": "Archived"}
+
+
+def test_clearing_an_old_runs_promote_does_not_move_the_champion_back_to_older_data(spark, gate):
+    """B, trained on a landing batch newer than A's data, holds @champion; clearing the promote of A's older run
+    re-scores A on A's own test split, where A is better: the gate refuses in one line, keeps B, tags A, and the
+    task stays green."""
+    spec, settings, auc = gate
+    client, name = mlflow_client(settings), spec.registered_model_name
+    newer = DATA_MS["B"] + DAY_MS
+    pin_inputs(spec, "B", [DATA_MS["v1"], DATA_MS["B"], newer], settings)
+    register_candidate(spec, "B", settings)
+    assert promote_candidate(spark, spec, "B", settings=settings).promoted
+
+    decision = promote_candidate(spark, spec, "A", settings=settings)
+
+    assert not decision.promoted, decision.reason
+    assert decision.candidate_value > decision.champion_value, "A beats B on A's test split"
+    assert "champion version 3 was trained on newer data" in decision.reason and "\n" not in decision.reason
+    assert decision.candidate_data_as_of == as_of(DATA_MS["A"]) and decision.champion_data_as_of == as_of(newer)
+    assert champion_version(spec, settings) == "3"
+    version_a = client.get_model_version(name, "2")
+    assert version_a.tags["validation_status"] == "rejected" and version_a.current_stage == "Archived"
+    assert version_a.tags["promotion_reason"] == decision.reason
+    assert version_a.tags[DATA_AS_OF_TAG] == as_of(DATA_MS["A"])
+    assert client.get_model_version(name, "3").tags[DATA_AS_OF_TAG] == as_of(newer)
+    assert client.get_run(version_a.run_id).data.tags["promotion"] == "rejected"
+    written = json.loads((stage_dir(spec.name, "promote", "A", settings) / "promotion.json").read_text())
+    assert written["promoted"] is False and written["champion_data_as_of"] == as_of(newer)
+
+
+@pytest.mark.parametrize("ingest_kept", [True, False])
+def test_a_champion_registered_before_data_ages_were_tagged_does_not_block_the_gate(spark, gate, ingest_kept):
+    """A champion without the data-age tag is dated by its run's `inputs.json`; without either its age is unknown
+    and the gate decides on the metric alone (an old registry keeps working)."""
+    spec, settings, _ = gate
+    mlflow_client(settings).delete_model_version_tag(spec.registered_model_name, "1", DATA_AS_OF_TAG)
+    if not ingest_kept:
+        shutil.rmtree(stage_dir(spec.name, "ingest", "v1", settings))
+
+    decision = promote_candidate(spark, spec, "A", settings=settings)
+
+    assert decision.promoted, decision.reason
+    assert decision.champion_data_as_of == (as_of(DATA_MS["v1"]) if ingest_kept else None)
+    assert champion_version(spec, settings) == "2"
+
+
+def test_promote_does_not_approve_a_version_moved_to_champion_by_hand(spark, gate):
+    """B never passed the gate; someone moved @champion to it by hand. Promote of B's run refuses to approve it
+    (scoring refuses unapproved versions) and says how to gate it."""
+    spec, settings, _ = gate
+    client, name = mlflow_client(settings), spec.registered_model_name
+    client.set_registered_model_alias(name, CHAMPION, "3")
+
+    decision = promote_candidate(spark, spec, "B", settings=settings)
+
+    assert not decision.promoted, decision.reason
+    assert "version 3 holds @champion but the gate did not approve it" in decision.reason
+    assert client.get_model_version(name, "3").tags["validation_status"] == "rejected"
+
+
+@pytest.mark.parametrize(("task", "classes", "metric"), [
+    ("regression", None, "test_rmse"),
+    ("binary_classification", ["no", "yes"], "test_logloss"),
+    ("multiclass_classification", ["no", "yes", "maybe"], "test_logloss"),
+])
+def test_evaluate_fails_naming_the_metric_when_the_candidate_predicts_nan(spark, settings, task, classes, metric):
+    """A value of 1e300 is inf in float32; times a zero weight it is NaN: the candidate predicts NaN for that row."""
+    spec = make_spec(task)
+    labels = [1.0, 2.0, 3.0, 4.0] if classes is None else ["no", "yes", "yes", "no"]
+    rows = pd.DataFrame({"id": ["r0", "r1", "r2", "r3"], "signal": [0.5, -1.0, 2.0, 0.0],
+                         "noise": [0.1, 1e300, 0.0, 0.3], "label": labels})
+    write_test_split(spec, "nan", rows, settings)
+    outputs = 1 if task != "multiclass_classification" else len(classes)
+    log_candidate(spec, "nan", classes, [[1.0, 0.0]] * outputs, [0.0] * outputs, settings)
+
+    with pytest.raises(PipelineError) as caught:
+        evaluate_candidate(spark, spec, "nan", settings)
+
+    message = str(caught.value)
+    assert f"the candidate's {metric}=nan" in message and "not finite" in message and "\n" not in message
+    assert not (stage_dir(spec.name, "evaluate", "nan", settings) / "evaluation.json").exists()
+    assert metric not in find_airflow_run(mlflow_client(settings), spec.name, "nan").data.metrics
+
+
+def test_a_refused_rerun_of_an_old_champions_promote_keeps_it_a_rollback_target(spark, gate):
+    """v1 passed the gate once; A replaced it. Clearing v1's promote refuses v1 again, yet v1 stays approved, so a
+    hand rollback to it can still be scored."""
+    spec, settings, _ = gate
+    assert promote_candidate(spark, spec, "A", settings=settings).promoted
+
+    decision = promote_candidate(spark, spec, "v1", settings=settings)
+
+    assert not decision.promoted, decision.reason
+    assert champion_version(spec, settings) == "2"
+    version_1 = mlflow_client(settings).get_model_version(spec.registered_model_name, "1")
+    assert version_1.tags["validation_status"] == "approved"
+    assert version_1.tags["promotion_reason"] == decision.reason

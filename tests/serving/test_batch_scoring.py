@@ -63,6 +63,8 @@ def scoring(spark, tmp_path_factory) -> Scoring:
         "scoring-models", artifact_location=(root / "artifacts").as_uri()))
     example = frame.limit(3).toPandas()
     versions = [log_candidate(spec, transform, example, seed) for seed in (1, 2)]
+    # The first passed the gate (as `registry.promote_candidate` tags it); the second never did.
+    client.set_model_version_tag(spec.registered_model_name, versions[0], "validation_status", "approved")
     client.set_registered_model_alias(spec.registered_model_name, CHAMPION, versions[0])
     return Scoring(settings, spec, versions)
 
@@ -184,3 +186,26 @@ def test_a_promotion_during_a_run_does_not_change_the_version_it_scores_with(spa
     assert resolved.version == scoring.versions[0] != scoring.versions[1]
     assert set(predictions["model_version"]) == {resolved.version}
     assert summary["model"]["version"] == resolved.version
+
+
+@pytest.mark.parametrize("status", [None, "rejected", "pending"])
+def test_a_version_moved_to_champion_by_hand_is_not_scored(scoring, status):
+    """Version 2 never passed the gate (or was rejected by it); someone moved @champion to it by hand."""
+    client, name = mlflow_client(scoring.settings), scoring.spec.registered_model_name
+    if status is not None:
+        client.set_model_version_tag(name, scoring.versions[1], "validation_status", status)
+    client.set_registered_model_alias(name, CHAMPION, scoring.versions[1])
+    try:
+        with pytest.raises(PipelineError) as caught:
+            resolve_model(scoring.spec, CHAMPION, scoring.settings)
+    finally:
+        client.set_registered_model_alias(name, CHAMPION, scoring.versions[0])
+        if status is not None:
+            client.delete_model_version_tag(name, scoring.versions[1], "validation_status")
+
+    message = str(caught.value)
+    assert "\n" not in message
+    assert f"'churn_model' version {scoring.versions[1]} holds @champion but the promotion gate did not approve it" \
+        in message and f"validation_status={status or 'unset'}" in message
+    assert "set_registered_model_alias('churn_model', 'champion'" in message and "promote" in message
+    assert resolve_model(scoring.spec, CHAMPION, scoring.settings).version == scoring.versions[0]

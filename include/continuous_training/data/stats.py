@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 from continuous_training import profiles as profile
 from continuous_training.data.stats_report import render_report
 from continuous_training.errors import PipelineError
-from continuous_training.paths import STATS_FILE, STATS_REPORT_FILE, write_result
+from continuous_training.paths import STATS_FILE, STATS_REPORT_FILE, write_result, write_text_atomic
 from continuous_training.spark import col, in_parallel, literal_array
 from continuous_training.spec import INTEGRAL_TYPES, DatasetSpec, is_numeric_type
 
@@ -371,5 +371,5 @@ def write_stats(df: DataFrame, spec: DatasetSpec, out_dir: Path) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_result(out_dir / STATS_FILE, stats)
-    (out_dir / STATS_REPORT_FILE).write_text(render_report(stats), encoding="utf-8")
+    write_text_atomic(out_dir / STATS_REPORT_FILE, render_report(stats))
     return stats

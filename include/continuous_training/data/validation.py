@@ -1,11 +1,17 @@
-"""Validate: apply the spec's rules and type checks; bad rows go to quarantine with a reason per row."""
+"""Validate: apply the spec's rules and type checks; bad rows go to quarantine with a reason per row.
+
+Beyond the rules, every row is checked for what would break later stages silently: NaN or infinite floats, a
+numeric feature (or regression label) that float32, the training dtype, cannot hold, and text that holds U+FFFD,
+the character a decoder puts in place of bytes it could not decode.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from functools import partial, reduce
 from pathlib import Path
 
+import numpy as np
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, Observation
 from pyspark.sql import functions as F
@@ -18,6 +24,8 @@ from continuous_training.spec import DatasetSpec, is_numeric_type
 
 REASONS = "_quarantine_reasons"
 REASON = "quarantine_reason"
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+REPLACEMENT_CHARACTER = "\ufffd"
 
 
 def _literal_list(values: list) -> list[Column]:
@@ -29,15 +37,25 @@ def rule_checks(spec: DatasetSpec, columns: Collection[str] | None = None,
     """(reason, failed-condition) pairs over `columns` (default: every spec column); a row fails a check when its
     condition is true. Unlabelled rows (batches to score) may lack the label or have it null."""
     columns = set(spec.schema_ if columns is None else columns)
+    undecodable = "holds undecodable bytes (U+FFFD)"
     checks: list[tuple[str, Column]] = [
         ("malformed record: does not parse against the schema", F.col(CORRUPT_RECORD).isNotNull()),
+        (f"the raw record {undecodable}", F.col(CORRUPT_RECORD).contains(REPLACEMENT_CHARACTER)),
     ]
     if labelled:
         checks.append((f"label {spec.label!r} is null", col(spec.label).isNull()))
+    as_float32 = {*spec.features.numeric, *([spec.label] if spec.task == "regression" else [])}
     for column, spark_type in spec.schema_.items():
-        if spark_type in {"double", "float"} and column in columns:
-            value = col(column)
+        if column not in columns:
+            continue
+        value = col(column)
+        if spark_type in {"double", "float"}:
             checks.append((f"{column!r} is NaN or infinite", F.isnan(value) | value.isin(float("inf"), float("-inf"))))
+        if spark_type == "double" and column in as_float32:  # the other numeric types all fit float32's range
+            checks.append((f"{column!r} is beyond the float32 range (|x| > {FLOAT32_MAX:.8g})",
+                           (F.abs(value) > F.lit(FLOAT32_MAX)) & (F.abs(value) < F.lit(float("inf")))))
+        if spark_type == "string":
+            checks.append((f"{column!r} {undecodable}", value.contains(REPLACEMENT_CHARACTER)))
     for column, rules in spec.rules.items():
         if column not in columns:
             continue
@@ -122,12 +140,14 @@ def _outputs(frame: DataFrame, spec: DatasetSpec, labelled: bool, duplicates: di
 
 
 def validate(frame: DataFrame, spec: DatasetSpec, run_id: str, out_dir: Path,
-             max_quarantine_fraction: float, labelled: bool = True) -> ValidationResult:
+             max_quarantine_fraction: float, labelled: bool = True,
+             quarantined_files: Mapping[str, str] | None = None) -> ValidationResult:
     """Write `out_dir/valid`, `out_dir/quarantine` (with `quarantine_reason`) and `validation.json`.
 
     The spec columns the frame has are checked and kept (a batch to score may lack the label and other non-feature
-    columns; with `labelled=False` a null label is no reason to quarantine). Raises PipelineError after writing
-    when the quarantined fraction exceeds `max_quarantine_fraction`.
+    columns; with `labelled=False` a null label is no reason to quarantine). `quarantined_files` (the manifest's:
+    files ingest could not read, with their reasons) are listed in `validation.json`. Raises PipelineError after
+    writing when the quarantined fraction exceeds `max_quarantine_fraction`.
     """
     duplicates = {column: values.persist(StorageLevel.MEMORY_AND_DISK)
                   for column, values in duplicated_values(frame, spec).items()}
@@ -156,6 +176,7 @@ def validate(frame: DataFrame, spec: DatasetSpec, run_id: str, out_dir: Path,
         quarantine_fraction=round(fraction, 6),
         max_quarantine_fraction=max_quarantine_fraction,
         reasons=dict(sorted(((reason, count) for reason, count in reason_counts if count), key=lambda rc: -rc[1])),
+        quarantined_files=dict(quarantined_files or {}),
     )
     write_result(out_dir / VALIDATION_FILE, result)
     if fraction > max_quarantine_fraction:

@@ -8,6 +8,7 @@ JVM, so the same artifact scores batches in Spark executors and serves online (`
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -30,6 +31,8 @@ TRANSFORM_FILE, WEIGHTS_FILE, CONFIG_FILE = "feature_transform.json", "weights.n
 PREDICTION, PROBABILITY, PROBABILITIES = "prediction", "probability", "probabilities"
 THREADS_ENV = "CONTINUOUS_TRAINING_MODEL_THREADS"
 """When set, the number of intra-op threads the model's framework may use (read when the model loads)."""
+CODE_DIGEST = "served_code_sha256"
+"""The key, in a logged model's metadata, of the digest of the code it carries (`served_code_digest`)."""
 _PACKAGE = Path(__file__).resolve().parents[1]
 _CODE_MODEL = Path(__file__).with_name("code_model.py")
 _SERVING_PACKAGES = {"torch": ("mlflow", "torch", "numpy", "pandas"),
@@ -120,12 +123,31 @@ def _pinned(package: str) -> str:
     return f"{package}=={version(package).split('+')[0]}"
 
 
+def _served_files(package: Path) -> list[Path]:
+    """The files of the code a model carries, relative to the package: `__init__`, `errors` and `model/` (but
+    `__pycache__`), sorted."""
+    model = [path.relative_to(package) for path in (package / "model").rglob("*")
+             if path.is_file() and "__pycache__" not in path.parts]
+    return sorted([Path("__init__.py"), Path("errors.py"), *model])
+
+
+def served_code_digest(package: Path = _PACKAGE) -> str:
+    """SHA-256 over the served files of a package folder (default: the installed package), their relative paths
+    and bytes: equal digests, the same served code."""
+    digest = hashlib.sha256()
+    for relative in _served_files(package):
+        content = (package / relative).read_bytes()
+        digest.update(f"{relative.as_posix()}\0{len(content)}\0".encode())
+        digest.update(content)
+    return digest.hexdigest()
+
+
 def _served_code(folder: Path) -> Path:
-    """A copy of the code the model carries: the package's `__init__`, `errors` and `model/` modules."""
+    """A copy of the code the model carries (`_served_files` of the installed package)."""
     package = folder / _PACKAGE.name
-    shutil.copytree(_PACKAGE / "model", package / "model", ignore=shutil.ignore_patterns("__pycache__"))
-    for module in ("__init__.py", "errors.py"):
-        shutil.copy(_PACKAGE / module, package / module)
+    for relative in _served_files(_PACKAGE):
+        (package / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(_PACKAGE / relative, package / relative)
     return package
 
 
@@ -133,7 +155,7 @@ def log_pyfunc_model(*, weights: dict[str, np.ndarray], transform: FeatureTransf
                      feature_dim: int, num_classes: int | None, hidden: Sequence[int], classes: list[str] | None,
                      input_example: pd.DataFrame, framework: str = "torch", name: str = "model") -> ModelInfo:
     """Log the pyfunc from code (`code_model.py`, with transform + weights + config as artifacts and the served
-    code, `_served_code`) into the active MLflow run.
+    code, `_served_code`, whose digest is the model's `CODE_DIGEST` metadata) into the active MLflow run.
 
     `weights` are the MLP's as numpy arrays: a torch `state_dict`'s names, or Keras weight paths (`framework`
     "tensorflow"). The signature's inputs are `transform.input_schema()`, its outputs inferred from the
@@ -161,15 +183,17 @@ def log_pyfunc_model(*, weights: dict[str, np.ndarray], transform: FeatureTransf
         (folder / TRANSFORM_FILE).write_text(json.dumps(transform.to_dict(), indent=2))
         (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2))
         np.savez(folder / WEIGHTS_FILE, **{name: np.asarray(value) for name, value in weights.items()})
+        code = _served_code(folder / "code")
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=str(_CODE_MODEL),
             artifacts={"feature_transform": str(folder / TRANSFORM_FILE), "model_config": str(folder / CONFIG_FILE),
                        "weights": str(folder / WEIGHTS_FILE)},
-            code_paths=[str(_served_code(folder / "code"))],
+            code_paths=[str(code)],
             signature=signature,
             input_example=example,
             pip_requirements=[_pinned(package) for package in _SERVING_PACKAGES[framework]],
+            metadata={CODE_DIGEST: served_code_digest(code)},
         )
 
 

@@ -1,7 +1,9 @@
 """A drift check: the recent window of a dataset's scored batches against the reference of the model that scored it.
 
-The window is the last `window` scored dates up to the check's date; dates scored by another model version than
-the newest are left out and listed (`continuous_training.monitoring.reference`). Every feature and prediction
+The window is the last `window` dates the scoring schedule fires on, up to the check's date (the last `window`
+scored dates for a spec without a scoring schedule); dates scored by another model version than the newest are left
+out and listed (`continuous_training.monitoring.reference`), and dates not scored (since the dataset's first scored
+date) are named as missing. Every feature and prediction
 column of the window is counted on the reference's bins and compared (`drift_statistics.compare`: PSI, KS, unseen
 share, null-rate change). When labels of window dates have arrived, the model's promotion metric on those rows is
 compared with the same metric on its test split.
@@ -17,9 +19,10 @@ from __future__ import annotations
 import json
 import logging
 import re
-from datetime import date
+from datetime import date, datetime, timedelta
 from typing import Any
 
+from croniter import croniter
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -41,18 +44,48 @@ log = logging.getLogger(__name__)
 DRIFT_FILE, REPORT_FILE = "drift.json", "drift_report.html"
 DRIFT_DETECTED_TAG, RETRAIN_TRIGGERED_TAG = "drift.detected", "retrain.triggered"
 _METRIC_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]")
+# Airflow's presets that croniter does not know; `@once` and `@continuous` fire on no date.
+_CRON_PRESETS = {"@quarterly": "0 0 1 */3 *"}
+
+
+def window_dates(spec: DatasetSpec, checked_for: date, size: int) -> list[date] | None:
+    """The last `size` dates the spec's scoring schedule fires on, up to `checked_for`, oldest first; None for a
+    spec without a scoring schedule of dates (no scoring section, `@once`, `@continuous`)."""
+    schedule = spec.scoring.schedule if spec.scoring else None
+    if schedule is None or schedule in {"@once", "@continuous"}:
+        return None
+    fires = croniter(_CRON_PRESETS.get(schedule, schedule),
+                     datetime.combine(checked_for + timedelta(days=1), datetime.min.time()))
+    days: list[date] = []
+    while len(days) < size:
+        day = fires.get_prev(datetime).date()
+        if day not in days:
+            days.append(day)
+    return days[::-1]
 
 
 def drift_window(spec: DatasetSpec, checked_for: date, size: int,
                  settings: Settings | None = None) -> tuple[list[ScoredDate], list[ScoredDate]]:
-    """(the window, the dates left out): the last `size` scored dates up to `checked_for`, keeping those scored by
-    the same model version as the newest."""
+    """(the window, the dates left out): the scored dates among the last `size` dates the scoring schedule fires on
+    up to `checked_for` (without one: the last `size` scored dates), keeping those scored by the same model version
+    as the newest."""
+    expected = window_dates(spec, checked_for, size)
     recent = [scored for scored in scored_dates(spec, settings) if scored.day <= checked_for][-size:]
+    if expected is not None:
+        recent = [scored for scored in recent if scored.day in expected]
     if not recent:
         return [], []
     version = recent[-1].model["version"]
     return ([scored for scored in recent if scored.model["version"] == version],
             [scored for scored in recent if scored.model["version"] != version])
+
+
+def missing_dates(spec: DatasetSpec, checked_for: date, size: int, settings: Settings | None = None) -> list[date]:
+    """The dates of the window the scoring schedule fired on that have no scored partition, from the dataset's
+    first scored date on (before it, nothing was due)."""
+    scored = {scored.day for scored in scored_dates(spec, settings)}
+    return [day for day in window_dates(spec, checked_for, size) or [] if scored and day >= min(scored)
+            and day not in scored]
 
 
 def performance(window: DataFrame, spec: DatasetSpec, reference: ModelReference, labels: DataFrame | None,
@@ -132,6 +165,7 @@ def check_drift(spark: SparkSession, spec: DatasetSpec, checked_for: date, airfl
     monitoring = spec.monitoring or Monitoring()
     window_size = window_size or monitoring.window
     dates, left_out = drift_window(spec, checked_for, window_size, settings)
+    missing = [day.isoformat() for day in missing_dates(spec, checked_for, window_size, settings)]
     result: dict[str, Any] = {
         "dataset": spec.name, "checked_for": checked_for.isoformat(), "airflow_run_id": airflow_run_id,
         "thresholds": monitoring.model_dump(include={"psi_threshold", "ks_threshold", "null_rate_threshold",
@@ -139,11 +173,13 @@ def check_drift(spark: SparkSession, spec: DatasetSpec, checked_for: date, airfl
                                                      "metric_drop", "min_labelled_rows"}),
         "window": {"size": window_size, "dates": [scored.day.isoformat() for scored in dates],
                    "left_out": [{"scored_for": scored.day.isoformat(), "model_version": scored.model["version"]}
-                                for scored in left_out]},
+                                for scored in left_out],
+                   "missing": missing},
     }
     if not dates:
         result |= {"outcome": "nothing_to_check", "drift_detected": False, "reasons": [],
-                   "message": f"nothing to check: no batch of {spec.name} scored on or before {checked_for}"}
+                   "message": f"nothing to check: no batch of {spec.name} scored on or before {checked_for}"
+                              + (f" in its window (missing: {', '.join(missing)})" if missing else "")}
     else:
         model = dates[-1].model
         model_uri = f"models:/{model['name']}/{model['version']}"
@@ -152,7 +188,8 @@ def check_drift(spark: SparkSession, spec: DatasetSpec, checked_for: date, airfl
                   .where(F.col(PARTITION).isin([scored.day for scored in dates])))
         result["model"] = model
         result |= compare_window(window, spec, reference, monitoring)
-        labels = read_labels(spark, spec, [scored.day for scored in dates], settings) if spec.id_column else None
+        labels = (read_labels(spark, spec, [scored.day for scored in dates], checked_for, settings)
+                  if spec.id_column else None)
         result["performance"] = performance(window, spec, reference, labels, monitoring)
         reasons = verdict(result, monitoring)
         result |= {"outcome": "drift" if reasons else "no_drift", "drift_detected": bool(reasons),
@@ -183,13 +220,15 @@ def log_check(result: dict[str, Any], spec: DatasetSpec, out_dir, settings: Sett
     model = result.get("model", {})
     tags = {DRIFT_DETECTED_TAG: str(result["drift_detected"]).lower(), "check.outcome": result["outcome"],
             "checked_for": result["checked_for"], "window.dates": ",".join(result["window"]["dates"]),
+            "window.missing": ",".join(result["window"]["missing"]),
             **model_tags(model.get("name", ""), model.get("version", ""), model.get("run_id", "")),
             **airflow_task_tags()}
     if RETRAIN_TRIGGERED_TAG not in run.data.tags:
         tags[RETRAIN_TRIGGERED_TAG] = "false"
     for key, value in tags.items():
         client.set_tag(run_id, key, value)
-    metrics: dict[str, float] = {"window_rows": result.get("rows", 0)}
+    metrics: dict[str, float] = {"window_rows": result.get("rows", 0),
+                                 "window_missing_dates": len(result["window"]["missing"])}
     if result["outcome"] != "nothing_to_check":
         metrics["drifted_feature_share"] = result["drifted_feature_share"]
         for name, column in {**result["features"], **result["predictions"]}.items():

@@ -1,5 +1,6 @@
-"""The HTML report of a drift check: the verdict first, a summary table of every column, the performance check,
-and reference-vs-window plots of each drifted feature and of the predictions (PNGs inlined)."""
+"""The HTML report of a drift check: the verdict first, the window's missing dates, a summary table of every
+column, the performance check, and reference-vs-window plots of each drifted feature and of the predictions (PNGs
+inlined)."""
 
 from __future__ import annotations
 
@@ -79,6 +80,8 @@ def render_drift_report(result: dict[str, Any]) -> str:
     parts = [page_head(title, _VERDICT_STYLE), f'<p class="verdict {outcome}">{headline}</p>']
     if result["reasons"]:
         parts.append("<ul>" + "".join(f"<li>{escape(reason)}</li>" for reason in result["reasons"]) + "</ul>")
+    if result["window"].get("missing"):
+        parts.append(f"<p>Missing (no scored batch): {escape(', '.join(result['window']['missing']))}</p>")
     if outcome == "nothing_to_check":
         parts += [f"<p>{escape(result['message'])}</p>", "</body></html>"]
         return "\n".join(parts) + "\n"

@@ -4,12 +4,14 @@ A check that found drift triggers the dataset's own `training__<dataset>` DAG (a
 section), else `training_pipeline` for it (`continuous_training.dag_ids`), unless:
 
 * the active-run guard: a run of that training DAG or one an earlier check triggered is queued or running, or a
-  training run of the dataset is RUNNING in MLflow (experiment `<dataset>`);
+  training run of the dataset is RUNNING in MLflow (experiment `<dataset>`) while its Airflow task is active (a run
+  whose task is not, killed without a Python exception, is closed as FAILED with the reason in `orphan.reason`);
 * the cooldown: an earlier check triggered one less than `monitoring.cooldown_hours` before this logical date.
 
 Suppressed triggers are recorded with their reason. The checks' MLflow runs are the ledger (tags
-`retrain.triggered`, `retrain.run_id`, `retrain.logical_date`); the triggered run id derives from the check's
-Airflow run id, so a retried or rerun check never starts a second run.
+`retrain.triggered`, `retrain.run_id`, `retrain.logical_date`): a decided trigger is `pending` until
+trigger_retraining has created (or found) its run, then `true`; only those count for the guard and the cooldown.
+The triggered run id derives from the check's Airflow run id, so a retried or rerun check never starts a second run.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from continuous_training import dag_ids
@@ -27,13 +30,17 @@ from continuous_training.config import Settings, get_settings
 from continuous_training.monitoring.drift import DRIFT_FILE, RETRAIN_TRIGGERED_TAG, monitoring_experiment
 from continuous_training.paths import MONITORING
 from continuous_training.spec import DatasetSpec, Monitoring, load_spec
-from continuous_training.tracking import mlflow_client
+from continuous_training.tracking import AIRFLOW_DAG_ID_TAG, AIRFLOW_RUN_ID_TAG, AIRFLOW_TASK_ID_TAG, mlflow_client
 
 log = logging.getLogger(__name__)
 
 RETRAIN_RUN_ID_TAG, RETRAIN_DAG_ID_TAG, RETRAIN_REASON_TAG, RETRAIN_LOGICAL_DATE_TAG = (
     "retrain.run_id", "retrain.dag_id", "retrain.reason", "retrain.logical_date")
+ORPHAN_REASON_TAG = "orphan.reason"
+TRIGGER_PENDING = "pending"
 ACTIVE_STATES = ("queued", "running")
+# Airflow task states in which the task may still write its training run (a retry resumes the same MLflow run).
+TASK_ACTIVE_STATES = ("scheduled", "queued", "running", "up_for_retry", "up_for_reschedule", "deferred", "restarting")
 
 
 @dataclass(frozen=True)
@@ -49,13 +56,17 @@ class RetrainDecision:
 
 def decide_retraining(spec: DatasetSpec, dataset_param: str, result: dict[str, Any], logical_date: datetime,
                       active_runs: Callable[[str, Sequence[str] | None], int],
+                      task_state: Callable[[str, str, str], str | None],
                       settings: Settings | None = None) -> RetrainDecision:
     """Decide for one check result (drift.json) and record it; `active_runs(dag_id, run_ids)` counts those runs
-    (all runs of the DAG for `None`) that are queued or running."""
+    (all runs of the DAG for `None`) that are queued or running, `task_state(dag_id, run_id, task_id)` is the state
+    of a task instance (None when Airflow has none). A trigger is recorded `pending` until `confirm_trigger`."""
     client = mlflow_client(settings)
     run_id = f"drift_retrain__{result['airflow_run_id']}"
-    decision = _decide(client, spec, dataset_param, result, logical_date, active_runs, run_id)
-    tags = {RETRAIN_TRIGGERED_TAG: str(decision.trigger).lower(), RETRAIN_REASON_TAG: decision.reason}
+    decision = _decide(client, spec, dataset_param, result, logical_date, active_runs, task_state, run_id)
+    recorded = client.get_run(result["mlflow_run_id"]).data.tags.get(RETRAIN_TRIGGERED_TAG)
+    triggered = (recorded if recorded == "true" else TRIGGER_PENDING) if decision.trigger else "false"
+    tags = {RETRAIN_TRIGGERED_TAG: triggered, RETRAIN_REASON_TAG: decision.reason}
     if decision.trigger:
         tags |= {RETRAIN_RUN_ID_TAG: run_id, RETRAIN_LOGICAL_DATE_TAG: logical_date.isoformat(),
                  RETRAIN_DAG_ID_TAG: decision.dag_id}
@@ -66,8 +77,15 @@ def decide_retraining(spec: DatasetSpec, dataset_param: str, result: dict[str, A
     return decision
 
 
+def confirm_trigger(check_run_id: str, settings: Settings | None = None) -> None:
+    """Record on a check's MLflow run that the training run it decided on exists (trigger_retraining created or
+    found it): from now on it counts for the active-run guard and the cooldown."""
+    mlflow_client(settings).set_tag(check_run_id, RETRAIN_TRIGGERED_TAG, "true")
+
+
 def _decide(client, spec: DatasetSpec, dataset_param: str, result: dict[str, Any], logical_date: datetime,
-            active_runs: Callable[[str, Sequence[str] | None], int], run_id: str) -> RetrainDecision:
+            active_runs: Callable[[str, Sequence[str] | None], int],
+            task_state: Callable[[str, str, str], str | None], run_id: str) -> RetrainDecision:
     if not result["drift_detected"]:
         return RetrainDecision(False, "no drift" if result["outcome"] == "no_drift" else result["message"])
     dag_id = dag_ids.dag_id(dag_ids.TRAINING, spec, dataset_param)
@@ -89,10 +107,11 @@ def _decide(client, spec: DatasetSpec, dataset_param: str, result: dict[str, Any
                                       f"still queued or running ({dag_id})")
     training = client.get_experiment_by_name(spec.name)
     if training is not None:
-        in_progress = client.search_runs([training.experiment_id], "attributes.status = 'RUNNING'", max_results=1)
-        if in_progress:
-            return RetrainDecision(False, f"suppressed: training run {in_progress[0].info.run_id} of {spec.name} is "
-                                          "in progress")
+        training_dags = {dag_ids.own_dag_id(dag_ids.TRAINING, spec), dag_ids.GENERIC_DAG[dag_ids.TRAINING]}
+        for run in client.search_runs([training.experiment_id], "attributes.status = 'RUNNING'", max_results=100):
+            if _still_training(client, run, training_dags, task_state, result["airflow_run_id"]):
+                return RetrainDecision(False, f"suppressed: training run {run.info.run_id} of {spec.name} is in "
+                                              "progress")
     hours = (spec.monitoring or Monitoring()).cooldown_hours
     for run in earlier:
         last = run.data.tags.get(RETRAIN_LOGICAL_DATE_TAG)
@@ -102,24 +121,57 @@ def _decide(client, spec: DatasetSpec, dataset_param: str, result: dict[str, Any
     return trigger
 
 
+def _still_training(client, run, training_dags: set[str], task_state: Callable[[str, str, str], str | None],
+                    check: str) -> bool:
+    """Whether a RUNNING training run may still be written: its Airflow task is active, or it was not started by a
+    training DAG (then only whoever started it can tell). Otherwise it is an orphan: closed as FAILED, reason tagged."""
+    tags = run.data.tags
+    dag_id, airflow_run_id, task_id = (tags.get(tag) for tag in (AIRFLOW_DAG_ID_TAG, AIRFLOW_RUN_ID_TAG,
+                                                                  AIRFLOW_TASK_ID_TAG))
+    if dag_id not in training_dags or not airflow_run_id or not task_id:
+        return True
+    state = task_state(dag_id, airflow_run_id, task_id)
+    if state in TASK_ACTIVE_STATES:
+        return True
+    reason = (f"closed as FAILED by the drift check {check}: its Airflow task {dag_id}/{airflow_run_id}/{task_id} is "
+              f"{state or 'unknown to Airflow'}, so nothing writes this run any more")
+    client.set_tag(run.info.run_id, ORPHAN_REASON_TAG, reason)
+    client.set_terminated(run.info.run_id, "FAILED")
+    log.warning("training run %s: %s", run.info.run_id, reason)
+    return False
+
+
 def latest_drift_check(dataset: str, checked_for: date, settings: Settings | None = None) -> dict[str, Any]:
     """The drift.json of the latest check of one date."""
     settings = settings or get_settings()
     spec = load_spec(dataset, settings)
     paths = sorted((settings.data_dir / spec.name / MONITORING).glob(f"run_id=*/{DRIFT_FILE}"),
                    key=lambda path: path.stat().st_mtime)
-    of_date = [check for check in (json.loads(path.read_text()) for path in paths)
-               if check["checked_for"] == checked_for.isoformat()]
+    of_date = [check for check in map(_readable_check, paths)
+               if check is not None and check.get("checked_for") == checked_for.isoformat()]
     if not of_date:
         raise SystemExit(f"no drift check of {spec.name!r} for {checked_for}")
     return of_date[-1]
+
+
+def _readable_check(path: Path) -> dict[str, Any] | None:
+    """A drift.json, None (and a warning naming it) when a kill or a full disk left it damaged."""
+    try:
+        check = json.loads(path.read_text())
+        if isinstance(check, dict):
+            return check
+        problem = "not a JSON object"
+    except (OSError, ValueError) as error:
+        problem = str(error)
+    log.warning("skipping the damaged drift check %s: %s", path, problem)
+    return None
 
 
 def triggered_run(dataset: str, checked_for: date, settings: Settings | None = None) -> tuple[str, str] | None:
     """(DAG id, run id) of the training run that the latest check of a date triggered, None if it triggered none."""
     check = latest_drift_check(dataset, checked_for, settings)
     tags = mlflow_client(settings).get_run(check["mlflow_run_id"]).data.tags
-    return (tags[RETRAIN_DAG_ID_TAG], tags[RETRAIN_RUN_ID_TAG]) if RETRAIN_RUN_ID_TAG in tags else None
+    return (tags[RETRAIN_DAG_ID_TAG], tags[RETRAIN_RUN_ID_TAG]) if tags.get(RETRAIN_TRIGGERED_TAG) == "true" else None
 
 
 def main(argv: list[str] | None = None) -> None:

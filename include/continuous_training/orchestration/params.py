@@ -8,6 +8,7 @@ from typing import Any
 from airflow.sdk import Param
 
 from continuous_training.config import get_settings
+from continuous_training.names import ALLOWED_PLACEHOLDERS, DATE_TEMPLATE_PATTERN
 from continuous_training.spec import ALIAS_PATTERN, FRAMEWORKS, USE_GPU_CHOICES, DatasetSpec, TrainParams
 from continuous_training.tracking import CHAMPION
 
@@ -63,9 +64,9 @@ def scoring_params(spec: DatasetSpec | None) -> dict[str, Param]:
     scoring = spec.scoring if spec else None
     return {
         "dataset": dataset_param(spec, "scores"),
-        "input": Param(None, type=["null", "string"], minLength=1,
-                       description="File or glob of the batch to score (relative to DATA_DIR, may use {{ ds }}); "
-                                   "default: the spec's scoring.path for the run's date."),
+        "input": Param(None, type=["null", "string"], minLength=1, pattern=DATE_TEMPLATE_PATTERN,
+                       description=f"File or glob of the batch to score (relative to DATA_DIR; templates: only "
+                                   f"{ALLOWED_PLACEHOLDERS}); default: the spec's scoring.path for the run's date."),
         "model_alias": Param(scoring.model_alias if scoring else CHAMPION, type="string", pattern=ALIAS_PATTERN,
                              description="Registered model alias to score with (resolved once, at the start)."),
         "max_quarantine_fraction": Param(get_settings().quarantine_max_fraction, type="number", minimum=0,

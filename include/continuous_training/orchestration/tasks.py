@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
-from datetime import datetime, timedelta
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-import jinja2
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.providers.standard.operators.python import PythonOperator, ShortCircuitOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from continuous_training.config import get_settings
 from continuous_training.errors import PipelineError
+from continuous_training.monitoring.labels import batch_marker
+from continuous_training.orchestration.landing import BatchMarkerTrigger
 from continuous_training.paths import MONITORING, PROMOTE, TRAIN, dated_path, local_matches, stage_dir
-from continuous_training.spec import SpecError, load_spec
+from continuous_training.spec import DatasetSpec, Scoring, SpecError, load_spec
 
 # Task ids besides the stage names of `paths` (a Spark job's task id is the name of its jobs/<name>.py).
 CHECK_SPEC, REGISTER, RESOLVE_SCORING_RUN = "check_spec", "register", "resolve_scoring_run"
@@ -109,28 +112,69 @@ def promote_task() -> SparkSubmitOperator:
                      "--min-improvement", "{{ params.min_improvement }}", pool=REGISTRY_POOL)
 
 
-def _resolve_scoring_run(params: dict[str, Any], logical_date: datetime | None, dag_run: Any) -> dict[str, Any]:
-    from continuous_training.serving.batch import resolve_model
+@dataclass(frozen=True)
+class ScoringBatch:
+    """What a scoring run reads: the batch for its date, the marker that says it is complete, and until when the
+    run waits for that marker."""
 
-    scored_for = (logical_date or dag_run.run_after).date()
-    try:
+    spec: DatasetSpec
+    scored_for: date
+    source: str
+    marker: Path
+    deadline: datetime
+    deadline_hours: float
+
+    @classmethod
+    def of(cls, params: dict[str, Any], logical_date: datetime | None, dag_run: Any) -> ScoringBatch:
+        """The batch of a run: the `input` param or the spec's `scoring.path`, rendered for the run's date."""
+        run_date = logical_date or dag_run.run_after
         spec = load_spec(params["dataset"])
         template = params["input"] or (spec.scoring.path if spec.scoring else None)
         if template is None:
             raise SpecError(f"dataset {spec.name!r} has no scoring section: give the batch with the `input` param")
-        source = dated_path(template, scored_for)
-        if local_matches(source) == []:
-            raise PipelineError(f"no batch to score for {scored_for}: nothing matches {source}")
-        model = resolve_model(spec, params["model_alias"])
-    except (SpecError, PipelineError, jinja2.TemplateError) as error:
-        raise AirflowFailException(str(error)) from None
-    return {"input": source, "scored_for": scored_for.isoformat(), "model": asdict(model)}
+        source = dated_path(template, run_date.date())
+        hours = spec.scoring.deadline_hours if spec.scoring else Scoring.model_fields["deadline_hours"].default
+        return cls(spec, run_date.date(), source, batch_marker(source), run_date + timedelta(hours=hours), hours)
+
+    def missing(self) -> str:
+        """The one line a run past its deadline fails with."""
+        return (f"no batch to score for {self.scored_for}: {self.marker} did not appear by "
+                f"{self.deadline.isoformat()} (scoring.deadline_hours: {self.deadline_hours:g})")
 
 
-def resolve_scoring_run() -> PythonOperator:
+class ResolveScoringRun(BaseOperator):
     """Fixes what a scoring run reads and which model version scores it, once, at its start (XCom for the rest).
-    User errors (no model under the alias, no batch, a bad spec) fail at once without retries."""
-    return PythonOperator(task_id=RESOLVE_SCORING_RUN, python_callable=_resolve_scoring_run)
+    It reads a batch only once the `_SUCCESS` marker of its folder is there: until `scoring.deadline_hours` after the
+    run's date it waits for it deferred, in the triggerer. User errors (no marker by the deadline, no batch, no model
+    under the alias, a bad spec) fail at once without retries."""
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from continuous_training.serving.batch import resolve_model
+
+        params = context["params"]
+        try:
+            batch = ScoringBatch.of(params, context.get("logical_date"), context["dag_run"])
+            if not batch.marker.is_file():
+                if datetime.now(UTC) >= batch.deadline:
+                    raise PipelineError(batch.missing())
+                self.defer(trigger=BatchMarkerTrigger(str(batch.marker), batch.deadline.isoformat(),
+                                                      get_settings().landing_poll_seconds),
+                           method_name="execute_complete")
+            if local_matches(batch.source) == []:
+                raise PipelineError(f"no batch to score for {batch.scored_for}: nothing matches {batch.source}")
+            model = resolve_model(batch.spec, params["model_alias"])
+        except (SpecError, PipelineError) as error:
+            raise AirflowFailException(str(error)) from None
+        return {"input": batch.source, "scored_for": batch.scored_for.isoformat(), "model": asdict(model)}
+
+    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The marker appeared or the deadline passed: look again."""
+        return self.execute(context)
+
+
+def resolve_scoring_run() -> ResolveScoringRun:
+    """The first task of a scoring run (`ResolveScoringRun`)."""
+    return ResolveScoringRun(task_id=RESOLVE_SCORING_RUN)
 
 
 def resolved(*keys: str) -> str:
@@ -149,8 +193,13 @@ def _decide_retraining(params: dict[str, Any], run_id: str, logical_date: dateti
     decision = decide_retraining(
         spec, params["dataset"], result, logical_date or dag_run.run_after,
         lambda dag_id, run_ids: ti.get_dr_count(dag_id=dag_id, run_ids=None if run_ids is None else list(run_ids),
-                                                states=list(ACTIVE_STATES)))
-    return {"dag_id": decision.dag_id, "run_id": decision.run_id, "conf": decision.conf} if decision.trigger else None
+                                                states=list(ACTIVE_STATES)),
+        lambda dag_id, task_run_id, task_id: ti.get_task_states(
+            dag_id=dag_id, run_ids=[task_run_id], task_ids=[task_id]).get(task_run_id, {}).get(task_id))
+    if not decision.trigger:
+        return None
+    return {"dag_id": decision.dag_id, "run_id": decision.run_id, "conf": decision.conf,
+            "check_run_id": result["mlflow_run_id"]}
 
 
 def decide_retraining() -> ShortCircuitOperator:
@@ -159,11 +208,19 @@ def decide_retraining() -> ShortCircuitOperator:
 
 
 def trigger_retraining() -> TriggerDagRunOperator:
-    """Starts the training run decide_retraining named (a retry does not start a second)."""
+    """Starts the training run decide_retraining named (a retry does not start a second); once the run exists
+    (created, or found by a retry) it confirms the trigger on the check's MLflow run, so that a trigger that failed
+    counts for no cooldown."""
     decided = f"ti.xcom_pull(task_ids='{DECIDE_RETRAINING}')"
+
+    def confirm(context: Any) -> None:
+        from continuous_training.monitoring.retraining import confirm_trigger
+
+        confirm_trigger(context["ti"].xcom_pull(task_ids=DECIDE_RETRAINING)["check_run_id"])
+
     return TriggerDagRunOperator(
         task_id=TRIGGER_RETRAINING, trigger_dag_id=f"{{{{ {decided}['dag_id'] }}}}",
         trigger_run_id=f"{{{{ {decided}['run_id'] }}}}",
         conf={key: f"{{{{ {decided}['conf']['{key}'] }}}}" for key in ("dataset", "triggered_by")},
-        logical_date=None, skip_when_already_exists=True,
+        logical_date=None, skip_when_already_exists=True, on_success_callback=confirm, on_skipped_callback=confirm,
     )

@@ -3,7 +3,8 @@ per-row lineage to `$DATA_DIR/<dataset>/predictions/scored_for=<date>/`, and a s
 is also an MLflow run in experiment `<dataset>-scoring`.
 
 The model version is resolved from its alias once, at the start of a scoring run (`resolve_model`), and every
-later task of the run scores with that version, so a promotion during the run cannot mix versions.
+later task of the run scores with that version, so a promotion during the run cannot mix versions. Only a version
+the promotion gate approved is resolved: one moved under the alias by hand is refused.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from continuous_training.tracking import (
     alias_version,
     mlflow_client,
     model_tags,
+    require_approved,
 )
 
 log = logging.getLogger(__name__)
@@ -61,12 +63,14 @@ class ResolvedModel:
 
 
 def resolve_model(spec: DatasetSpec, alias: str, settings: Settings | None = None) -> ResolvedModel:
-    """The version that holds `alias` now; PipelineError in one line when none does."""
+    """The version that holds `alias` now; PipelineError in one line when none does, or when the gate did not
+    approve it."""
     client = mlflow_client(settings)
     version = alias_version(client, spec.registered_model_name, alias)
     if version is None:
         raise PipelineError(f"no version of model {spec.registered_model_name!r} holds @{alias}: train one with "
                             f"`make train DATASET={spec.name}` (or trigger training_pipeline for {spec.name!r})")
+    require_approved(version, alias)
     return ResolvedModel(name=spec.registered_model_name, version=str(version.version), run_id=version.run_id,
                          alias=alias)
 

@@ -12,6 +12,7 @@ from pyspark.sql.types import ArrayType, DoubleType, StringType, StructField, St
 
 from continuous_training.errors import PipelineError
 from continuous_training.model.pyfunc import PREDICTION, PROBABILITIES, PROBABILITY, THREADS_ENV
+from continuous_training.serving.served_code import check_served_code
 from continuous_training.spark import col
 
 
@@ -38,7 +39,8 @@ def _pin_alias(model_uri: str) -> str:
 class _ThisPackageFirst(dict):
     """An empty pyfunc `model_config` whose class is this package's: unpickling the UDF in a Python worker
     imports `continuous_training` from the worker's path before MLflow puts any model's `code/` first on
-    `sys.path`, so every model in that worker runs this package's `model/` code."""
+    `sys.path`, so every model in that worker runs this package's `model/` code (`predict_spark` checks first
+    that a version logged under other code predicts the same with it, `served_code.check_served_code`)."""
 
 
 def _as_doubles(df: DataFrame, columns: list[str], doubles: set[str]) -> list[Column]:
@@ -61,17 +63,21 @@ def predict_spark(df: DataFrame, model_uri: str, task: str) -> DataFrame:
     """Score a Spark DataFrame in the executors (`model_udf`): Arrow batches of the model's input columns only (the
     other columns never leave the JVM), integral and string columns the signature declares `double` cast first.
 
-    An alias URI is resolved to its version on the driver first. Returns the input columns plus the task's
-    prediction columns (`prediction_fields`).
+    An alias URI is resolved to its version on the driver first; a version logged under other code than the
+    installed package's is scored only if both codes predict the same (`check_served_code`, a PipelineError
+    otherwise). Returns the input columns plus the task's prediction columns (`prediction_fields`).
     """
     clashes = [field.name for field in prediction_fields(task) if field.name in df.columns]
     if clashes:
         raise PipelineError(f"predict_spark: the input already has columns named {clashes}; rename them first")
     pinned = _pin_alias(model_uri)
-    signature = mlflow.models.get_model_info(pinned).signature
+    info = mlflow.models.get_model_info(pinned)
+    signature = info.signature
     inputs = [c for c in signature.inputs.input_names() if c in df.columns] if signature else df.columns
     doubles = {spec.name for spec in signature.inputs.inputs if spec.type == DataType.double} if signature else set()
-    scored = model_udf(df.sparkSession, pinned, task)(F.struct(*_as_doubles(df, inputs, doubles)))
+    model_inputs = _as_doubles(df, inputs, doubles)
+    check_served_code(df.select(*model_inputs), pinned, info)
+    scored = model_udf(df.sparkSession, pinned, task)(F.struct(*model_inputs))
     return df.withColumn("_scored", scored).select(*[col(c) for c in df.columns], "_scored.*")
 
 

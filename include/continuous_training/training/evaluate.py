@@ -1,10 +1,12 @@
 """Evaluate: score the held-out test split with the candidate and the current champion on exactly the same rows
 (`evaluation_rows`: for classifiers, the test rows whose label every scored model knows). Promote reuses
-`evaluate_against` when `@champion` moved since evaluate."""
+`evaluate_against` when `@champion` moved since evaluate. A metric that is not finite (NaN or inf predictions) fails
+the evaluation, naming it."""
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,14 +16,14 @@ from mlflow.entities import Run
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from continuous_training.config import Settings, get_settings
 from continuous_training.data.features import SPLIT
 from continuous_training.errors import PipelineError
 from continuous_training.metrics import TRUE_LABEL, prediction_metrics
-from continuous_training.model.pyfunc import PREDICTION, model_classes
+from continuous_training.model.pyfunc import PREDICTION, PROBABILITIES, PROBABILITY, model_classes
 from continuous_training.paths import (
     EVALUATE,
     EVALUATION_FILE,
@@ -92,12 +94,33 @@ def evaluation_rows(rows: DataFrame, spec: DatasetSpec, model_uris: Sequence[str
     return evaluation
 
 
+def _missing_as_nan(task: str) -> dict[str, Column]:
+    """The scored values a model left NaN (Arrow hands them to Spark as null) as NaN again, so that the metrics
+    over them are NaN rather than computed over fewer rows or failing inside Spark's evaluators."""
+    nan = F.lit(float("nan"))
+    if task == "regression":
+        return {PREDICTION: F.coalesce(F.col(PREDICTION), nan)}
+    if task == "binary_classification":
+        return {PROBABILITY: F.coalesce(F.col(PROBABILITY), nan)}
+    return {PROBABILITIES: F.transform(F.col(PROBABILITIES), lambda value: F.coalesce(value, nan))}
+
+
 def score_metrics(evaluation: EvaluationRows, model_uri: str, spec: DatasetSpec) -> dict[str, float]:
     """The fixed test metrics of one model (one of those the rows were chosen for), computed in Spark."""
     if model_uri not in evaluation.classes:
         raise ValueError(f"{model_uri} is not one of the models the evaluation rows were chosen for")
-    scored = predict_spark(evaluation.rows, model_uri, spec.task).withColumn(TRUE_LABEL, col(spec.label))
-    return prediction_metrics(scored, spec.task, evaluation.classes[model_uri], prefix="test_")
+    scored = predict_spark(evaluation.rows, model_uri, spec.task).withColumns(_missing_as_nan(spec.task))
+    return prediction_metrics(scored.withColumn(TRUE_LABEL, col(spec.label)), spec.task,
+                              evaluation.classes[model_uri], prefix="test_")
+
+
+def _require_finite(metrics: dict[str, float], model: str) -> None:
+    """A PipelineError naming the first metric of `model` that is not finite."""
+    for key, value in metrics.items():
+        if not math.isfinite(value):
+            raise PipelineError(
+                f"evaluate: {model}'s {key}={value} on the test split is not finite: its predictions hold NaN or inf "
+                "(e.g. from a feature value float32 cannot hold); no metric is logged and the champion stays")
 
 
 def evaluate_against(spark: SparkSession, spec: DatasetSpec, airflow_run_id: str, training_run: Run,
@@ -113,8 +136,10 @@ def evaluate_against(spark: SparkSession, spec: DatasetSpec, airflow_run_id: str
     try:
         evaluation = evaluation_rows(raw, spec, list(model_names))
         metrics = score_metrics(evaluation, candidate_uri, spec)
+        _require_finite(metrics, model_names[candidate_uri])
         if champion_uri is not None:
             champion_metrics = score_metrics(evaluation, champion_uri, spec)
+            _require_finite(champion_metrics, model_names[champion_uri])
             metrics |= {f"champion_{key}": value for key, value in champion_metrics.items()}
     finally:
         raw.unpersist()
