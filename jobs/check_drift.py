@@ -5,6 +5,7 @@ from datetime import date
 
 from continuous_training.cli import job_parser, run_job
 from continuous_training.monitoring.drift import check_drift
+from continuous_training.paths import MONITORING, stage_lock
 from continuous_training.spark import build_spark_session
 from continuous_training.spec import load_spec
 
@@ -17,8 +18,9 @@ def main() -> None:
                         help="Dates checked, those the scoring schedule fires on (default: the spec's).")
     args = parser.parse_args()
     spec = load_spec(args.dataset)
-    spark = build_spark_session(f"check-drift-{spec.name}")
-    result = check_drift(spark, spec, args.checked_for, args.run_id, args.window)
+    with stage_lock(spec.name, MONITORING, args.run_id):
+        spark = build_spark_session(f"check-drift-{spec.name}")
+        result = check_drift(spark, spec, args.checked_for, args.run_id, args.window)
     missing = result["window"]["missing"]
     print(f"check_drift: {result['outcome']} for {spec.name} on {', '.join(result['window']['dates']) or 'nothing'}"
           + (f"\n  missing (no scored batch): {', '.join(missing)}" if missing else "")

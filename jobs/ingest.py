@@ -24,8 +24,8 @@ def main() -> None:
         result = ingest(spark, spec, args.run_id, stage_dir(spec.name, stage, args.run_id), source=source,
                         scoring=args.for_scoring)
     print(f"ingest: {result.rows} rows ({result.corrupt_rows} malformed) from {len(result.files)} files "
-          f"-> {result.output} ({result.output_files} Parquet files); {len(result.quarantined_files)} files quarantined, "
-          f"{len(result.incomplete_batches)} batch folders without _SUCCESS skipped")
+          f"-> {result.output} ({result.output_files} Parquet files); {len(result.quarantined_files)} files "
+          f"quarantined, {len(result.incomplete_batches)} batch folders without _SUCCESS skipped")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,14 @@ from airflow.providers.standard.operators.python import PythonOperator, ShortCir
 from airflow.sdk import BaseOperatorLink
 from cachetools import TTLCache
 from continuous_training.config import get_settings
-from continuous_training.orchestration.tasks import CHECK_DRIFT, DECIDE_RETRAINING, REGISTER, RESOLVE_SCORING_RUN, SCORE
+from continuous_training.orchestration.tasks import (
+    CHECK_DRIFT,
+    DECIDE_RETRAINING,
+    REGISTER,
+    RESOLVE_SCORING_RUN,
+    SCORE,
+    ResolveScoringRun,
+)
 from continuous_training.paths import EVALUATE, PROMOTE, TRAIN
 from continuous_training.tracking import AIRFLOW_DAG_ID_TAG, AIRFLOW_RUN_ID_TAG, AIRFLOW_TASK_ID_TAG, filter_literal
 
@@ -216,7 +223,7 @@ def recorded_links(ti_key: Any) -> dict[str, str]:
 class MlflowLink(BaseOperatorLink):
     """A link to one of the MLflow records of the task instance; empty when it has none."""
 
-    operators = [SparkSubmitOperator, PythonOperator, ShortCircuitOperator]
+    operators = [SparkSubmitOperator, PythonOperator, ShortCircuitOperator, ResolveScoringRun]
 
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
         return recorded_links(ti_key).get(self.name, "")

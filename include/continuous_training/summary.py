@@ -36,6 +36,7 @@ from continuous_training.paths import (
     run_dir_name,
 )
 from continuous_training.spec import load_spec
+from continuous_training.tracking import redacted_uri
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ def summarize(dataset: str, run_id: str | None = None, settings: Settings | None
         lines.append(f"  promote    {promotion.model_name} version {promotion.version} {verdict}: "
                      f"{promotion.reason}")
         lines.append(f"             MLflow run {evaluation.mlflow_run_id if evaluation else '?'} "
-                     f"in experiment {spec.name!r} at {settings.mlflow_tracking_uri}")
+                     f"in experiment {spec.name!r} at {redacted_uri(settings.mlflow_tracking_uri)}")
     if evaluation:
         from continuous_training.tracking import mlflow_client
 

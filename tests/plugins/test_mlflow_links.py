@@ -114,7 +114,7 @@ def scoring_summary(spec: DatasetSpec, run_id: str, version: str) -> dict:
 def checked_result(spec: DatasetSpec, run_id: str, version: str) -> dict:
     model = {"name": spec.registered_model_name, "version": version, "run_id": "r"}
     return {"dataset": spec.name, "checked_for": "2026-11-06", "airflow_run_id": run_id, "outcome": "no_drift",
-            "drift_detected": False, "reasons": [], "window": {"dates": ["2026-11-05"]}, "model": model, "rows": 9,
+            "drift_detected": False, "reasons": [], "window": {"dates": ["2026-11-05"], "missing": []}, "model": model, "rows": 9,
             "features": {}, "predictions": {}, "drifted_feature_share": 0.0, "performance": {},
             "labelled_batches": []}
 
@@ -208,13 +208,14 @@ def test_a_failing_lookup_gives_empty_links(links, env_settings, monkeypatch, ca
     assert "No MLflow links for TaskRef(dag_id='training__churn', task_id='promote'" in caplog.text
 
 
-def test_plugin_adds_both_links_to_spark_python_and_short_circuit_tasks(links) -> None:
+def test_plugin_adds_both_links_to_spark_python_short_circuit_and_scoring_resolution_tasks(links) -> None:
     from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
     from airflow.providers.standard.operators.python import PythonOperator, ShortCircuitOperator
+    from continuous_training.orchestration.tasks import ResolveScoringRun
 
     plugin_links = links.MlflowLinksPlugin.operator_extra_links
     assert [link.name for link in plugin_links] == ["MLflow run", "MLflow model version"]
-    assert all(set(link.operators) == {SparkSubmitOperator, PythonOperator, ShortCircuitOperator}
+    assert all(set(link.operators) == {SparkSubmitOperator, PythonOperator, ShortCircuitOperator, ResolveScoringRun}
                for link in plugin_links)
 
 

@@ -32,7 +32,7 @@ from continuous_training.monitoring.drift_statistics import compare
 from continuous_training.monitoring.labels import LANDED_FILE, read_labels
 from continuous_training.monitoring.reference import ModelReference, load_reference
 from continuous_training.monitoring.report import render_drift_report
-from continuous_training.paths import MONITORING, stage_dir
+from continuous_training.paths import MONITORING, stage_dir, write_text_atomic
 from continuous_training.profiles import window_profiles
 from continuous_training.serving.scored import PARTITION, ScoredDate, predictions_dir, scored_dates
 from continuous_training.spark import col
@@ -198,10 +198,10 @@ def check_drift(spark: SparkSession, spec: DatasetSpec, checked_for: date, airfl
     out_dir.mkdir(parents=True, exist_ok=True)
     landed = out_dir / LANDED_FILE
     result["labelled_batches"] = json.loads(landed.read_text()) if landed.is_file() else []
-    (out_dir / REPORT_FILE).write_text(render_drift_report(result), encoding="utf-8")
+    write_text_atomic(out_dir / REPORT_FILE, render_drift_report(result))
     result["report"] = str(out_dir / REPORT_FILE)
     result["mlflow_run_id"] = log_check(result, spec, out_dir, settings)
-    (out_dir / DRIFT_FILE).write_text(json.dumps(result, indent=2))
+    write_text_atomic(out_dir / DRIFT_FILE, json.dumps(result, indent=2))
     log.info("drift check of %s for %s: %s%s", spec.name, checked_for, result["outcome"],
              "".join(f"\n  {reason}" for reason in result["reasons"]))
     return result
