@@ -114,9 +114,9 @@ def scoring_summary(spec: DatasetSpec, run_id: str, version: str) -> dict:
 def checked_result(spec: DatasetSpec, run_id: str, version: str) -> dict:
     model = {"name": spec.registered_model_name, "version": version, "run_id": "r"}
     return {"dataset": spec.name, "checked_for": "2026-11-06", "airflow_run_id": run_id, "outcome": "no_drift",
-            "drift_detected": False, "reasons": [], "window": {"dates": ["2026-11-05"], "missing": []}, "model": model, "rows": 9,
-            "features": {}, "predictions": {}, "drifted_feature_share": 0.0, "performance": {},
-            "labelled_batches": []}
+            "drift_detected": False, "reasons": [], "window": {"dates": ["2026-11-05"], "missing": []},
+            "model": model, "rows": 9, "features": {}, "predictions": {}, "drifted_feature_share": 0.0,
+            "performance": {}, "labelled_batches": []}
 
 
 def test_training_tasks_link_the_training_run_and_the_version_registered_from_it(links, client, env_settings, churn):
