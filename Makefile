@@ -41,7 +41,7 @@ SPARK_CLASS_ARCHIVE := $(VENV)/spark-classes.jsa
 SPARK_DRIVER_JIT ?= -XX:TieredStopAtLevel=1
 export SPARK_SUBMIT_OPTS ?= -XX:SharedArchiveFile=$(SPARK_CLASS_ARCHIVE) $(SPARK_DRIVER_JIT)
 
-.PHONY: setup demo demo-data train score drift up down test lint bench clean
+.PHONY: setup demo demo-data train score drift up down test lint bench clean clean-data
 
 # The DAG runs these targets start load models with MLflow's pickle deserialization off (the project logs its models
 # from code); MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true lets them score a model logged before that.
@@ -121,6 +121,11 @@ bench: SPARK_DRIVER_JIT :=
 bench: setup
 	$(PY) benchmarks/data_stages.py
 	$(PY) benchmarks/training_throughput.py
+
+# Retention (README "Storage"): removes what the cleanup DAG would, for DATASET or every spec; DRY_RUN=1 only lists it.
+clean-data: setup
+	$(PY) -m continuous_training.retention $(if $(filter-out file,$(origin DATASET)),--dataset '$(DATASET)') \
+		$(if $(DRY_RUN),--dry-run)
 
 clean:
 	rm -rf $(AIRFLOW_HOME) .mlflow data

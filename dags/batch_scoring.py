@@ -21,6 +21,7 @@ section's schedule. `batch_scoring` takes any spec by name or path, and the batc
 
 from airflow.sdk import DAG, chain
 from continuous_training.dag_ids import SCORING, dags
+from continuous_training.orchestration.alerts import on_run_failure
 from continuous_training.orchestration.params import scoring_params
 from continuous_training.orchestration.tasks import SCORE, default_task_args, resolve_scoring_run, resolved, spark_job
 from continuous_training.paths import INGEST, VALIDATE
@@ -35,6 +36,7 @@ def batch_scoring_dag(dag_id: str, spec: DatasetSpec | None) -> DAG:
         max_active_runs=1,
         catchup=False,
         default_args=default_task_args(),
+        on_failure_callback=on_run_failure(),
         tags=["scoring", "spark", "mlflow", *([spec.name] if spec else [])],
         params=scoring_params(spec),
     ) as dag:

@@ -26,6 +26,7 @@ section's schedule (default 06:00 UTC daily, after scoring). `drift_check` takes
 
 from airflow.sdk import DAG, chain
 from continuous_training.dag_ids import DRIFT, dags
+from continuous_training.orchestration.alerts import on_run_failure
 from continuous_training.orchestration.params import drift_params
 from continuous_training.orchestration.tasks import (
     CHECK_DRIFT,
@@ -47,6 +48,7 @@ def drift_check_dag(dag_id: str, spec: DatasetSpec | None) -> DAG:
         max_active_runs=1,
         catchup=False,
         default_args=default_task_args(),
+        on_failure_callback=on_run_failure(),
         tags=["monitoring", "spark", "mlflow", *([spec.name] if spec else [])],
         params=drift_params(spec),
     ) as dag:

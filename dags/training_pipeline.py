@@ -39,6 +39,7 @@ trigger form takes the spec's `training.params` as defaults. Drift checks retrai
 
 from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, chain
 from continuous_training.dag_ids import TRAINING, dags
+from continuous_training.orchestration.alerts import on_run_failure
 from continuous_training.orchestration.landing import landing_asset
 from continuous_training.orchestration.params import training_params
 from continuous_training.orchestration.tasks import (
@@ -75,6 +76,7 @@ def training_dag(dag_id: str, spec: DatasetSpec | None) -> DAG:
         max_active_runs=1,
         catchup=False,
         default_args=default_task_args(),
+        on_failure_callback=on_run_failure(),
         tags=["training", "spark", "horovod", "mlflow", *([spec.name] if spec else [])],
         params=training_params(spec),
         user_defined_macros={"new_data": new_data},

@@ -6,7 +6,7 @@ import sys
 from functools import cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -43,8 +43,26 @@ class Settings(BaseSettings):
                                       "larger shards are streamed.")
     task_retries: int = Field(2, ge=0, description="Airflow retries per task.")
     task_timeout_minutes: int = Field(60, gt=0, description="Airflow execution timeout per task.")
+    retention_runs: int = Field(3, ge=1, description="Cleanup keeps the whole run folders of the last N training "
+                                "runs per stage; older runs that produced a registered model version keep their "
+                                "records (inputs.json, manifests, stats, evaluation, promotion), the @champion's and "
+                                "@challenger's also their featurize folder (the test split); other runs go.")
+    retention_days: int = Field(30, ge=1, description="Cleanup keeps this many days of scoring run folders, "
+                                "predictions partitions and monitoring outputs (at least the spec's drift window "
+                                "and labels_complete_after_days).")
+    mlflow_retention_days: int = Field(90, ge=1, description="Cleanup deletes finished MLflow runs of the "
+                                       "`<dataset>-scoring` and `<dataset>-monitoring` experiments started longer "
+                                       "ago than this (training runs are never deleted).")
     landing_poll_seconds: float = Field(30.0, gt=0, description="How often the triggerer looks for new batches in "
                                                                 "the landing areas of datasets trained on new data.")
+    alert_email_to: str | None = Field(None, description="Comma-separated addresses that get each alert by email "
+                                       "through the Airflow SMTP connection `alert_smtp_conn_id`; unset: no email.")
+    alert_smtp_conn_id: str = Field("smtp_default", description="Airflow connection of the SMTP server for alert "
+                                    "emails (its `from_email` extra is the sender).")
+    alert_webhook_url: SecretStr | None = Field(None, description="URL that gets each alert as a JSON POST "
+                                                "`{\"text\": ...}` (a Slack incoming webhook takes it as is); unset: "
+                                                "no webhook.")
+    alert_timeout_seconds: float = Field(10.0, gt=0, description="Timeout of one alert webhook POST.")
 
     @field_validator("data_dir", "mlflow_artifact_root", "airflow_home", "datasets_dir", "jobs_dir")
     @classmethod

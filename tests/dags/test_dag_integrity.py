@@ -90,7 +90,7 @@ def test_one_training_scoring_and_drift_dag_per_named_spec_that_declares_them(tm
 
     dag_ids, errors = json.loads(result.stdout.strip().splitlines()[-1])
     assert errors == []
-    assert dag_ids == ["batch_scoring", "batch_scoring__alpha", "drift_check", "drift_check__alpha",
+    assert dag_ids == ["batch_scoring", "batch_scoring__alpha", "cleanup", "drift_check", "drift_check__alpha",
                        "drift_check__gamma", "training__alpha", "training__beta", "training_pipeline"]
 
 

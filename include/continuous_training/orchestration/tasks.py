@@ -17,6 +17,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from continuous_training.config import get_settings
 from continuous_training.errors import PipelineError
 from continuous_training.monitoring.labels import batch_marker
+from continuous_training.orchestration.alerts import drift_alert, missing_batch_alert, on_promotion, send
 from continuous_training.orchestration.landing import BatchMarkerTrigger
 from continuous_training.paths import MONITORING, PROMOTE, TRAIN, dated_path, local_matches, stage_dir
 from continuous_training.spec import DatasetSpec, Scoring, SpecError, load_spec
@@ -107,9 +108,11 @@ def register_task() -> PythonOperator:
 
 
 def promote_task() -> SparkSubmitOperator:
-    """The gate (a Spark job: it re-scores the champion if `@champion` moved since evaluate), in the registry pool."""
+    """The gate (a Spark job: it re-scores the champion if `@champion` moved since evaluate), in the registry pool;
+    its verdict, promotion or rejection, is alerted."""
     return spark_job(PROMOTE, "--promotion-threshold", "{{ params.promotion_threshold }}",
-                     "--min-improvement", "{{ params.min_improvement }}", pool=REGISTRY_POOL)
+                     "--min-improvement", "{{ params.min_improvement }}", pool=REGISTRY_POOL,
+                     on_success_callback=on_promotion())
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,7 @@ class ResolveScoringRun(BaseOperator):
             batch = ScoringBatch.of(params, context.get("logical_date"), context["dag_run"])
             if not batch.marker.is_file():
                 if datetime.now(UTC) >= batch.deadline:
+                    send(lambda: missing_batch_alert(batch.missing(), context))
                     raise PipelineError(batch.missing())
                 self.defer(trigger=BatchMarkerTrigger(str(batch.marker), batch.deadline.isoformat(),
                                                       get_settings().landing_poll_seconds),
@@ -196,6 +200,7 @@ def _decide_retraining(params: dict[str, Any], run_id: str, logical_date: dateti
                                                 states=list(ACTIVE_STATES)),
         lambda dag_id, task_run_id, task_id: ti.get_task_states(
             dag_id=dag_id, run_ids=[task_run_id], task_ids=[task_id]).get(task_run_id, {}).get(task_id))
+    send(lambda: drift_alert(result, decision, dag_run.dag_id, run_id))
     if not decision.trigger:
         return None
     return {"dag_id": decision.dag_id, "run_id": decision.run_id, "conf": decision.conf,
@@ -203,7 +208,8 @@ def _decide_retraining(params: dict[str, Any], run_id: str, logical_date: dateti
 
 
 def decide_retraining() -> ShortCircuitOperator:
-    """Decides and records whether the check triggers retraining (`continuous_training.monitoring.retraining`)."""
+    """Decides and records whether the check triggers retraining (`continuous_training.monitoring.retraining`);
+    drift found is alerted, with the decision."""
     return ShortCircuitOperator(task_id=DECIDE_RETRAINING, python_callable=_decide_retraining)
 
 
