@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import TypeVar
 
+from continuous_training.config import get_settings
 from continuous_training.errors import PipelineError
 from continuous_training.spec import SpecError
 
 log = logging.getLogger("continuous_training")
 Value = TypeVar("Value")
+# Writes refused by the storage itself: a full disk or quota, a read-only mount.
+STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 def optional(cast: Callable[[str], Value]) -> Callable[[str], Value | None]:
@@ -36,11 +41,31 @@ def job_parser(stage: str) -> argparse.ArgumentParser:
     return parser
 
 
+def storage_failure(error: BaseException) -> str | None:
+    """What refused a write when `error` (or an error it was raised from, a Java one through Spark included) is a
+    full or read-only file system: its reason and the file when known; None for any other error."""
+    seen = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in STORAGE_ERRORS:
+            return f"{seen.strerror} ({seen.filename})" if seen.filename else seen.strerror
+        seen = seen.__cause__ or seen.__context__
+    text = str(error)
+    return next((reason for reason in map(os.strerror, STORAGE_ERRORS) if reason in text), None)
+
+
 def run_job(main: Callable[[], object]) -> None:
-    """Run a job's main; a PipelineError or SpecError exits 1 with its message, anything else with a trace."""
+    """Run a job's main; a PipelineError or SpecError exits 1 with its message, a write refused by a full or
+    read-only file system exits 1 with one line naming DATA_DIR and the reason, anything else with a trace."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         main()
     except (PipelineError, SpecError) as error:
         log.error("%s", error)
+        sys.exit(1)
+    except Exception as error:
+        reason = storage_failure(error)
+        if reason is None:
+            raise
+        log.error("cannot write under DATA_DIR %s: %s; free space or restore write access there, then rerun the "
+                  "same run", get_settings().data_dir, reason)
         sys.exit(1)
