@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import re
 import socket
 from collections import Counter
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 
 SLOT_CHECK_INTERVAL = "5s"
 SLOT_CHECK_MAX_FAILURES = "6"
+_LISTENER_PORTS = range(20000, 32768)
+"""Ports for the TensorFlow workers' servers: below Linux's default ephemeral range (32768–60999), from which
+outgoing connections take their local ports, so only another listener can take one."""
 _LOCAL_MASTER = re.compile(r"^local(?:\[(\*|\d+)(?:,\s*\d+)?\])?$")
 _PYTHON_TRACEBACK = re.compile(
     r"org\.apache\.spark\.api\.python\.PythonException: (Traceback \(most recent call last\):.*?)(?:\n\s+at |\Z)",
@@ -206,7 +210,15 @@ def _run_rank(rank_fn: Callable[[RankContext], Any], use_gpu: bool, threads: int
 
 
 def _free_port(host: str) -> int:
-    """A TCP port free on `host` now (the rank body binds it next)."""
+    """A TCP port free on `host` now (the rank body binds it next), drawn from `_LISTENER_PORTS` so that no outgoing
+    connection takes it in between; the kernel's choice when none of a sample is free."""
+    for port in random.sample(_LISTENER_PORTS, 64):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((host, 0))
         return probe.getsockname()[1]
