@@ -5,7 +5,7 @@ from datetime import date
 
 from continuous_training.cli import job_parser, run_job
 from continuous_training.paths import VALID_DATA, VALIDATE, stage_dir, stage_for, stage_lock
-from continuous_training.serving.batch import ResolvedModel, score_batch
+from continuous_training.serving.batch import ResolvedModel, already_scored, score_batch
 from continuous_training.serving.scored import PREDICTIONS
 from continuous_training.spark import build_spark_session
 from continuous_training.spec import load_spec
@@ -23,6 +23,12 @@ def main() -> None:
     model = ResolvedModel(name=spec.registered_model_name, version=str(version.version), run_id=version.run_id,
                           alias=args.model_alias)
     with stage_lock(spec.name, PREDICTIONS, args.scored_for.isoformat()):
+        done = already_scored(spec, args.scored_for, model, args.run_id)
+        if done is not None:
+            print(f"score: {spec.name} for {args.scored_for} is already scored from the same input files with "
+                  f"{model.name} version {model.version} by run {done['airflow_run_id']} -> {done['predictions']}; "
+                  "not scoring it again")
+            return
         spark = build_spark_session(f"score-{spec.name}")
         valid = spark.read.parquet(str(stage_dir(spec.name, stage_for(VALIDATE, True), args.run_id) / VALID_DATA))
         summary = score_batch(valid, spec, model, args.scored_for, args.run_id)

@@ -7,6 +7,11 @@ basic-auth app) in $AIRFLOW_HOME/mlflow_passwords.json.generated; this script ge
 and keeps them, like every file the services write (logs included), readable by their user only. Jobs load models
 with MLflow's pickle deserialization off (MLFLOW_ALLOW_PICKLE_DESERIALIZATION, unless set): the project logs its
 models from code.
+
+The same script runs the distributed stack without Docker: with AIRFLOW__DATABASE__SQL_ALCHEMY_CONN on PostgreSQL
+(and AIRFLOW__CORE__EXECUTOR=LocalExecutor), MLFLOW_TRACKING_URI the server's URL (the tasks then log through it,
+with the admin login, and it serves the artifacts under MLFLOW_ARTIFACT_ROOT), MLFLOW_BACKEND_STORE_URI its
+database, and the `spark_default` connection a standalone master.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
+import psutil
 import requests
 from continuous_training.config import PROJECT_ROOT, get_settings
 
@@ -81,7 +87,7 @@ def child_environment() -> dict[str, str]:
     MLflow login for tasks when they track to a server."""
     login = {"MLFLOW_TRACKING_USERNAME": ADMIN_USER,
              "MLFLOW_TRACKING_PASSWORD": generated_password(MLFLOW_PASSWORDS_FILE, ADMIN_USER)
-             } if urlsplit(SETTINGS.mlflow_tracking_uri).scheme in ("http", "https") else {}
+             } if tasks_track_to_server() else {}
     return {
         PICKLE_ENV: "false",
         **os.environ,
@@ -104,9 +110,26 @@ def command(name: str) -> list[str]:
         return [str(BIN_DIR / "airflow"), name, "--skip-serve-logs"]
     if name in AIRFLOW_COMPONENTS:
         return [str(BIN_DIR / "airflow"), name]
+    artifacts = (["--serve-artifacts", "--artifacts-destination", SETTINGS.mlflow_artifact_root.as_uri()]
+                 if tasks_track_to_server() else
+                 ["--default-artifact-root", SETTINGS.mlflow_artifact_root.as_uri(), "--no-serve-artifacts"])
     return [str(BIN_DIR / "mlflow"), "server", "--app-name", "basic-auth", "--host", HOST, "--port", str(MLFLOW_PORT),
-            "--workers", "1", "--default-artifact-root", SETTINGS.mlflow_artifact_root.as_uri(), "--no-serve-artifacts",
+            "--workers", "1", *artifacts,
             "--allowed-hosts", f"{HOST},{HOST}:{MLFLOW_PORT},localhost,localhost:{MLFLOW_PORT}"]
+
+
+def tasks_track_to_server() -> bool:
+    """Whether the tasks log to the MLflow server (MLFLOW_TRACKING_URI is its URL) rather than to its store."""
+    return urlsplit(SETTINGS.mlflow_tracking_uri).scheme in ("http", "https")
+
+
+def backend_store_uri() -> str:
+    """The MLflow server's store: MLFLOW_BACKEND_STORE_URI, else the database the tasks track to."""
+    if SETTINGS.mlflow_backend_store_uri is not None:
+        return SETTINGS.mlflow_backend_store_uri.get_secret_value()
+    if tasks_track_to_server():
+        raise SystemExit("MLFLOW_TRACKING_URI is the MLflow server's URL: set MLFLOW_BACKEND_STORE_URI to its store")
+    return SETTINGS.mlflow_tracking_uri
 
 
 def mlflow_environment(env: dict[str, str]) -> dict[str, str]:
@@ -120,7 +143,7 @@ def mlflow_environment(env: dict[str, str]) -> dict[str, str]:
     with os.fdopen(os.open(MLFLOW_AUTH_CONFIG, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as config:
         config.write(f"[mlflow]\ndefault_permission = NO_PERMISSIONS\ndatabase_uri = sqlite:///{MLFLOW_AUTH_DB}\n"
                      f"admin_username = {ADMIN_USER}\n")
-    return {**env, "MLFLOW_BACKEND_STORE_URI": SETTINGS.mlflow_tracking_uri,
+    return {**env, "MLFLOW_BACKEND_STORE_URI": backend_store_uri(),
             "MLFLOW_AUTH_CONFIG_PATH": str(MLFLOW_AUTH_CONFIG), "MLFLOW_AUTH_ADMIN_USERNAME": ADMIN_USER,
             "MLFLOW_AUTH_ADMIN_PASSWORD": password, "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(32)}
 
@@ -205,8 +228,8 @@ def up(timeout: float, names: Iterable[str] = COMPONENTS) -> int:
     if busy := [str(port) for name, port in servers.items() if name in missing and port_in_use(port)]:
         print(f"port {', '.join(busy)} on {HOST} is taken: set AIRFLOW_PORT / MLFLOW_PORT", file=sys.stderr)
         return 1
-    if SETTINGS.mlflow_tracking_uri.startswith("sqlite:///"):
-        Path(SETTINGS.mlflow_tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if (store := backend_store_uri()).startswith("sqlite:///"):
+        Path(store.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     SETTINGS.mlflow_artifact_root.mkdir(parents=True, exist_ok=True)
     generated_password(PASSWORDS_FILE, ADMIN_USER)  # Airflow prints a password it generates: it finds this one
     env = child_environment()
@@ -234,8 +257,34 @@ def up(timeout: float, names: Iterable[str] = COMPONENTS) -> int:
     return 0
 
 
+def task_processes() -> list[psutil.Process]:
+    """The processes the services' tasks started (spark-submit and what it runs), which outlive the scheduler: their
+    environment names this AIRFLOW_HOME and the task (AIRFLOW_CTX_DAG_ID)."""
+    found = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            env = process.environ()
+            if env.get("AIRFLOW_HOME") == str(SETTINGS.airflow_home) and "AIRFLOW_CTX_DAG_ID" in env:
+                found.append(process)
+    return found
+
+
+def stop_tasks() -> list[str]:
+    """SIGTERM what is left of the services' tasks, SIGKILL it after STOP_TIMEOUT_S."""
+    processes = task_processes()
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            process.terminate()
+    _, alive = psutil.wait_procs(processes, timeout=STOP_TIMEOUT_S)
+    for process in alive:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(alive, timeout=STOP_TIMEOUT_S)
+    return [f"task process {process.pid}" for process in processes]
+
+
 def down() -> int:
-    stopped = stop(COMPONENTS)
+    stopped = stop(COMPONENTS) + stop_tasks()
     print(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
     return 0
 

@@ -26,6 +26,14 @@ class Settings(BaseSettings):
         PROJECT_ROOT / ".mlflow" / "artifacts",
         description="Artifact location for experiments created by the project (local MLflow only).",
     )
+    mlflow_backend_store_uri: SecretStr | None = Field(
+        None, description="Store of the MLflow server `make up` starts (a database URI, e.g. PostgreSQL's); default: "
+        "MLFLOW_TRACKING_URI, when the tasks track to that database directly.")
+    mlflow_request_retries: int = Field(2, ge=0, description="Retries of an MLflow HTTP request that failed to "
+                                        "connect, seconds apart: a stopped tracking server fails the task within "
+                                        "seconds (not minutes of client retries), and the task's Airflow retry "
+                                        "goes on.")
+    mlflow_request_timeout_seconds: int = Field(30, gt=0, description="Timeout of one MLflow HTTP request.")
     mlflow_ui_url: str = Field("http://127.0.0.1:5000", description="MLflow UI base URL used by task links.")
     airflow_home: Path = Field(PROJECT_ROOT / ".airflow", description="Airflow home (metadata DB, logs).")
     datasets_dir: Path = Field(PROJECT_ROOT / "include" / "datasets", description="Where named specs live.")
@@ -42,6 +50,8 @@ class Settings(BaseSettings):
                                       "validation splits in memory (on its GPU, if it has one) up to this many MB; "
                                       "larger shards are streamed.")
     task_retries: int = Field(2, ge=0, description="Airflow retries per task.")
+    task_retry_delay_seconds: int = Field(30, gt=0, description="Airflow delay before a task's first retry "
+                                          "(doubling for each later one, up to 10 minutes).")
     task_timeout_minutes: int = Field(60, gt=0, description="Airflow execution timeout per task.")
     retention_runs: int = Field(3, ge=1, description="Cleanup keeps the whole run folders of the last N training "
                                 "runs per stage; older runs that produced a registered model version keep their "

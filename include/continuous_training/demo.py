@@ -17,11 +17,13 @@ import os
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
-from continuous_training.config import get_settings
+from continuous_training.config import PROJECT_ROOT, get_settings
 from continuous_training.paths import SUCCESS_MARKER
 
 COLUMNS = (
@@ -290,6 +292,30 @@ def generate_scoring(days: int = 1, rows_per_day: int = 5_000, start_date: date 
         batches.append(batch)
         labels.append(label_file)
     return ScoringDemo(batches=tuple(batches), labels=tuple(labels), rows_per_day=rows_per_day)
+
+
+def churn_spec(name: str, model_name: str | None = None, without: tuple[str, ...] = (),
+               **sections: Any) -> dict[str, Any]:
+    """The churn spec (include/datasets/churn.yaml) for a demo dataset written under another `name`, each of its
+    paths naming it: its model `model_name` (default `<name>_model`), the `without` sections left out, `sections`
+    replacing whole sections."""
+    spec = yaml.safe_load((PROJECT_ROOT / "include" / "datasets" / "churn.yaml").read_text())
+    spec = {key: value for key, value in spec.items() if key not in without}
+    spec |= {"name": name, "model_name": model_name or f"{name}_model"}
+    spec["source"]["path"] = f"landing/{name}/*/*.csv"
+    if "scoring" in spec:
+        spec["scoring"]["path"] = f"incoming/{name}/date={{{{ ds }}}}/*.csv"
+    if "monitoring" in spec:
+        spec["monitoring"]["labels"]["path"] = f"labels/{name}/date={{{{ ds }}}}/*.csv"
+        spec["monitoring"]["labelled_batches"] = f"landing/{name}/labelled_for={{{{ ds }}}}"
+    return spec | sections
+
+
+def write_churn_spec(folder: Path, name: str, **changes: Any) -> Path:
+    """`churn_spec(name, **changes)` written to `folder/<name>.yaml`; its path."""
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(churn_spec(name, **changes), sort_keys=False))
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:

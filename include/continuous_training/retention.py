@@ -4,9 +4,11 @@ Training stage folders (`$DATA_DIR/<dataset>/<stage>/run_id=<id>/`): the last RE
 whole. An older run that produced a registered model version (its version tag `data_run_id`) keeps its records and
 loses its bulk data (ingest `data/`, validate `valid/` and `quarantine/`, featurize splits, train `checkpoints/`);
 the runs of `@champion` and `@challenger` also keep their whole featurize folder, the test split they are
-re-evaluated on. Other runs go. Scoring run folders, predictions partitions and monitoring outputs older than
-RETENTION_DAYS go, and so do finished MLflow runs of `<dataset>-scoring` and `<dataset>-monitoring` started more
-than MLFLOW_RETENTION_DAYS ago.
+re-evaluated on. Other runs go. Scoring run folders, predictions partitions and monitoring outputs for a date more
+than RETENTION_DAYS before the cleanup's date go, and so do finished MLflow runs of `<dataset>-scoring` and
+`<dataset>-monitoring` for a date more than MLFLOW_RETENTION_DAYS before it. Ages are those of the data's dates
+(`scored_for`, `checked_for`), so a backfill and a simulated month age like a real one; an output without a
+readable date ages from the day it was written.
 
 Fail closed: nothing is removed when the registry cannot be read; a folder whose stage lock is held (a task may be
 writing it) is skipped, and the lock is held while it is removed; a folder is renamed into `$DATA_DIR/_trash/` before
@@ -16,6 +18,7 @@ it is deleted, so a half-deleted folder never looks whole.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
@@ -26,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from mlflow.entities import ViewType
+from mlflow.entities import Run, ViewType
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -34,7 +37,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from continuous_training.config import Settings, get_settings
 from continuous_training.errors import PipelineError
-from continuous_training.monitoring.drift import monitoring_experiment
+from continuous_training.monitoring.drift import CHECKED_FOR_TAG, DRIFT_FILE, monitoring_experiment
 from continuous_training.paths import (
     CHECKPOINTS_DIR,
     EVALUATE,
@@ -55,7 +58,7 @@ from continuous_training.paths import (
 )
 from continuous_training.registry import DATA_RUN_TAG
 from continuous_training.serving.batch import scoring_experiment
-from continuous_training.serving.scored import PARTITION, PREDICTIONS, predictions_dir
+from continuous_training.serving.scored import PARTITION, PREDICTIONS, SUMMARY_FILE, predictions_dir
 from continuous_training.spec import DatasetSpec, load_spec, named_specs
 from continuous_training.tracking import (
     AIRFLOW_RUN_ID_TAG,
@@ -188,25 +191,41 @@ def plan_dataset(client: MlflowClient, spec: DatasetSpec, now: datetime, setting
                 plan.folders.extend(Removal(folder / bulk, "bulk data of an older registered run", locks)
                                     for bulk in BULK.get(stage, ()) if (folder / bulk).exists())
     keep_days = _keep_days(spec, settings)
-    cutoff = now - timedelta(days=keep_days)
+    cutoff = (now - timedelta(days=keep_days)).date()
     old = f"older than {keep_days} days"
+    partitions = {day: partition for partition in sorted(predictions_dir(spec, settings).glob(f"{PARTITION}=*"))
+                  if (day := _partition_day(partition)) is not None}
+    scored_for = {summary["airflow_run_id"]: day for day, partition in partitions.items()
+                  if (summary := _json(partition / SUMMARY_FILE)) and "airflow_run_id" in summary}
     for stage in SCORING_STAGES:
         plan.folders.extend(Removal(folder, f"scoring run {old}", ((stage, _key(folder)),))
-                            for folder in _run_folders(root / stage) if _mtime(folder) < cutoff)
+                            for folder in _run_folders(root / stage)
+                            if scored_for.get(_key(folder), _mtime(folder)) < cutoff)
     plan.folders.extend(Removal(folder, f"monitoring output {old}", ((MONITORING, _key(folder)), LAND_LABELS_LOCK))
-                        for folder in _run_folders(root / MONITORING) if _mtime(folder) < cutoff)
-    for partition in sorted(predictions_dir(spec, settings).glob(f"{PARTITION}=*")):
-        day = _partition_day(partition)
-        if day is not None and day < cutoff.date():
-            plan.folders.append(Removal(partition, f"predictions {old}",
-                                        ((PREDICTIONS, day.isoformat()), LAND_LABELS_LOCK)))
-    plan.runs = _old_runs(client, spec, now - timedelta(days=settings.mlflow_retention_days), protected,
+                        for folder in _run_folders(root / MONITORING) if _checked_for(folder) < cutoff)
+    plan.folders.extend(Removal(partition, f"predictions {old}", ((PREDICTIONS, day.isoformat()), LAND_LABELS_LOCK))
+                        for day, partition in partitions.items() if day < cutoff)
+    plan.runs = _old_runs(client, spec, (now - timedelta(days=settings.mlflow_retention_days)).date(), protected,
                           settings.mlflow_retention_days)
     return plan
 
 
-def _mtime(path: Path) -> datetime:
-    return datetime.fromtimestamp(path.stat().st_mtime, UTC)
+def _json(path: Path) -> dict | None:
+    """A result file's content; None when it is missing or damaged."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _mtime(path: Path) -> date:
+    return datetime.fromtimestamp(path.stat().st_mtime, UTC).date()
+
+
+def _checked_for(folder: Path) -> date:
+    """The date a monitoring output is for (its drift.json), else the day it was written."""
+    result = _json(folder / DRIFT_FILE) or {}
+    return date.fromisoformat(result["checked_for"]) if "checked_for" in result else _mtime(folder)
 
 
 def _partition_day(partition: Path) -> date | None:
@@ -216,25 +235,32 @@ def _partition_day(partition: Path) -> date | None:
         return None
 
 
-def _old_runs(client: MlflowClient, spec: DatasetSpec, cutoff: datetime, protected: Protected,
+def _old_runs(client: MlflowClient, spec: DatasetSpec, cutoff: date, protected: Protected,
               days: int) -> list[RunRemoval]:
-    """Finished scoring and monitoring runs started before `cutoff` (never one a registered version came from)."""
+    """Finished scoring and monitoring runs for a date before `cutoff` (their `scored_for` or `checked_for` tag;
+    the day they started for a run without one), never one a registered version came from."""
     found = []
-    for name in (scoring_experiment(spec), monitoring_experiment(spec)):
+    for name, date_tag in ((scoring_experiment(spec), PARTITION), (monitoring_experiment(spec), CHECKED_FOR_TAG)):
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
             continue
         token = None
         while True:
-            page = client.search_runs([experiment.experiment_id],
-                                      f"attributes.start_time < {int(cutoff.timestamp() * 1000)}",
-                                      run_view_type=ViewType.ACTIVE_ONLY, page_token=token)
+            page = client.search_runs([experiment.experiment_id], run_view_type=ViewType.ACTIVE_ONLY,
+                                      page_token=token)
             found.extend(RunRemoval(name, run.info.run_id, f"MLflow run older than {days} days") for run in page
-                         if run.info.status in _FINISHED and run.info.run_id not in protected.mlflow_runs)
+                         if run.info.status in _FINISHED and run.info.run_id not in protected.mlflow_runs
+                         and _run_day(run, date_tag) < cutoff)
             token = page.token
             if not token:
                 break
     return found
+
+
+def _run_day(run: Run, date_tag: str) -> date:
+    if date_tag in run.data.tags:
+        return date.fromisoformat(run.data.tags[date_tag])
+    return datetime.fromtimestamp(run.info.start_time / 1000, UTC).date()
 
 
 def plan_cleanup(datasets: Iterable[DatasetSpec], now: datetime, settings: Settings) -> list[Plan]:

@@ -35,8 +35,13 @@ def redacted_uri(uri: str) -> str:
 
 
 def mlflow_client(settings: Settings | None = None) -> MlflowClient:
-    """Point MLflow at the configured tracking/registry store and return a client."""
+    """Point MLflow at the configured tracking/registry store, with the request bound of the settings (MLflow's own
+    variables win where set), and return a client."""
     settings = settings or get_settings()
+    for variable, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", settings.mlflow_request_retries),
+                            ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", 1),
+                            ("MLFLOW_HTTP_REQUEST_TIMEOUT", settings.mlflow_request_timeout_seconds)):
+        os.environ.setdefault(variable, str(value))
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_registry_uri(settings.mlflow_tracking_uri)
     return MlflowClient(settings.mlflow_tracking_uri, settings.mlflow_tracking_uri)

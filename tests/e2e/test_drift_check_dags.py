@@ -10,8 +10,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-import yaml
-from continuous_training.demo import generate_scoring
+from continuous_training.demo import generate_scoring, write_churn_spec
 from continuous_training.monitoring.drift import DRIFT_FILE
 from continuous_training.paths import MONITORING, run_dir_name
 from e2e_workspace import Workspace, dag_run_finished
@@ -23,14 +22,7 @@ WATCHED = "churn_watch"
 
 def watched_spec(e2e: Workspace) -> Path:
     """The churn spec under another name, so its scored batches and labelled landing stay apart from churn's."""
-    document = yaml.safe_load((e2e.settings.datasets_dir / "churn.yaml").read_text())
-    document |= {"name": WATCHED, "model_name": "churn_model"}
-    document["scoring"]["path"] = f"incoming/{WATCHED}/date={{{{ ds }}}}/*.csv"
-    document["monitoring"]["labels"]["path"] = f"labels/{WATCHED}/date={{{{ ds }}}}/*.csv"
-    document["monitoring"]["labelled_batches"] = f"landing/{WATCHED}/labelled_for={{{{ ds }}}}"
-    path = e2e.root / f"{WATCHED}.yaml"
-    path.write_text(yaml.safe_dump(document))
-    return path
+    return write_churn_spec(e2e.root, WATCHED, model_name="churn_model")
 
 
 def check(e2e: Workspace, spec: Path, logical_date: str) -> dict:

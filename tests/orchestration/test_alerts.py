@@ -19,9 +19,9 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-import yaml
 from aiosmtpd.controller import Controller
 from continuous_training.config import PROJECT_ROOT, Settings
+from continuous_training.demo import write_churn_spec
 from continuous_training.orchestration.alerts import (
     Alert,
     AlertNotifier,
@@ -163,12 +163,7 @@ def airflow(tmp_path_factory, airflow_env, sinks) -> tuple[dict[str, str], Path]
         ALERT_WEBHOOK_URL=f"http://127.0.0.1:{http.server_port}/hooks/T000/B000",
         AIRFLOW_CONN_SMTP_DEFAULT=smtp_connection(smtp_port, timeout=5, retry_limit=0))
     subprocess.run(["airflow", "db", "migrate"], env=env, check=True, capture_output=True, timeout=600)
-    document = yaml.safe_load((PROJECT_ROOT / "include" / "datasets" / "churn.yaml").read_text())
-    document |= {"name": "late", "model_name": "never_trained"}
-    document["scoring"]["path"] = "incoming/late/date={{ ds }}/*.csv"
-    spec = root / "late.yaml"
-    spec.write_text(yaml.safe_dump(document))
-    return env, spec
+    return env, write_churn_spec(root, "late", model_name="never_trained")
 
 
 def dags_test(env: dict[str, str], *args: str) -> tuple[str, str, str]:

@@ -38,8 +38,10 @@ def batch(landing: Path, name: str, complete: bool = True) -> Path:
     return folder
 
 
-def events(trigger: NewBatchTrigger, store: StateStore, polls: int, between=None) -> list[dict]:
-    """The payloads the trigger yields within `polls` poll intervals; `between()` runs after the first poll."""
+def events(trigger: NewBatchTrigger, store: StateStore, polls: int, between=None, keep: bool = True) -> list[dict]:
+    """The payloads the trigger yields within `polls` poll intervals, then it is killed; `between()` runs after the
+    first poll. With `keep=False` the triggerer dies between the trigger saving its state and emitting its first
+    event: the event is lost."""
     trigger.asset_state_store = store
 
     async def collect() -> list[dict]:
@@ -47,6 +49,8 @@ def events(trigger: NewBatchTrigger, store: StateStore, polls: int, between=None
 
         async def consume() -> None:
             async for event in trigger.run():
+                if not keep:
+                    raise asyncio.CancelledError
                 found.append(event.payload)
 
         task = asyncio.create_task(consume())

@@ -6,7 +6,6 @@ does after a restart; the pins are written by ingest's own `pin_inputs` on real 
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from continuous_training.data.ingest import pin_inputs
 from continuous_training.orchestration.landing import ANNOUNCED_KEY, landing_asset
 from continuous_training.paths import INGEST, stage_dir
 from continuous_training.spec import load_spec
-from test_landing import POLL_S, StateStore, batch
+from test_landing import StateStore, batch, events
 
 pytestmark = pytest.mark.integration
 
@@ -27,48 +26,24 @@ def restarted_trigger(spec, settings):
     return getattr(__import__(module, fromlist=[name]), name)(**kwargs)
 
 
-def run_until_killed(trigger, store: StateStore, polls: int, keep: bool = True) -> list[dict]:
-    """Run the trigger's generator for `polls` poll intervals, then kill it. With `keep=False` the triggerer dies
-    between the trigger saving its state and emitting its first event: the event is lost."""
-    trigger.asset_state_store = store
-
-    async def run() -> list[dict]:
-        found: list[dict] = []
-
-        async def consume() -> None:
-            async for event in trigger.run():
-                if not keep:
-                    raise asyncio.CancelledError
-                found.append(event.payload)
-
-        task = asyncio.create_task(consume())
-        await asyncio.sleep(POLL_S * polls)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        return found
-
-    return asyncio.run(run())
-
-
 def test_a_batch_whose_event_a_killed_triggerer_lost_starts_a_run_within_two_polls_after_the_restart(
         spark, settings) -> None:
     spec = load_spec("churn", settings)
     landing = spec.landing_dir(settings)
     batch(landing, "date=2026-11-01")
     store = StateStore()
-    assert run_until_killed(restarted_trigger(spec, settings), store, polls=2) == [], "already there: not new"
+    assert events(restarted_trigger(spec, settings), store, polls=2) == [], "already there: not new"
     pin_inputs(spark, spec, stage_dir(spec.name, INGEST, "trained-on-the-first", settings), spec.source_path(settings))
 
     batch(landing, "date=2026-11-02")
-    lost = run_until_killed(restarted_trigger(spec, settings), store, polls=2, keep=False)
+    lost = events(restarted_trigger(spec, settings), store, polls=2, keep=False)
     assert lost == [] and "date=2026-11-02" in store.values[ANNOUNCED_KEY], "saved as announced, event lost"
 
-    after_restart = run_until_killed(restarted_trigger(spec, settings), store, polls=2)
+    after_restart = events(restarted_trigger(spec, settings), store, polls=2)
 
     assert after_restart == [{"landing": str(landing), "batches": ["date=2026-11-02"]}]
     pin_inputs(spark, spec, stage_dir(spec.name, INGEST, "trained-on-both", settings), spec.source_path(settings))
-    assert run_until_killed(restarted_trigger(spec, settings), store, polls=3) == [], \
+    assert events(restarted_trigger(spec, settings), store, polls=3) == [], \
         "a batch a run pinned is not announced again"
 
 
@@ -76,11 +51,11 @@ def test_a_pinned_batch_is_not_announced_again_after_a_restart(spark, settings) 
     spec = load_spec("churn", settings)
     landing = spec.landing_dir(settings)
     store = StateStore()
-    assert run_until_killed(restarted_trigger(spec, settings), store, polls=1) == []
+    assert events(restarted_trigger(spec, settings), store, polls=1) == []
     batch(landing, "date=2026-11-03")
-    announced = run_until_killed(restarted_trigger(spec, settings), store, polls=2)
+    announced = events(restarted_trigger(spec, settings), store, polls=2)
     pin_inputs(spark, spec, stage_dir(spec.name, INGEST, "the-announced-run", settings), spec.source_path(settings))
 
     assert announced == [{"landing": str(landing), "batches": ["date=2026-11-03"]}]
-    assert run_until_killed(restarted_trigger(spec, settings), store, polls=3) == []
+    assert events(restarted_trigger(spec, settings), store, polls=3) == []
     assert Path(landing / "date=2026-11-03").is_dir()

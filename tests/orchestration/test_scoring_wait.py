@@ -12,8 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import yaml
-from continuous_training.config import PROJECT_ROOT
+from continuous_training.demo import write_churn_spec
 from continuous_training.paths import SUCCESS_MARKER
 
 pytestmark = pytest.mark.integration
@@ -28,12 +27,7 @@ def airflow(tmp_path_factory, airflow_env):
     root = tmp_path_factory.mktemp("scoring_wait")
     env = airflow_env(root, LANDING_POLL_SECONDS="1", TASK_RETRIES="2")
     subprocess.run(["airflow", "db", "migrate"], env=env, check=True, capture_output=True, timeout=600)
-    document = yaml.safe_load((PROJECT_ROOT / "include" / "datasets" / "churn.yaml").read_text())
-    document |= {"name": "late", "model_name": "never_trained"}
-    document["scoring"]["path"] = "incoming/late/date={{ ds }}/*.csv"
-    spec = root / "late.yaml"
-    spec.write_text(yaml.safe_dump(document))
-    return env, spec
+    return env, write_churn_spec(root, "late", model_name="never_trained")
 
 
 def batch_folder(env: dict[str, str], day: str) -> Path:

@@ -162,6 +162,41 @@ def test_keeps_the_last_m_days_of_scoring_and_monitoring_and_deletes_old_scoring
                       training.info.run_id: "active"}
 
 
+def test_outputs_written_now_for_old_dates_age_by_their_dates_as_in_a_simulated_month(tmp_path):
+    """A backfill (or the soak's compressed days) writes today what is for old dates: the scoring run folders (by
+    the run id their partition's summary names), the monitoring outputs (their drift.json's checked_for) and the
+    MLflow runs (their scored_for / checked_for tags) age by those dates, not by when they were written."""
+    settings = make_settings(tmp_path, retention_days=3, mlflow_retention_days=3)
+    spec = load_spec(DATASET, settings)
+    now = START + timedelta(days=10)
+    client = mlflow_client(settings)
+    scoring = client.create_experiment(f"{DATASET}-scoring")
+    monitoring = client.create_experiment(f"{DATASET}-monitoring")
+    runs = {}
+    for day in (2, 8):
+        scored_for = (START + timedelta(days=day)).date()
+        run_id = f"manual__written_now_for_{scored_for}"
+        partition = partition_dir(spec, scored_for, settings)
+        partition.mkdir(parents=True)
+        (partition / "_summary.json").write_text(json.dumps({"airflow_run_id": run_id}))
+        for stage in (stage_for(INGEST, True), stage_for(VALIDATE, True), MONITORING):
+            stage_dir(DATASET, stage, run_id, settings).mkdir(parents=True)
+        (stage_dir(DATASET, MONITORING, run_id, settings) / "drift.json").write_text(
+            json.dumps({"checked_for": scored_for.isoformat()}))
+        for experiment, tag in ((scoring, "scored_for"), (monitoring, "checked_for")):
+            run = client.create_run(experiment, tags={tag: scored_for.isoformat()})
+            client.set_terminated(run.info.run_id)
+            runs[run.info.run_id] = day
+
+    cleanup(DATASET, now, settings=settings)
+
+    for stage in (stage_for(INGEST, True), stage_for(VALIDATE, True), MONITORING):
+        kept = [path.name for path in (settings.data_dir / DATASET / stage).iterdir()]
+        assert kept == [run_dir_name(f"manual__written_now_for_{(START + timedelta(days=8)).date()}")], stage
+    states = {run_id: client.get_run(run_id).info.lifecycle_stage for run_id in runs}
+    assert states == {run_id: "deleted" if day == 2 else "active" for run_id, day in runs.items()}
+
+
 def test_dry_run_deletes_nothing_and_lists_exactly_what_the_real_run_deletes(tmp_path):
     settings = make_settings(tmp_path, retention_runs=1, retention_days=2)
     spec = load_spec(DATASET, settings)

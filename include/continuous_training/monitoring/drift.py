@@ -42,6 +42,7 @@ from continuous_training.tracking import airflow_run, airflow_task_tags, mlflow_
 log = logging.getLogger(__name__)
 
 DRIFT_FILE, REPORT_FILE = "drift.json", "drift_report.html"
+CHECKED_FOR_TAG = "checked_for"  # the date a check's MLflow run is for
 DRIFT_DETECTED_TAG, RETRAIN_TRIGGERED_TAG = "drift.detected", "retrain.triggered"
 _METRIC_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]")
 # Airflow's presets that croniter does not know; `@once` and `@continuous` fire on no date.
@@ -219,7 +220,7 @@ def log_check(result: dict[str, Any], spec: DatasetSpec, out_dir, settings: Sett
     run_id = run.info.run_id
     model = result.get("model", {})
     tags = {DRIFT_DETECTED_TAG: str(result["drift_detected"]).lower(), "check.outcome": result["outcome"],
-            "checked_for": result["checked_for"], "window.dates": ",".join(result["window"]["dates"]),
+            CHECKED_FOR_TAG: result["checked_for"], "window.dates": ",".join(result["window"]["dates"]),
             "window.missing": ",".join(result["window"]["missing"]),
             **model_tags(model.get("name", ""), model.get("version", ""), model.get("run_id", "")),
             **airflow_task_tags()}

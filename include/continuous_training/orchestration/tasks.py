@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -12,8 +14,9 @@ from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOpe
 from airflow.providers.standard.operators.python import PythonOperator, ShortCircuitOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from continuous_training.cli import mlflow_unreachable_message, tracking_server_unreachable
 from continuous_training.config import get_settings
 from continuous_training.errors import PipelineError
 from continuous_training.monitoring.labels import batch_marker
@@ -37,7 +40,7 @@ def default_task_args() -> dict[str, Any]:
     settings = get_settings()
     return {
         "retries": settings.task_retries,
-        "retry_delay": timedelta(seconds=30),
+        "retry_delay": timedelta(seconds=settings.task_retry_delay_seconds),
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=10),
         "execution_timeout": timedelta(minutes=settings.task_timeout_minutes),
@@ -96,10 +99,23 @@ def check_spec() -> PythonOperator:
     return PythonOperator(task_id=CHECK_SPEC, python_callable=_check_spec)
 
 
+@contextmanager
+def mlflow_reachable() -> Iterator[None]:
+    """A call that cannot reach the MLflow server fails the task in one line, as the Spark jobs do (`cli.run_job`);
+    the task's retry goes on."""
+    try:
+        yield
+    except Exception as error:
+        if (reason := tracking_server_unreachable(error)) is None:
+            raise
+        raise AirflowException(mlflow_unreachable_message(reason)) from None
+
+
 def _register(params: dict[str, Any], run_id: str) -> str:
     from continuous_training.registry import register_candidate
 
-    return register_candidate(load_spec(params["dataset"]), run_id).version
+    with mlflow_reachable():
+        return register_candidate(load_spec(params["dataset"]), run_id).version
 
 
 def register_task() -> PythonOperator:
@@ -194,12 +210,13 @@ def _decide_retraining(params: dict[str, Any], run_id: str, logical_date: dateti
 
     spec = load_spec(params["dataset"])
     result = json.loads((stage_dir(spec.name, MONITORING, run_id) / DRIFT_FILE).read_text())
-    decision = decide_retraining(
-        spec, params["dataset"], result, logical_date or dag_run.run_after,
-        lambda dag_id, run_ids: ti.get_dr_count(dag_id=dag_id, run_ids=None if run_ids is None else list(run_ids),
-                                                states=list(ACTIVE_STATES)),
-        lambda dag_id, task_run_id, task_id: ti.get_task_states(
-            dag_id=dag_id, run_ids=[task_run_id], task_ids=[task_id]).get(task_run_id, {}).get(task_id))
+    with mlflow_reachable():
+        decision = decide_retraining(
+            spec, params["dataset"], result, logical_date or dag_run.run_after,
+            lambda dag_id, run_ids: ti.get_dr_count(dag_id=dag_id, states=list(ACTIVE_STATES),
+                                                    run_ids=None if run_ids is None else list(run_ids)),
+            lambda dag_id, task_run_id, task_id: ti.get_task_states(
+                dag_id=dag_id, run_ids=[task_run_id], task_ids=[task_id]).get(task_run_id, {}).get(task_id))
     send(lambda: drift_alert(result, decision, dag_run.dag_id, run_id))
     if not decision.trigger:
         return None
@@ -222,7 +239,8 @@ def trigger_retraining() -> TriggerDagRunOperator:
     def confirm(context: Any) -> None:
         from continuous_training.monitoring.retraining import confirm_trigger
 
-        confirm_trigger(context["ti"].xcom_pull(task_ids=DECIDE_RETRAINING)["check_run_id"])
+        with mlflow_reachable():
+            confirm_trigger(context["ti"].xcom_pull(task_ids=DECIDE_RETRAINING)["check_run_id"])
 
     return TriggerDagRunOperator(
         task_id=TRIGGER_RETRAINING, trigger_dag_id=f"{{{{ {decided}['dag_id'] }}}}",

@@ -5,12 +5,16 @@ is also an MLflow run in experiment `<dataset>-scoring`.
 The model version is resolved from its alias once, at the start of a scoring run (`resolve_model`), and every
 later task of the run scores with that version, so a promotion during the run cannot mix versions. Only a version
 the promotion gate approved is resolved: one moved under the alias by hand is refused.
+
+One date is scored once: the score job holds the date's lock, and a run of another DAG for the same date that
+finds it scored from the same input files with the same version leaves it as it is (`already_scored`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 from dataclasses import asdict, dataclass
 from datetime import date
 from typing import Any
@@ -22,8 +26,11 @@ from continuous_training.config import Settings, get_settings
 from continuous_training.errors import PipelineError
 from continuous_training.model.pyfunc import PREDICTION, model_classes
 from continuous_training.paths import (
+    INGEST,
+    MANIFEST_FILE,
     VALIDATE,
     VALIDATION_FILE,
+    IngestResult,
     ValidationResult,
     read_result,
     stage_dir,
@@ -96,10 +103,19 @@ def score(valid: DataFrame, spec: DatasetSpec, model: ResolvedModel, scored_for:
     )
 
 
-def write_predictions(predictions: DataFrame, spec: DatasetSpec, settings: Settings | None = None) -> None:
-    """Replace the run's `scored_for` partition and touch no other."""
-    (predictions.write.mode("overwrite").option("partitionOverwriteMode", "dynamic").partitionBy(PARTITION)
-     .parquet(str(predictions_dir(spec, settings))))
+def write_predictions(predictions: DataFrame, spec: DatasetSpec, scored_for: date,
+                      settings: Settings | None = None) -> None:
+    """Replace the run's `scored_for` partition and touch no other: written beside it (a hidden folder named after
+    it, where Spark stages too), then renamed into place. What a killed write leaves (those hidden folders of the
+    date) the date's next write removes; its scoring job holds the date's lock."""
+    folder, partition = predictions_dir(spec, settings), partition_dir(spec, scored_for, settings)
+    staged, replaced = (folder / f".{partition.name}.{suffix}" for suffix in ("partial", "replaced"))
+    shutil.rmtree(replaced, ignore_errors=True)
+    predictions.drop(PARTITION).write.mode("overwrite").parquet(str(staged))
+    if partition.exists():
+        partition.rename(replaced)
+    staged.rename(partition)
+    shutil.rmtree(replaced, ignore_errors=True)
 
 
 def prediction_distribution(predictions: DataFrame, task: str) -> dict[str, Any]:
@@ -118,14 +134,15 @@ def score_batch(valid: DataFrame, spec: DatasetSpec, model: ResolvedModel, score
                 settings: Settings | None = None) -> dict[str, Any]:
     """Score a validated batch, write its partition and summary, log the summary to MLflow; returns the summary."""
     settings = settings or get_settings()
-    write_predictions(score(valid, spec, model, scored_for, airflow_run_id), spec, settings)
+    write_predictions(score(valid, spec, model, scored_for, airflow_run_id), spec, scored_for, settings)
     partition = partition_dir(spec, scored_for, settings)
     written = valid.sparkSession.read.parquet(str(partition))
     validation = read_result(stage_dir(spec.name, stage_for(VALIDATE, True), airflow_run_id, settings)
                              / VALIDATION_FILE, ValidationResult)
     summary = {
         "dataset": spec.name, PARTITION: scored_for.isoformat(), "airflow_run_id": airflow_run_id,
-        "model": asdict(model), "rows_in": validation.rows_in, "quarantined": validation.quarantined,
+        "model": asdict(model), "input_fingerprint": input_fingerprint(spec, airflow_run_id, settings),
+        "rows_in": validation.rows_in, "quarantined": validation.quarantined,
         "scored": written.count(), "quarantine_reasons": validation.reasons,
         "predictions": str(partition), "distribution": prediction_distribution(written, spec.task),
     }
@@ -138,6 +155,27 @@ def score_batch(valid: DataFrame, spec: DatasetSpec, model: ResolvedModel, score
     log.info("scored %d rows of %s for %s with %s version %s", summary["scored"], spec.name, scored_for,
              model.name, model.version)
     return summary
+
+
+def input_fingerprint(spec: DatasetSpec, airflow_run_id: str, settings: Settings | None = None) -> str:
+    """The fingerprint of the files a scoring run's ingest read (their paths, sizes and modification times)."""
+    manifest = stage_dir(spec.name, stage_for(INGEST, True), airflow_run_id, settings) / MANIFEST_FILE
+    return read_result(manifest, IngestResult).input_fingerprint
+
+
+def already_scored(spec: DatasetSpec, scored_for: date, model: ResolvedModel, airflow_run_id: str,
+                   settings: Settings | None = None) -> dict[str, Any] | None:
+    """The date's summary when another run (another DAG on the same date) scored the same input files with the same
+    model version to the end (its MLflow run logged): the work is done. None for no partition, an unreadable or
+    unfinished summary, this run's own (a rerun rewrites it), other input files or another version."""
+    try:
+        summary = json.loads((partition_dir(spec, scored_for, settings) / SUMMARY_FILE).read_text())
+        done = (summary.get("mlflow_run_id") and summary["airflow_run_id"] != airflow_run_id
+                and (summary["model"]["name"], summary["model"]["version"]) == (model.name, model.version)
+                and summary.get("input_fingerprint") == input_fingerprint(spec, airflow_run_id, settings))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    return summary if done else None
 
 
 def scoring_experiment(spec: DatasetSpec) -> str:

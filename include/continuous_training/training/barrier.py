@@ -5,8 +5,8 @@ Each task of `rdd.barrier().mapPartitions` becomes one rank. The task of partiti
 rendezvous server; its port, and a free port of every task (the `peers` a TensorFlow worker cluster is built
 from), are shared through `BarrierTaskContext.allGather`, and every task sets the environment contract Horovod's
 launchers use before calling the rank function (a PyTorch rank body, or a TensorFlow worker body). If any rank
-raises, Spark fails the whole stage and kills the other ranks; the driver re-raises the failing rank's Python
-traceback.
+raises or its Python worker dies, Spark fails the whole stage and kills the other ranks; the driver re-raises the
+failing rank's Python traceback, or names the dead worker.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ SLOT_CHECK_MAX_FAILURES = "6"
 _LISTENER_PORTS = range(20000, 32768)
 """Ports for the TensorFlow workers' servers: below Linux's default ephemeral range (32768–60999), from which
 outgoing connections take their local ports, so only another listener can take one."""
+_WORKER_DIED = "Python worker exited unexpectedly"
 _LOCAL_MASTER = re.compile(r"^local(?:\[(\*|\d+)(?:,\s*\d+)?\])?$")
 _PYTHON_TRACEBACK = re.compile(
     r"org\.apache\.spark\.api\.python\.PythonException: (Traceback \(most recent call last\):.*?)(?:\n\s+at |\Z)",
@@ -65,7 +66,8 @@ class RankResult:
 
 
 class BarrierStageError(RuntimeError):
-    """A rank failed, so the barrier stage failed; the message carries the failing rank's Python traceback."""
+    """A rank failed, so the barrier stage failed; the message carries the failing rank's Python traceback (None when
+    its Python worker died without one)."""
 
     def __init__(self, message: str, worker_traceback: str | None) -> None:
         super().__init__(message)
@@ -112,7 +114,7 @@ def run_in_barrier(spark: SparkSession, num_proc: int, rank_fn: Callable[[RankCo
     """Run `rank_fn` as `num_proc` Horovod ranks in one barrier stage; the results ordered by rank.
 
     Raises PipelineError when the cluster has fewer task slots than `num_proc`, and BarrierStageError
-    (chained to Spark's exception) when a rank raises.
+    (chained to Spark's exception) when a rank raises or its Python worker dies (killed, out of memory, crashed).
     """
     if num_proc < 1:
         raise PipelineError(f"num_proc must be at least 1, got {num_proc}")
@@ -137,6 +139,10 @@ def run_in_barrier(spark: SparkSession, num_proc: int, rank_fn: Callable[[RankCo
         if "BarrierJobSlotsNumberCheckFailed" in text:
             raise PipelineError(f"{too_few} (Spark's barrier slot check gave up; add executors or cores, or lower "
                                 "num_proc)") from error
+        if _WORKER_DIED in text:
+            raise BarrierStageError(
+                f"a rank's Python worker of the {num_proc}-rank barrier stage died ({_WORKER_DIED}: killed, out of "
+                "memory or crashed), so the stage failed", None) from error
         match = _PYTHON_TRACEBACK.search(text)
         if match is None:
             raise

@@ -73,7 +73,8 @@ def train_candidate(spark: SparkSession, spec: DatasetSpec, run_id: str, params:
     """Train, log params/metrics/tags/artifacts and the pyfunc model; returns the MLflow run id.
 
     Rerunning for the same Airflow run reuses its MLflow run and resumes from the last checkpoint of the same
-    data; a rerun whose data fingerprint differs from the MLflow run's is refused. A failure marks the run FAILED.
+    data (the run's `start_epoch` tag: the epoch its last attempt started at); a rerun whose data fingerprint
+    differs from the MLflow run's is refused. A failure marks the run FAILED.
     """
     settings = settings or get_settings()
     featurize_dir = stage_dir(spec.name, FEATURIZE, run_id, settings)
@@ -138,7 +139,7 @@ def _train_and_log(spark: SparkSession, client, run, spec: DatasetSpec, run_id: 
     gpu_addresses = json.dumps(result.gpu_addresses) if any(result.gpu_addresses.values()) else "none"
     for key, value in {size_tag: str(result.num_proc), "spark.barrier": "true", "gpu.addresses": gpu_addresses,
                        "devices": json.dumps(result.devices), "feed": result.feed,
-                       "best_epoch": str(result.best_epoch)}.items():
+                       "best_epoch": str(result.best_epoch), "start_epoch": str(result.start_epoch)}.items():
         client.set_tag(mlflow_run_id, key, value)
     _log_data_artifacts(client, mlflow_run_id, spec, run_id, settings)
     if CANDIDATE_MODEL_TAG not in run.data.tags:
