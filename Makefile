@@ -135,10 +135,12 @@ soak: export MLFLOW_ARTIFACT_ROOT := $(SOAK_DIR)/artifacts
 soak: export AIRFLOW_PORT ?= 8090
 soak: export MLFLOW_PORT ?= 5010
 soak: export MLFLOW_UI_URL := http://127.0.0.1:$(MLFLOW_PORT)
+soak: export TMPDIR := $(SOAK_DIR)/tmp
+soak: export SPARK_LOCAL_DIRS := $(SOAK_DIR)/tmp
 soak: export RETENTION_DAYS ?= 7
 soak: export MLFLOW_RETENTION_DAYS ?= 7
 soak: setup
-	mkdir -p $(AIRFLOW_HOME)
+	mkdir -p $(AIRFLOW_HOME) $(TMPDIR)
 	airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || (cat $(AIRFLOW_HOME)/db-migrate.log; exit 1)
 	airflow pools set $(REGISTRY_POOL) 1 "Serialises MLflow registry moves (register, promote)" > /dev/null
 	$(PY) scripts/services.py up

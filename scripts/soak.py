@@ -49,6 +49,8 @@ class Day:
     """What one simulated day did and left."""
 
     date: str
+    scored: int | None
+    """Rows the day's predictions summary holds, read as the day ends (retention removes it later)."""
     scoring_run: str
     check_run: str | None
     retraining_run: str | None
@@ -159,7 +161,9 @@ class Soak:
             check_run = self.run_dag(DRIFT, {"dataset": self.spec}, yesterday)
             retraining_run = self.wait_for_retraining(before)
         self.run_dag(CLEANUP, {"dataset": self.spec}, today)
-        return Day(date=today.isoformat(), scoring_run=scoring_run, check_run=check_run,
+        summary_file = partition_dir(load_spec(self.spec, SETTINGS), today, SETTINGS) / SUMMARY_FILE
+        summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+        return Day(date=today.isoformat(), scored=summary.get("scored"), scoring_run=scoring_run, check_run=check_run,
                    retraining_run=retraining_run, data_bytes=folder_bytes(SETTINGS.data_dir),
                    mlflow_store_bytes=mlflow_store_bytes(),
                    mlflow_artifact_bytes=folder_bytes(SETTINGS.mlflow_artifact_root),
@@ -210,11 +214,10 @@ class Soak:
         failures = []
         dates = [first + timedelta(days=index) for index in range(self.args.days)]
         spec = load_spec(self.spec, SETTINGS)
+        for record in self.report.days:
+            if record.scored != self.args.scoring_rows:
+                failures.append(f"{record.date}: {record.scored} rows scored, not {self.args.scoring_rows}")
         for day in dates:
-            summary_file = partition_dir(spec, day, SETTINGS) / SUMMARY_FILE
-            summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
-            if summary.get("scored") != self.args.scoring_rows:
-                failures.append(f"{day}: {summary.get('scored')} rows scored, not {self.args.scoring_rows}")
             landed = landed_batches(Path(dated_path(spec.monitoring.labelled_batches, day, SETTINGS)))
             rows = sum(json.loads((batch / LANDING_MANIFEST).read_text())["rows_landed"] for batch in landed)
             if rows != self.args.scoring_rows:

@@ -195,12 +195,12 @@ def plan_dataset(client: MlflowClient, spec: DatasetSpec, now: datetime, setting
     old = f"older than {keep_days} days"
     partitions = {day: partition for partition in sorted(predictions_dir(spec, settings).glob(f"{PARTITION}=*"))
                   if (day := _partition_day(partition)) is not None}
-    scored_for = {summary["airflow_run_id"]: day for day, partition in partitions.items()
+    scored_for = {run_dir_name(summary["airflow_run_id"]): day for day, partition in partitions.items()
                   if (summary := _json(partition / SUMMARY_FILE)) and "airflow_run_id" in summary}
     for stage in SCORING_STAGES:
         plan.folders.extend(Removal(folder, f"scoring run {old}", ((stage, _key(folder)),))
                             for folder in _run_folders(root / stage)
-                            if scored_for.get(_key(folder), _mtime(folder)) < cutoff)
+                            if scored_for.get(folder.name, _mtime(folder)) < cutoff)
     plan.folders.extend(Removal(folder, f"monitoring output {old}", ((MONITORING, _key(folder)), LAND_LABELS_LOCK))
                         for folder in _run_folders(root / MONITORING) if _checked_for(folder) < cutoff)
     plan.folders.extend(Removal(partition, f"predictions {old}", ((PREDICTIONS, day.isoformat()), LAND_LABELS_LOCK))

@@ -175,7 +175,7 @@ def test_outputs_written_now_for_old_dates_age_by_their_dates_as_in_a_simulated_
     runs = {}
     for day in (2, 8):
         scored_for = (START + timedelta(days=day)).date()
-        run_id = f"manual__written_now_for_{scored_for}"
+        run_id = f"manual__2026-12-07T10:00:0{day}.123456+00:00"  # written now, for an old date
         partition = partition_dir(spec, scored_for, settings)
         partition.mkdir(parents=True)
         (partition / "_summary.json").write_text(json.dumps({"airflow_run_id": run_id}))
@@ -192,7 +192,7 @@ def test_outputs_written_now_for_old_dates_age_by_their_dates_as_in_a_simulated_
 
     for stage in (stage_for(INGEST, True), stage_for(VALIDATE, True), MONITORING):
         kept = [path.name for path in (settings.data_dir / DATASET / stage).iterdir()]
-        assert kept == [run_dir_name(f"manual__written_now_for_{(START + timedelta(days=8)).date()}")], stage
+        assert kept == [run_dir_name("manual__2026-12-07T10:00:08.123456+00:00")], stage
     states = {run_id: client.get_run(run_id).info.lifecycle_stage for run_id in runs}
     assert states == {run_id: "deleted" if day == 2 else "active" for run_id, day in runs.items()}
 

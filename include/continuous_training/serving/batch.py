@@ -157,10 +157,11 @@ def score_batch(valid: DataFrame, spec: DatasetSpec, model: ResolvedModel, score
     return summary
 
 
-def input_fingerprint(spec: DatasetSpec, airflow_run_id: str, settings: Settings | None = None) -> str:
-    """The fingerprint of the files a scoring run's ingest read (their paths, sizes and modification times)."""
+def input_fingerprint(spec: DatasetSpec, airflow_run_id: str, settings: Settings | None = None) -> str | None:
+    """The fingerprint of the files a scoring run's ingest read (their paths, sizes and modification times); None
+    for a batch scored without the scoring ingest."""
     manifest = stage_dir(spec.name, stage_for(INGEST, True), airflow_run_id, settings) / MANIFEST_FILE
-    return read_result(manifest, IngestResult).input_fingerprint
+    return read_result(manifest, IngestResult).input_fingerprint if manifest.is_file() else None
 
 
 def already_scored(spec: DatasetSpec, scored_for: date, model: ResolvedModel, airflow_run_id: str,
@@ -172,7 +173,8 @@ def already_scored(spec: DatasetSpec, scored_for: date, model: ResolvedModel, ai
         summary = json.loads((partition_dir(spec, scored_for, settings) / SUMMARY_FILE).read_text())
         done = (summary.get("mlflow_run_id") and summary["airflow_run_id"] != airflow_run_id
                 and (summary["model"]["name"], summary["model"]["version"]) == (model.name, model.version)
-                and summary.get("input_fingerprint") == input_fingerprint(spec, airflow_run_id, settings))
+                and (fingerprint := input_fingerprint(spec, airflow_run_id, settings)) is not None
+                and summary.get("input_fingerprint") == fingerprint)
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
     return summary if done else None
