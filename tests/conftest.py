@@ -70,6 +70,16 @@ class LocalSparkSessions:
             self.session = None
 
 
+@pytest.fixture(autouse=True, scope="module")
+def no_active_mlflow_experiment_after_the_module():
+    """A module that sets MLflow's active experiment (`mlflow.set_experiment`, process-wide) leaves none behind: a
+    later module's `start_run(run_id=...)` of a run in another experiment would be refused."""
+    yield
+    import mlflow.tracking.fluent
+
+    mlflow.tracking.fluent._active_experiment_id = None
+
+
 @pytest.fixture(scope="session")
 def spark_sessions():
     sessions = LocalSparkSessions()

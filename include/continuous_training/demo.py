@@ -24,7 +24,7 @@ import pandas as pd
 import yaml
 
 from continuous_training.config import PROJECT_ROOT, get_settings
-from continuous_training.paths import SUCCESS_MARKER
+from continuous_training.paths import SUCCESS_MARKER, write_text_atomic
 
 COLUMNS = (
     "customer_id", "signup_date", "tenure_months", "monthly_charges", "total_charges", "support_calls",
@@ -314,7 +314,7 @@ def churn_spec(name: str, model_name: str | None = None, without: tuple[str, ...
 def write_churn_spec(folder: Path, name: str, **changes: Any) -> Path:
     """`churn_spec(name, **changes)` written to `folder/<name>.yaml`; its path."""
     path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(churn_spec(name, **changes), sort_keys=False))
+    write_text_atomic(path, yaml.safe_dump(churn_spec(name, **changes), sort_keys=False))
     return path
 
 

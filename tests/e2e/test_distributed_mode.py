@@ -179,6 +179,7 @@ def tries(services: Services, dag_id: str, run_id: str, task_id: str) -> list[di
     return services.api("GET", f"{run_path(dag_id, run_id)}/taskInstances/{task_id}/tries")["task_instances"]
 
 
+@pytest.mark.timeout(3600)
 def test_a_soak_on_the_distributed_stack_survives_killed_ranks_a_killed_scheduler_and_a_stopped_mlflow(
         stack: Services, tmp_path: Path) -> None:
     """A simulated day through scripts/soak.py (what `make soak` runs for thirty), drifted, while faults are
