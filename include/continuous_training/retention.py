@@ -58,7 +58,7 @@ from continuous_training.paths import (
 )
 from continuous_training.registry import DATA_RUN_TAG
 from continuous_training.serving.batch import scoring_experiment
-from continuous_training.serving.scored import PARTITION, PREDICTIONS, SUMMARY_FILE, predictions_dir
+from continuous_training.serving.scored import PARTITION, PREDICTIONS, partition_day, predictions_dir, scored_dates
 from continuous_training.spec import DatasetSpec, load_spec, named_specs
 from continuous_training.tracking import (
     AIRFLOW_RUN_ID_TAG,
@@ -194,9 +194,9 @@ def plan_dataset(client: MlflowClient, spec: DatasetSpec, now: datetime, setting
     cutoff = (now - timedelta(days=keep_days)).date()
     old = f"older than {keep_days} days"
     partitions = {day: partition for partition in sorted(predictions_dir(spec, settings).glob(f"{PARTITION}=*"))
-                  if (day := _partition_day(partition)) is not None}
-    scored_for = {run_dir_name(summary["airflow_run_id"]): day for day, partition in partitions.items()
-                  if (summary := _json(partition / SUMMARY_FILE)) and "airflow_run_id" in summary}
+                  if (day := partition_day(partition)) is not None}
+    scored_for = {run_dir_name(scored.airflow_run_id): scored.day for scored in scored_dates(spec, settings)
+                  if scored.airflow_run_id}
     for stage in SCORING_STAGES:
         plan.folders.extend(Removal(folder, f"scoring run {old}", ((stage, _key(folder)),))
                             for folder in _run_folders(root / stage)
@@ -226,13 +226,6 @@ def _checked_for(folder: Path) -> date:
     """The date a monitoring output is for (its drift.json), else the day it was written."""
     result = _json(folder / DRIFT_FILE) or {}
     return date.fromisoformat(result["checked_for"]) if "checked_for" in result else _mtime(folder)
-
-
-def _partition_day(partition: Path) -> date | None:
-    try:
-        return date.fromisoformat(partition.name.removeprefix(f"{PARTITION}="))
-    except ValueError:
-        return None
 
 
 def _old_runs(client: MlflowClient, spec: DatasetSpec, cutoff: date, protected: Protected,

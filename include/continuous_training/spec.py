@@ -130,7 +130,9 @@ class Monitoring(_Strict):
     drifted_feature_share: float = Field(0.3, gt=0, le=1, description="The dataset drifted when at least this share "
                                                                       "of its features drifted.")
     metric_drop: float = Field(0.05, gt=0, description="The dataset drifted when the promotion metric on labelled "
-                                                       "rows is worse than at training by more than this fraction.")
+                                                       "rows is worse than at training by more than this fraction, "
+                                                       "at the one-sided 95% lower bound of the drop (from the "
+                                                       "window's standard error).")
     min_labelled_rows: int = Field(100, ge=1, description="Fewer labelled rows in the window: no performance check.")
     cooldown_hours: float = Field(24, ge=0, description="No retraining trigger within this many hours (by logical "
                                                         "date) of the previous one.")

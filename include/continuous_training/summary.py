@@ -170,8 +170,10 @@ def summarize_drift(dataset: str, checked_for: date, settings: Settings | None =
                      + (f": {', '.join(check['drifted_features'])}" if check["drifted_features"] else ""))
         performance = check["performance"]
         lines.append(f"  metric     {performance['metric']}: " + (
-            f"{performance['window']:.4f} on {performance['rows_labelled']:,} labelled rows vs "
-            f"{performance['reference']:.4f} at training" if performance["status"] == "checked"
+            f"{performance['window']:.4f}"
+            + ("" if performance.get("standard_error") is None else f" ± {performance['standard_error']:.4f}")
+            + f" on {performance['rows_labelled']:,} labelled rows vs {performance['reference']:.4f} at training"
+            if performance["status"] == "checked"
             else performance["status"].replace("_", " ")))
     lines += [f"  why        {reason}" for reason in check["reasons"]]
     if check["outcome"] == "nothing_to_check":

@@ -178,7 +178,8 @@ def test_outputs_written_now_for_old_dates_age_by_their_dates_as_in_a_simulated_
         run_id = f"manual__2026-12-07T10:00:0{day}.123456+00:00"  # written now, for an old date
         partition = partition_dir(spec, scored_for, settings)
         partition.mkdir(parents=True)
-        (partition / "_summary.json").write_text(json.dumps({"airflow_run_id": run_id}))
+        (partition / "_summary.json").write_text(json.dumps({"scored_for": scored_for.isoformat(), "model": {},
+                                                             "airflow_run_id": run_id}))
         for stage in (stage_for(INGEST, True), stage_for(VALIDATE, True), MONITORING):
             stage_dir(DATASET, stage, run_id, settings).mkdir(parents=True)
         (stage_dir(DATASET, MONITORING, run_id, settings) / "drift.json").write_text(

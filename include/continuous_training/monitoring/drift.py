@@ -9,9 +9,10 @@ share, null-rate change). When labels of window dates have arrived, the model's 
 compared with the same metric on its test split.
 
 Verdict: drift when the share of drifted features reaches `drifted_feature_share`, when a prediction column
-drifted, or when the metric is worse than at training by more than `metric_drop` (relative). Writes `drift.json`
-and `drift_report.html` to `$DATA_DIR/<dataset>/monitoring/run_id=<run>/` and an MLflow run in experiment
-`<dataset>-monitoring` (found again on rerun).
+drifted, or when the metric is worse than at training by more than `metric_drop` (relative) even at the optimistic
+end of its one-sided 95% interval (the window's standard error), so that a few labelled rows' noise is not drift.
+Writes `drift.json` and `drift_report.html` to `$DATA_DIR/<dataset>/monitoring/run_id=<run>/` and an MLflow run
+in experiment `<dataset>-monitoring` (found again on rerun).
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from croniter import croniter
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from continuous_training.config import Settings, get_settings
-from continuous_training.metrics import TRUE_LABEL, prediction_metrics
+from continuous_training.metrics import TRUE_LABEL, metric_standard_error, prediction_metrics
 from continuous_training.monitoring.drift_statistics import compare
 from continuous_training.monitoring.labels import LANDED_FILE, read_labels
 from continuous_training.monitoring.reference import ModelReference, load_reference
@@ -43,6 +45,7 @@ log = logging.getLogger(__name__)
 
 DRIFT_FILE, REPORT_FILE = "drift.json", "drift_report.html"
 CHECKED_FOR_TAG = "checked_for"  # the date a check's MLflow run is for
+Z_95_ONE_SIDED = 1.6449  # the standard normal's 95th percentile
 DRIFT_DETECTED_TAG, RETRAIN_TRIGGERED_TAG = "drift.detected", "retrain.triggered"
 _METRIC_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]")
 # Airflow's presets that croniter does not know; `@once` and `@continuous` fire on no date.
@@ -117,12 +120,19 @@ def performance(window: DataFrame, spec: DatasetSpec, reference: ModelReference,
         return {**result, "status": "insufficient_labels"}
     # The metric evaluators run several jobs over these few rows: one partition per core is enough.
     labelled = scored.where("_known").drop("_known").coalesce(window.sparkSession.sparkContext.defaultParallelism)
-    value = prediction_metrics(labelled, spec.task, reference.classes, prefix="test_")[metric]
-    result |= {"status": "checked", "window": value}
+    labelled = labelled.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        value = prediction_metrics(labelled, spec.task, reference.classes, prefix="test_")[metric]
+        error = metric_standard_error(labelled, spec.task, reference.classes, metric.removeprefix("test_"), value)
+    finally:
+        labelled.unpersist()
+    result |= {"status": "checked", "window": value, "standard_error": error}
     if result["reference"] is not None and result["reference"] != 0:
         worse = value - result["reference"] if metric in LOWER_IS_BETTER else result["reference"] - value
         result["drop"] = worse / abs(result["reference"])
-        result["drifted"] = result["drop"] > monitoring.metric_drop
+        margin = 0 if error is None else Z_95_ONE_SIDED * error / abs(result["reference"])
+        result["drop_lower"] = result["drop"] - margin
+        result["drifted"] = result["drop_lower"] > monitoring.metric_drop
     return result
 
 
@@ -154,8 +164,8 @@ def verdict(result: dict[str, Any], monitoring: Monitoring) -> list[str]:
     checked = result["performance"]
     if checked["drifted"]:
         reasons.append(f"{checked['metric']} {checked['window']:.4f} on {checked['rows_labelled']:,} labelled rows vs "
-                       f"{checked['reference']:.4f} at training: {checked['drop']:.1%} worse > "
-                       f"{monitoring.metric_drop:.0%}")
+                       f"{checked['reference']:.4f} at training: {checked['drop']:.1%} worse, at least "
+                       f"{checked['drop_lower']:.1%} at 95% confidence > {monitoring.metric_drop:.0%}")
     return reasons
 
 
@@ -237,7 +247,8 @@ def log_check(result: dict[str, Any], spec: DatasetSpec, out_dir, settings: Sett
                 if column.get(statistic) is not None:
                     metrics[f"{statistic}.{_METRIC_UNSAFE.sub('_', name)}"] = column[statistic]
         checked = result["performance"]
-        metrics |= {f"performance.{key}": checked[key] for key in ("window", "drop", "rows_labelled")
+        metrics |= {f"performance.{key}": checked[key]
+                    for key in ("window", "standard_error", "drop", "drop_lower", "rows_labelled")
                     if checked.get(key) is not None}
     metrics["labelled_rows_landed"] = sum(batch.get("rows_landed", 0) for batch in result["labelled_batches"]
                                           if batch["status"] == "landed")

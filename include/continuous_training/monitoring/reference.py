@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import posixpath
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,6 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from continuous_training.cli import tracking_server_unreachable
 from continuous_training.errors import PipelineError
 from continuous_training.model.pyfunc import model_classes
 from continuous_training.spec import DatasetSpec
@@ -35,19 +35,16 @@ class ModelReference:
 
 
 def load_reference(client: MlflowClient, spec: DatasetSpec, run_id: str, model_uri: str) -> ModelReference:
-    """The references logged with a model's training run; a clear error when the run predates them (an unreachable
-    tracking server is not taken for a missing file)."""
+    """The references logged with a model's training run; a clear error when the run predates them."""
+    folders = {posixpath.dirname(artifact) for artifact in (STATS_ARTIFACT, PREDICTION_PROFILE_ARTIFACT)}
+    logged = {artifact.path for folder in folders for artifact in client.list_artifacts(run_id, folder)}
+    documents = {}
     with tempfile.TemporaryDirectory() as folder:
-        documents = {}
         for artifact in (STATS_ARTIFACT, PREDICTION_PROFILE_ARTIFACT):
-            try:
-                path = client.download_artifacts(run_id, artifact, folder)
-            except Exception as error:  # noqa: BLE001 - MLflow raises store-specific errors for a missing file
-                if tracking_server_unreachable(error) is not None:
-                    raise
-                raise PipelineError(f"the training run {run_id} of {model_uri} has no {artifact} ({error}); "
-                                    "retrain to get a model drift checks can compare against") from None
-            documents[artifact] = json.loads(Path(path).read_text())
+            if artifact not in logged:
+                raise PipelineError(f"the training run {run_id} of {model_uri} has no {artifact}; retrain to get a "
+                                    "model drift checks can compare against")
+            documents[artifact] = json.loads(Path(client.download_artifacts(run_id, artifact, folder)).read_text())
     stats = documents[STATS_ARTIFACT]
     if "drift_reference" not in stats:
         raise PipelineError(f"{STATS_ARTIFACT} of run {run_id} ({model_uri}) has no drift_reference (written by an "

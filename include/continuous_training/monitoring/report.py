@@ -61,12 +61,15 @@ def _columns_table(columns: dict[str, dict[str, Any]]) -> str:
 
 
 def _performance_table(performance: dict[str, Any]) -> str:
-    heads = ["metric", "status", "at training (test split)", "window", "worse by", "labelled rows",
-             "without label"]
-    drop = performance.get("drop")
+    heads = ["metric", "status", "at training (test split)", "window", "standard error", "worse by",
+             "worse by at least (95%)", "labelled rows", "without label"]
+    drop, lower = performance.get("drop"), performance.get("drop_lower")
     row = (f"<tr><td>{escape(performance['metric'])}</td><td>{escape(performance['status'])}</td>"
            f"<td>{number(performance.get('reference'))}</td><td>{number(performance.get('window'))}</td>"
-           f"<td>{'&ndash;' if drop is None else f'{drop:.2%}'}</td><td>{number(performance.get('rows_labelled'))}</td>"
+           f"<td>{number(performance.get('standard_error'))}</td>"
+           f"<td>{'&ndash;' if drop is None else f'{drop:.2%}'}</td>"
+           f"<td>{'&ndash;' if lower is None else f'{lower:.2%}'}</td>"
+           f"<td>{number(performance.get('rows_labelled'))}</td>"
            f"<td>{number(performance.get('rows_without_label'))}</td></tr>")
     return table(heads, [row])
 

@@ -22,10 +22,11 @@ SUMMARY_FILE = "_summary.json"
 
 @dataclass(frozen=True)
 class ScoredDate:
-    """A scored partition and the model version that scored it."""
+    """A scored partition, the model version that scored it and the Airflow run that wrote it."""
 
     day: date
     model: dict[str, str]
+    airflow_run_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -52,10 +53,11 @@ def scored_partitions(spec: DatasetSpec, settings: Settings | None = None) -> Sc
     for path in sorted(predictions_dir(spec, settings).glob(f"{PARTITION}=*/{SUMMARY_FILE}")):
         try:
             summary = json.loads(path.read_text())
-            found.append(ScoredDate(date.fromisoformat(summary[PARTITION]), summary["model"]))
+            found.append(ScoredDate(date.fromisoformat(summary[PARTITION]), summary["model"],
+                                    summary.get("airflow_run_id")))
         except (OSError, ValueError, TypeError, KeyError) as error:
             log.warning("skipping the damaged scoring summary %s (its date counts as not scored): %s", path, error)
-            damaged.append(DamagedSummary(path, _partition_day(path.parent.name), str(error)))
+            damaged.append(DamagedSummary(path, partition_day(path.parent), str(error)))
     return ScoredPartitions(sorted(found, key=lambda scored: scored.day), damaged)
 
 
@@ -64,9 +66,10 @@ def scored_dates(spec: DatasetSpec, settings: Settings | None = None) -> list[Sc
     return scored_partitions(spec, settings).dates
 
 
-def _partition_day(folder: str) -> date | None:
+def partition_day(partition: Path) -> date | None:
+    """The date of a `scored_for=<date>` folder; None for another name."""
     try:
-        return date.fromisoformat(folder.removeprefix(f"{PARTITION}="))
+        return date.fromisoformat(partition.name.removeprefix(f"{PARTITION}="))
     except ValueError:
         return None
 
