@@ -25,14 +25,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """Under `pytest -n`, one worker runs a whole module, or every module sharing the e2e workspace (tests/e2e but
-    the services' own stack), so module and workspace fixtures are set up once; with `--no-loadscope-reorder`
-    scopes go out in collection order."""
+    the two that start their own services), so module and workspace fixtures are set up once; with
+    `--no-loadscope-reorder` scopes go out in collection order, so the workspace's modules and the distributed stack,
+    the two longest, start at once on different workers."""
     from xdist.scheduler import LoadScopeScheduling
+
+    own_services = {"tests/e2e/test_services.py", "tests/e2e/test_distributed_mode.py"}
 
     class ByWorkspace(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             module = nodeid.split("::", 1)[0]
-            shares_workspace = module.startswith("tests/e2e/") and module != "tests/e2e/test_services.py"
+            shares_workspace = module.startswith("tests/e2e/") and module not in own_services
             return "tests/e2e (workspace)" if shares_workspace else module
 
     return ByWorkspace(config, log)

@@ -24,6 +24,8 @@ from pathlib import Path
 import mlflow
 import psutil
 import pytest
+import requests
+import ui_pages
 from continuous_training.config import PROJECT_ROOT
 from continuous_training.paths import CHECKPOINTS_DIR, INGEST, TRAIN, run_dir_name
 from mlflow.tracking import MlflowClient
@@ -237,3 +239,39 @@ def test_a_soak_on_the_distributed_stack_survives_killed_ranks_a_killed_schedule
     manifest = json.loads((Path(services.env["DATA_DIR"]) / DATASET / INGEST / run_dir_name(retrained)
                            / "manifest.json").read_text())
     assert manifest["rows"] == 2_000 + 300 + SCORING_ROWS, manifest
+
+
+def test_a_run_of_the_stack_is_traced_from_its_task_log_and_links_to_mlflow_and_its_pages_render(
+        stack: Services) -> None:
+    """The first training run of the soak, read back as a user would: its train log through the REST API (with a
+    login), its MLflow run and model version through MLflow's API (with a login), the promote task's links, and the
+    grid, graph and MLflow run pages rendered in headless Chromium."""
+    services = stack
+    assert requests.get(f"{services.airflow_url}/api/v2/dags", timeout=30).status_code == 401
+    assert requests.get(f"{services.mlflow_url}/api/2.0/mlflow/experiments/search", timeout=30).status_code == 401
+    run_id = services.runs(TRAINING)[0]["dag_run_id"]
+    attempts = tries(services, TRAINING, run_id, "train")
+    text = services.task_log(TRAINING, run_id, "train", attempts[-1]["try_number"])
+    assert "spark-submit" in text or "SparkSubmit" in text, text[:2000]
+    [mlflow_run] = services.mlflow_runs(DATASET, run_id)
+    tags = {tag["key"]: tag["value"] for tag in mlflow_run["data"]["tags"]}
+    params = {param["key"]: param["value"] for param in mlflow_run["data"]["params"]}
+    assert mlflow_run["info"]["status"] == "FINISHED" and tags["airflow.dag_id"] == TRAINING
+    assert params["framework"] == "torch" and tags["horovod.size"] == "2"
+
+    assert ui_pages.CHROMIUM.exists(), "the UI checks need Chromium: bash scripts/install_chromium.sh"
+    token = services.session.headers["Authorization"].removeprefix("Bearer ")
+    grid = ui_pages.render_airflow_run(services.airflow_url, token, TRAINING, run_id,
+                                       wait_for_text=["check_spec", "train", "promote", "Success"])
+    assert run_id in grid
+    ui_pages.render_airflow_run(services.airflow_url, token, TRAINING, run_id, view="graph",
+                                wait_for_text=["ingest", "train", "promote"])
+    links = services.api("GET", f"{run_path(TRAINING, run_id)}/taskInstances/promote/links")["extra_links"]
+    assert links["MLflow run"] == ui_pages.mlflow_run_url(services.mlflow_url, mlflow_run["info"]["experiment_id"],
+                                                          mlflow_run["info"]["run_id"])
+    assert links["MLflow model version"] == f"{services.mlflow_url}/#/models/{DATASET}_model/versions/1"
+    version = services.mlflow("GET", "model-versions/get", params={"name": f"{DATASET}_model", "version": "1"})
+    assert version["model_version"]["run_id"] == mlflow_run["info"]["run_id"]
+    page = ui_pages.render(links["MLflow run"], headers=ui_pages.basic_auth_header(services.mlflow_login),
+                           local_storage=ui_pages.MLFLOW_UI_STATE, wait_for_text=["test_auc", "Finished"])
+    assert run_id in page
