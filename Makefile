@@ -1,23 +1,32 @@
 # One-command set-up, demo and tests. See README.md.
 SHELL := /bin/bash
+#: PYTHON the Python that creates .venv (3.11)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 # GPU=1 installs the CUDA flavour (CUDA torch wheel of the pinned version, Horovod with NCCL); default: 1 when nvcc
 # is on PATH and nvidia-smi lists a GPU (a CUDA toolkit alone is no GPU), else the CPU flavour.
+#: GPU 1: the CUDA flavour of torch and Horovod with NCCL (default: 1 when nvcc and a GPU are found)
 GPU ?= $(if $(and $(shell command -v nvcc),$(shell nvidia-smi -L 2>/dev/null | grep -m1 '^GPU')),1,0)
 STAMP := $(VENV)/.installed$(if $(filter 1,$(GPU)),-gpu)
 TORCH_VERSION := $(shell sed -n 's/^torch==\([0-9.]*\)+cpu$$/\1/p' requirements.txt)
 
+#: DATASET dataset name (a spec in include/datasets) or spec path, for train, score, drift and clean-data
 DATASET ?= churn
+#: CONF JSON params of the training run (`make train CONF='{"epochs": 3}'`)
 CONF ?= {}
+#: DEMO_ROWS rows of the demo's landing batches
 DEMO_ROWS ?= 100000
+#: DEMO_BAD_FRACTION share of malformed demo rows (they are quarantined)
 DEMO_BAD_FRACTION ?= 0.01
 # The demo trains on 4 daily batches from 2026-11-01, scores and checks a clean next day, then a drifted one.
 DEMO_SCORING_DATE := 2026-11-05
 DEMO_DRIFT_DATE := 2026-11-06
+#: DATE the logical date scored or checked (default: today, UTC)
 DATE ?= $(shell date -u +%F)
+#: INPUT a file or glob to score instead of the spec's batch of DATE
 INPUT ?=
+#: WINDOW dates per drift check (default: the spec's monitoring.window)
 WINDOW ?=
 REGISTRY_POOL := mlflow_registry
 # Runs a DAG ($(1)) through `airflow dags test` with conf $(2) [and logical date $(3)]; on failure the last line
@@ -38,16 +47,23 @@ export PYSPARK_PYTHON := $(PY)
 SPARK_CLASS_ARCHIVE := $(VENV)/spark-classes.jsa
 # Driver JVMs compile with C1 alone (every task is a short spark-submit); `make train SPARK_DRIVER_JIT=` brings C2
 # back for runs on millions of rows (see benchmarks/README.md).
+#: SPARK_DRIVER_JIT JVM flags of the Spark drivers (empty: the full JIT, for large runs)
 SPARK_DRIVER_JIT ?= -XX:TieredStopAtLevel=1
 export SPARK_SUBMIT_OPTS ?= -XX:SharedArchiveFile=$(SPARK_CLASS_ARCHIVE) $(SPARK_DRIVER_JIT)
 
-.PHONY: setup demo demo-data train score drift up down test lint bench clean clean-data soak
+.PHONY: help setup demo demo-data train score drift up down test lint bench clean clean-data soak docs
+
+help:  ## List the targets and the variables they read
+	@awk -F':.*  ## ' '/^[a-z][a-z-]*:.*  ## /{printf "  make %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@printf '\nVariables (make <target> NAME=value):\n'
+	@awk '/^#: /{name=$$2; $$1=$$2=""; sub(/^ +/, ""); printf "  %-18s %s\n", name, $$0}' $(MAKEFILE_LIST)
+	@printf '  %-18s %s\n' DRY_RUN '1: clean-data only lists what it would remove'
 
 # The DAG runs these targets start load models with MLflow's pickle deserialization off (the project logs its models
 # from code); MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true lets them score a model logged before that.
 demo train score drift up soak: export MLFLOW_ALLOW_PICKLE_DESERIALIZATION ?= false
 
-setup: $(STAMP) $(SPARK_CLASS_ARCHIVE)
+setup: $(STAMP) $(SPARK_CLASS_ARCHIVE)  ## Create .venv with the pinned packages and Horovod (GPU=1: the CUDA flavour)
 
 $(STAMP): requirements.txt pyproject.toml scripts/install_horovod.sh
 	bash scripts/check_prerequisites.sh $(PYTHON)
@@ -73,10 +89,10 @@ $(AIRFLOW_DB): $(STAMP)
 	airflow pools set $(REGISTRY_POOL) 1 "Serialises MLflow registry moves (register, promote)" > /dev/null
 	touch $@
 
-demo-data: setup
+demo-data: setup  ## Write the demo's landing batches, scoring days and labels under DATA_DIR
 	$(PY) -m continuous_training.demo --rows $(DEMO_ROWS) --bad-fraction $(DEMO_BAD_FRACTION) --scoring-days 2 --drifted-scoring-days 1
 
-demo: demo-data $(AIRFLOW_DB)
+demo: demo-data $(AIRFLOW_DB)  ## The whole loop on demo data: train, score, check drift, retrain under the scheduler
 	$(call DAG_TEST,training__churn,{})
 	$(PY) -m continuous_training.summary --dataset churn
 	$(call DAG_TEST,batch_scoring__churn,{},$(DEMO_SCORING_DATE))
@@ -89,44 +105,47 @@ demo: demo-data $(AIRFLOW_DB)
 	$(PY) -m continuous_training.summary --dataset churn --checked-for $(DEMO_DRIFT_DATE)
 	bash scripts/run_triggered_training.sh churn $(DEMO_DRIFT_DATE)
 
-train: setup $(AIRFLOW_DB)
+train: setup $(AIRFLOW_DB)  ## Train DATASET once through `airflow dags test` (CONF: JSON params) and summarise
 	$(call DAG_TEST,$$($(PY) -m continuous_training.summary --dataset '$(DATASET)' --dag training),$$($(PY) -c 'import json, sys; print(json.dumps({"dataset": sys.argv[1], **json.loads(sys.argv[2])}))' '$(DATASET)' '$(CONF)'))
 	$(PY) -m continuous_training.summary --dataset '$(DATASET)'
 
-score: setup $(AIRFLOW_DB)
+score: setup $(AIRFLOW_DB)  ## Score DATASET's batch of DATE with @champion (INPUT: another file) and summarise
 	$(call DAG_TEST,$$($(PY) -m continuous_training.summary --dataset '$(DATASET)' --dag scoring),$$($(PY) -c 'import json, sys; print(json.dumps({"dataset": sys.argv[1], "input": sys.argv[2] or None}))' '$(DATASET)' '$(INPUT)'),$(DATE))
 	$(PY) -m continuous_training.summary --dataset '$(DATASET)' --scored-for '$(DATE)'
 
-drift: setup $(AIRFLOW_DB)
+drift: setup $(AIRFLOW_DB)  ## Check DATASET's scored window ending at DATE for drift (WINDOW: dates) and summarise
 	$(call DAG_TEST,$$($(PY) -m continuous_training.summary --dataset '$(DATASET)' --dag drift),$$($(PY) -c 'import json, sys; print(json.dumps({"dataset": sys.argv[1], **({"window": int(sys.argv[2])} if sys.argv[2] else {})}))' '$(DATASET)' '$(WINDOW)'),$(DATE))
 	$(PY) -m continuous_training.summary --dataset '$(DATASET)' --checked-for '$(DATE)'
 
-up: setup $(AIRFLOW_DB)
+up: setup $(AIRFLOW_DB)  ## Start the Airflow services and an MLflow server on 127.0.0.1 (logins in AIRFLOW_HOME)
 	$(PY) scripts/services.py up
 
-down:
+down:  ## Stop what `make up` started, task processes included
 	$(PY) scripts/services.py down
 
-test: setup
+test: setup  ## Run the tests (real Spark, MLflow, Airflow, Horovod, PostgreSQL)
 	$(PY) -m pytest -n 2 --no-loadscope-reorder
 
 # detect-secrets over every file git tracks or would add: a finding fails; a genuine test fixture is marked inline
 # with `pragma: allowlist secret`.
-lint: setup
+lint: setup  ## ruff, the layer contracts and detect-secrets
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	git ls-files -z --cached --others --exclude-standard | xargs -0 $(VENV)/bin/detect-secrets-hook
 
 bench: SPARK_DRIVER_JIT :=
-bench: setup
+bench: setup  ## The benchmarks (figures in benchmarks/README.md)
 	$(PY) benchmarks/data_stages.py
 	$(PY) benchmarks/training_throughput.py
 
 # The soak (README "What the system survives"): SOAK_DAYS simulated days through the real services, in a workspace
 # of its own (SOAK_DIR, ports 8090 and 5010), with a week of retention so that its steady state shows; the services
 # stop at the end whatever the outcome. The figures go to $(SOAK_DIR)/report.json.
+#: SOAK_DIR the soak's workspace
 SOAK_DIR ?= $(CURDIR)/.soak
+#: SOAK_DAYS simulated days of the soak
 SOAK_DAYS ?= 30
+#: SOAK_DRIFT_DAYS days of the soak whose data drifts
 SOAK_DRIFT_DAYS ?= 10,20
 soak: export AIRFLOW_HOME := $(SOAK_DIR)/airflow
 soak: export DATA_DIR := $(SOAK_DIR)/data
@@ -139,7 +158,7 @@ soak: export TMPDIR := $(SOAK_DIR)/tmp
 soak: export SPARK_LOCAL_DIRS := $(SOAK_DIR)/tmp
 soak: export RETENTION_DAYS ?= 7
 soak: export MLFLOW_RETENTION_DAYS ?= 7
-soak: setup
+soak: setup  ## SOAK_DAYS simulated days through the real services in SOAK_DIR; report in SOAK_DIR/report.json
 	mkdir -p $(AIRFLOW_HOME) $(TMPDIR)
 	airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || (cat $(AIRFLOW_HOME)/db-migrate.log; exit 1)
 	airflow pools set $(REGISTRY_POOL) 1 "Serialises MLflow registry moves (register, promote)" > /dev/null
@@ -148,9 +167,13 @@ soak: setup
 		status=$$?; $(PY) scripts/services.py down; exit $$status
 
 # Retention (README "Storage"): removes what the cleanup DAG would, for DATASET or every spec; DRY_RUN=1 only lists it.
-clean-data: setup
+clean-data: setup  ## Remove what retention would (DATASET, else every spec; DRY_RUN=1 only lists it)
 	$(PY) -m continuous_training.retention $(if $(filter-out file,$(origin DATASET)),--dataset '$(DATASET)') \
 		$(if $(DRY_RUN),--dry-run)
 
-clean:
+# The reference pages generated from the code: docs/configuration.md, docs/spec-reference.md and the spec's JSON Schema.
+docs: setup  ## Regenerate docs/configuration.md, docs/spec-reference.md and the spec's JSON Schema
+	$(PY) scripts/reference_docs.py
+
+clean:  ## Remove the local Airflow home, MLflow store and data (not .venv)
 	rm -rf $(AIRFLOW_HOME) .mlflow data
