@@ -13,6 +13,8 @@ TORCH_VERSION := $(shell sed -n 's/^torch==\([0-9.]*\)+cpu$$/\1/p' requirements.
 
 #: DATASET dataset name (a spec in include/datasets) or spec path, for train, score, drift and clean-data
 DATASET ?= churn
+#: SPEC dataset name or spec path that check-spec validates (default: DATASET)
+SPEC ?= $(DATASET)
 #: CONF JSON params of the training run (`make train CONF='{"epochs": 3}'`)
 CONF ?= {}
 #: DEMO_ROWS rows of the demo's landing batches
@@ -51,7 +53,7 @@ SPARK_CLASS_ARCHIVE := $(VENV)/spark-classes.jsa
 SPARK_DRIVER_JIT ?= -XX:TieredStopAtLevel=1
 export SPARK_SUBMIT_OPTS ?= -XX:SharedArchiveFile=$(SPARK_CLASS_ARCHIVE) $(SPARK_DRIVER_JIT)
 
-.PHONY: help setup demo demo-data train score drift up down test lint bench clean clean-data soak docs
+.PHONY: help setup check-spec demo demo-data train score drift up down test lint bench clean clean-data soak docs
 
 help:  ## List the targets and the variables they read
 	@awk -F':.*  ## ' '/^[a-z][a-z-]*:.*  ## /{printf "  make %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -89,6 +91,9 @@ $(AIRFLOW_DB): $(STAMP)
 	airflow pools set $(REGISTRY_POOL) 1 "Serialises MLflow registry moves (register, promote)" > /dev/null
 	touch $@
 
+check-spec: setup  ## Validate SPEC and list what its source glob finds now, without running a DAG
+	$(PY) -m continuous_training.spec_check '$(SPEC)'
+
 demo-data: setup  ## Write the demo's landing batches, scoring days and labels under DATA_DIR
 	$(PY) -m continuous_training.demo --rows $(DEMO_ROWS) --bad-fraction $(DEMO_BAD_FRACTION) --scoring-days 2 --drifted-scoring-days 1
 
@@ -106,15 +111,18 @@ demo: demo-data $(AIRFLOW_DB)  ## The whole loop on demo data: train, score, che
 	bash scripts/run_triggered_training.sh churn $(DEMO_DRIFT_DATE)
 
 train: setup $(AIRFLOW_DB)  ## Train DATASET once through `airflow dags test` (CONF: JSON params) and summarise
-	$(call DAG_TEST,$$($(PY) -m continuous_training.summary --dataset '$(DATASET)' --dag training),$$($(PY) -c 'import json, sys; print(json.dumps({"dataset": sys.argv[1], **json.loads(sys.argv[2])}))' '$(DATASET)' '$(CONF)'))
+	dag=$$($(PY) -m continuous_training.summary --dataset '$(DATASET)' --dag training) || exit 1; \
+	$(call DAG_TEST,$$dag,$$($(PY) -c 'import json, sys; print(json.dumps({"dataset": sys.argv[1], **json.loads(sys.argv[2])}))' '$(DATASET)' '$(CONF)'))
 	$(PY) -m continuous_training.summary --dataset '$(DATASET)'
 
 score: setup $(AIRFLOW_DB)  ## Score DATASET's batch of DATE with @champion (INPUT: another file) and summarise
-	$(call DAG_TEST,$$($(PY) -m continuous_training.summary --dataset '$(DATASET)' --dag scoring),$$($(PY) -c 'import json, sys; print(json.dumps({"dataset": sys.argv[1], "input": sys.argv[2] or None}))' '$(DATASET)' '$(INPUT)'),$(DATE))
+	dag=$$($(PY) -m continuous_training.summary --dataset '$(DATASET)' --dag scoring) || exit 1; \
+	$(call DAG_TEST,$$dag,$$($(PY) -c 'import json, sys; print(json.dumps({"dataset": sys.argv[1], "input": sys.argv[2] or None}))' '$(DATASET)' '$(INPUT)'),$(DATE))
 	$(PY) -m continuous_training.summary --dataset '$(DATASET)' --scored-for '$(DATE)'
 
 drift: setup $(AIRFLOW_DB)  ## Check DATASET's scored window ending at DATE for drift (WINDOW: dates) and summarise
-	$(call DAG_TEST,$$($(PY) -m continuous_training.summary --dataset '$(DATASET)' --dag drift),$$($(PY) -c 'import json, sys; print(json.dumps({"dataset": sys.argv[1], **({"window": int(sys.argv[2])} if sys.argv[2] else {})}))' '$(DATASET)' '$(WINDOW)'),$(DATE))
+	dag=$$($(PY) -m continuous_training.summary --dataset '$(DATASET)' --dag drift) || exit 1; \
+	$(call DAG_TEST,$$dag,$$($(PY) -c 'import json, sys; print(json.dumps({"dataset": sys.argv[1], **({"window": int(sys.argv[2])} if sys.argv[2] else {})}))' '$(DATASET)' '$(WINDOW)'),$(DATE))
 	$(PY) -m continuous_training.summary --dataset '$(DATASET)' --checked-for '$(DATE)'
 
 up: setup $(AIRFLOW_DB)  ## Start the Airflow services and an MLflow server on 127.0.0.1 (logins in AIRFLOW_HOME)
@@ -138,7 +146,7 @@ bench: setup  ## The benchmarks (figures in benchmarks/README.md)
 	$(PY) benchmarks/data_stages.py
 	$(PY) benchmarks/training_throughput.py
 
-# The soak (README "What the system survives"): SOAK_DAYS simulated days through the real services, in a workspace
+# The soak (docs/operations.md "What the system survives"): SOAK_DAYS simulated days through the real services, in a workspace
 # of its own (SOAK_DIR, ports 8090 and 5010), with a week of retention so that its steady state shows; the services
 # stop at the end whatever the outcome. The figures go to $(SOAK_DIR)/report.json.
 #: SOAK_DIR the soak's workspace
@@ -166,7 +174,7 @@ soak: setup  ## SOAK_DAYS simulated days through the real services in SOAK_DIR; 
 	$(PY) scripts/soak.py --days $(SOAK_DAYS) --drift-days $(SOAK_DRIFT_DAYS) --report $(SOAK_DIR)/report.json; \
 		status=$$?; $(PY) scripts/services.py down; exit $$status
 
-# Retention (README "Storage"): removes what the cleanup DAG would, for DATASET or every spec; DRY_RUN=1 only lists it.
+# Retention (docs/operations.md "Storage"): removes what the cleanup DAG would, for DATASET or every spec; DRY_RUN=1 only lists it.
 clean-data: setup  ## Remove what retention would (DATASET, else every spec; DRY_RUN=1 only lists it)
 	$(PY) -m continuous_training.retention $(if $(filter-out file,$(origin DATASET)),--dataset '$(DATASET)') \
 		$(if $(DRY_RUN),--dry-run)

@@ -8,6 +8,7 @@ import logging
 from datetime import date
 from pathlib import Path
 
+from continuous_training.cli import run_job
 from continuous_training.config import Settings, get_settings
 from continuous_training.dag_ids import KINDS, dataset_dag_id
 from continuous_training.errors import PipelineError
@@ -198,13 +199,13 @@ def main(argv: list[str] | None = None) -> None:
                                                       "dataset.")
     args = parser.parse_args(argv)
     if args.dag:
-        print(dataset_dag_id(args.dag, args.dataset))
+        run_job(lambda: print(dataset_dag_id(args.dag, args.dataset)))
     elif args.checked_for:
-        print(summarize_drift(args.dataset, args.checked_for))
+        run_job(lambda: print(summarize_drift(args.dataset, args.checked_for)))
     elif args.scored_for:
-        print(summarize_scoring(args.dataset, args.scored_for))
+        run_job(lambda: print(summarize_scoring(args.dataset, args.scored_for)))
     else:
-        print(summarize(args.dataset, args.run_id))
+        run_job(lambda: print(summarize(args.dataset, args.run_id)))
 
 
 if __name__ == "__main__":

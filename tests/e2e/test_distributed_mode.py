@@ -1,7 +1,7 @@
 """The distributed stack without Docker, for real: PostgreSQL (started here) holds Airflow's metadata, under the
 LocalExecutor, and MLflow's tracking and registry store; the tasks log through an `mlflow server` (with a login) that
 serves the artifacts from its own root; every Spark job runs on a standalone master and worker. This is
-`scripts/services.py up` with the configuration the README gives for it.
+`scripts/services.py up` with the configuration docs/operations.md gives for it.
 
 The whole loop runs on it through the real scheduler, as the short soak (`scripts/soak.py`, one drifted day):
 train, score the day, land its labels and find the drift, retrain. Faults are

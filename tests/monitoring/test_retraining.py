@@ -3,6 +3,7 @@ and training runs left RUNNING by a killed task (real MLflow; Airflow's answers 
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 
 from continuous_training.dag_ids import TRAINING, dag_id
@@ -106,7 +107,31 @@ def test_the_run_a_check_triggered_is_found_from_the_latest_check_of_its_date(se
     assert decision.trigger
     assert triggered_run("churn", CHECKED.date(), settings) is None, "decided, but the run does not exist yet"
     confirm_trigger(result["mlflow_run_id"], settings)
-    assert triggered_run("churn", CHECKED.date(), settings) == ("training__churn", decision.run_id)
+    found = triggered_run("churn", CHECKED.date(), settings)
+    assert (found.dag_id, found.run_id, found.by_latest_check) == ("training__churn", decision.run_id, True)
+
+
+def test_a_check_the_cooldown_suppressed_leads_to_the_retraining_an_earlier_check_of_its_date_started(
+        settings) -> None:
+    """`make demo` run twice: the second drift check of the drifted date finds the drift again and the cooldown
+    suppresses its trigger; the retraining to follow is the one the first check started, with the reason no new one
+    started."""
+    spec, client = load_spec("churn"), mlflow_client(settings)
+    first = drift_result(client, spec, settings)
+    first_file = stage_dir(spec.name, MONITORING, first["airflow_run_id"], settings) / DRIFT_FILE
+    write_result(first_file, first)
+    started = decide_retraining(spec, "churn", first, CHECKED, lambda *_: 0, no_task, settings)
+    confirm_trigger(first["mlflow_run_id"], settings)
+    second = {**drift_result(client, spec, settings), "airflow_run_id": "manual__2026-12-07T10:00:00+00:00"}
+    suppressed = decide_retraining(spec, "churn", second, CHECKED, lambda *_: 0, no_task, settings)
+    write_result(stage_dir(spec.name, MONITORING, second["airflow_run_id"], settings) / DRIFT_FILE, second)
+    os.utime(first_file, (first_file.stat().st_mtime - 60,) * 2)
+
+    found = triggered_run("churn", CHECKED.date(), settings)
+
+    assert not suppressed.trigger and suppressed.reason.startswith("suppressed: cooldown of 24 h")
+    assert (found.dag_id, found.run_id, found.by_latest_check) == ("training__churn", started.run_id, False)
+    assert found.latest_reason == suppressed.reason
 
 
 def test_a_failed_trigger_starts_no_cooldown(settings) -> None:

@@ -151,7 +151,7 @@ def _stat(spark: SparkSession, paths: Sequence[str]) -> list[InputFile]:
     return files
 
 
-def _batch_depth(source: str) -> int | None:
+def batch_depth(source: str) -> int | None:
     """How many folders above a matched file its batch folder is: the first folder of the glob with a wildcard.
     None when the folder part of the glob has none (the files sit in no batch folders)."""
     folders = source.split("/")[:-1]
@@ -188,7 +188,7 @@ def pin_inputs(spark: SparkSession, spec: DatasetSpec, out_dir: Path, source: st
         _check_unchanged(spark, spec, pinned)
         return pinned
     listed = [_hadoop_path(spark, file) for file in read_source(spark, spec, source).inputFiles()]
-    depth = _batch_depth(source) if spec.source.require_success_marker else None
+    depth = batch_depth(source) if spec.source.require_success_marker else None
     listed, incomplete = _complete_batches(spark, listed, depth) if depth else (listed, [])
     if incomplete:
         log.warning("ingest: %s skipped: %s", _without_marker(len(incomplete)), ", ".join(incomplete))

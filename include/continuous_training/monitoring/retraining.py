@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -141,8 +142,8 @@ def _still_training(client, run, training_dags: set[str], task_state: Callable[[
     return False
 
 
-def latest_drift_check(dataset: str, checked_for: date, settings: Settings | None = None) -> dict[str, Any]:
-    """The drift.json of the latest check of one date."""
+def drift_checks(dataset: str, checked_for: date, settings: Settings | None = None) -> list[dict[str, Any]]:
+    """The drift.json of every check of one date, oldest first."""
     settings = settings or get_settings()
     spec = load_spec(dataset, settings)
     paths = sorted((settings.data_dir / spec.name / MONITORING).glob(f"run_id=*/{DRIFT_FILE}"),
@@ -151,7 +152,12 @@ def latest_drift_check(dataset: str, checked_for: date, settings: Settings | Non
                if check is not None and check.get("checked_for") == checked_for.isoformat()]
     if not of_date:
         raise SystemExit(f"no drift check of {spec.name!r} for {checked_for}")
-    return of_date[-1]
+    return of_date
+
+
+def latest_drift_check(dataset: str, checked_for: date, settings: Settings | None = None) -> dict[str, Any]:
+    """The drift.json of the latest check of one date."""
+    return drift_checks(dataset, checked_for, settings)[-1]
 
 
 def _readable_check(path: Path) -> dict[str, Any] | None:
@@ -167,23 +173,44 @@ def _readable_check(path: Path) -> dict[str, Any] | None:
     return None
 
 
-def triggered_run(dataset: str, checked_for: date, settings: Settings | None = None) -> tuple[str, str] | None:
-    """(DAG id, run id) of the training run that the latest check of a date triggered, None if it triggered none."""
-    check = latest_drift_check(dataset, checked_for, settings)
-    tags = mlflow_client(settings).get_run(check["mlflow_run_id"]).data.tags
-    return (tags[RETRAIN_DAG_ID_TAG], tags[RETRAIN_RUN_ID_TAG]) if tags.get(RETRAIN_TRIGGERED_TAG) == "true" else None
+@dataclass(frozen=True)
+class TriggeredRun:
+    """A training run a drift check of a date triggered, and why the latest check of that date started none."""
+
+    dag_id: str
+    run_id: str
+    by_latest_check: bool
+    latest_reason: str
+
+
+def triggered_run(dataset: str, checked_for: date, settings: Settings | None = None) -> TriggeredRun | None:
+    """The training run the latest check of a date triggered; when that check started none (the cooldown or the
+    active-run guard after an earlier check of the date), the one the newest earlier check triggered; None if no
+    check of the date triggered one."""
+    client = mlflow_client(settings)
+    checks = [client.get_run(check["mlflow_run_id"]).data.tags
+              for check in reversed(drift_checks(dataset, checked_for, settings))]
+    latest_reason = checks[0].get(RETRAIN_REASON_TAG, "not decided")
+    for index, tags in enumerate(checks):
+        if tags.get(RETRAIN_TRIGGERED_TAG) == "true":
+            return TriggeredRun(tags[RETRAIN_DAG_ID_TAG], tags[RETRAIN_RUN_ID_TAG], index == 0, latest_reason)
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Print the DAG id and run id of the training run that the latest "
-                                                 "drift check of a date triggered (nothing if none).")
+                                                 "drift check of a date triggered, else the one an earlier check of "
+                                                 "the date triggered, saying so (nothing if none).")
     parser.add_argument("--dataset", required=True, help="Dataset name or spec path.")
     parser.add_argument("--checked-for", type=date.fromisoformat, required=True, metavar="DATE",
                         help="The date the drift check checked.")
     args = parser.parse_args(argv)
     run = triggered_run(args.dataset, args.checked_for)
+    if run and not run.by_latest_check:
+        print(f"the latest drift check of {args.dataset} for {args.checked_for} started no retraining "
+              f"({run.latest_reason}); an earlier check of that date started {run.run_id}", file=sys.stderr)
     if run:
-        print(*run)
+        print(run.dag_id, run.run_id)
 
 
 if __name__ == "__main__":
