@@ -17,7 +17,8 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
-    data_dir: Path = Field(PROJECT_ROOT / "data", description="Root of landing files and stage outputs.")
+    data_dir: Path = Field(PROJECT_ROOT / "data", description="Root of landing files (relative spec paths resolve "
+                           "here) and stage outputs.")
     mlflow_tracking_uri: str = Field(
         f"sqlite:///{PROJECT_ROOT / '.mlflow' / 'mlflow.db'}",
         description="MLflow tracking and registry store.",
@@ -35,20 +36,26 @@ class Settings(BaseSettings):
                                         "goes on.")
     mlflow_request_timeout_seconds: int = Field(30, gt=0, description="Timeout of one MLflow HTTP request.")
     mlflow_ui_url: str = Field("http://127.0.0.1:5000", description="MLflow UI base URL used by task links.")
-    airflow_home: Path = Field(PROJECT_ROOT / ".airflow", description="Airflow home (metadata DB, logs).")
+    airflow_home: Path = Field(PROJECT_ROOT / ".airflow", description="Airflow home (metadata DB on SQLite, logs, "
+                               "the generated logins of `make up`).")
     datasets_dir: Path = Field(PROJECT_ROOT / "include" / "datasets", description="Where named specs live.")
     jobs_dir: Path = Field(PROJECT_ROOT / "jobs", description="Spark job scripts submitted by the DAGs.")
     pyspark_python: str = Field(sys.executable, description="Python interpreter for Spark driver/executors.")
     spark_driver_memory: str = Field("2g", description="spark-submit --driver-memory for every job.")
-    quarantine_max_fraction: float = Field(0.05, ge=0, le=1, description="Validate fails above this.")
-    parquet_target_file_mb: int = Field(128, gt=0, description="Target size of compacted Parquet files.")
-    feature_files: int = Field(8, gt=0, description="Minimum files per featurized split (Petastorm shards).")
+    quarantine_max_fraction: float = Field(0.05, ge=0, le=1, description="Validate fails above this fraction of "
+                                           "quarantined rows (the DAG param max_quarantine_fraction overrides it).")
+    parquet_target_file_mb: int = Field(128, gt=0, description="Ingest compacts to about one Parquet file per this "
+                                        "many MB of input.")
+    feature_files: int = Field(8, gt=0, description="Minimum files per featurized split, each at most "
+                                                          "rows / FEATURE_FILES rows (Petastorm shards by row group: "
+                                                          "keep it at least num_proc).")
     split_fractions: tuple[float, float, float] = Field(
-        (0.7, 0.15, 0.15), description="Train / validation / test fractions of the deterministic split."
+        (0.7, 0.15, 0.15), description="Train / validation / test fractions of the deterministic split (a hash of "
+                                         "the id column)."
     )
     train_feed_memory_mb: int = Field(1024, ge=0, description="A training rank holds its shard of the train and "
                                       "validation splits in memory (on its GPU, if it has one) up to this many MB; "
-                                      "larger shards are streamed.")
+                                      "larger shards are streamed (tag `feed` on the MLflow run).")
     task_retries: int = Field(2, ge=0, description="Airflow retries per task.")
     task_retry_delay_seconds: int = Field(30, gt=0, description="Airflow delay before a task's first retry "
                                           "(doubling for each later one, up to 10 minutes).")

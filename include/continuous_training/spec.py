@@ -58,9 +58,12 @@ class _Strict(BaseModel):
 
 
 class Source(_Strict):
+    """Where the dataset's files are read from."""
+
     path: str = Field(description="File or glob; relative paths resolve against DATA_DIR.")
-    format: Literal["csv", "parquet", "json"]
-    options: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    format: Literal["csv", "parquet", "json"] = Field(description="The files' format, read by Spark.")
+    options: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="Options of the Spark reader (e.g. header, encoding, maxCharsPerColumn).")
     require_success_marker: bool = Field(
         True, description="Where path has a wildcard in its folder part (batch folders, e.g. landing/churn/*/*.csv), "
                           "ingest reads only the folders that hold a `_SUCCESS` marker, as the landing trigger does; "
@@ -75,11 +78,14 @@ class DatedSource(Source):
 
 
 class ColumnRules(_Strict):
-    min: float | None = None
-    max: float | None = None
-    allowed: list[str | int | float | bool] | None = None
-    not_null: bool = False
-    unique: bool = False
+    """Validation rules of one column; a row that breaks one is quarantined with the reason."""
+
+    min: float | None = Field(None, description="Smallest valid value.")
+    max: float | None = Field(None, description="Largest valid value.")
+    allowed: list[str | int | float | bool] | None = Field(None, description="The only valid values.")
+    not_null: bool = Field(False, description="A null is invalid.")
+    unique: bool = Field(False, description="A non-null value that occurs more than once is invalid in every row "
+                                                "holding it.")
 
     @model_validator(mode="after")
     def _min_not_above_max(self) -> ColumnRules:
@@ -89,13 +95,18 @@ class ColumnRules(_Strict):
 
 
 class Features(_Strict):
-    numeric: list[str] = Field(default_factory=list)
-    categorical: list[str] = Field(default_factory=list)
+    """The model's input columns."""
+
+    numeric: list[str] = Field(default_factory=list, description="Numeric columns: nulls imputed by the median, then "
+                                                                   "standardised.")
+    categorical: list[str] = Field(default_factory=list, description="Categorical columns, one-hot encoded.")
     max_categories: int = Field(100, ge=1, description="Categories kept per categorical feature (the most frequent "
                                 "in training); the rest, unseen values and nulls share one extra 'other' slot.")
 
 
 class Promotion(_Strict):
+    """The gate a new model version passes to become @champion."""
+
     metric: str | None = Field(None, description="Metric the gate compares; default depends on the task.")
     threshold: float | None = Field(None, description="Absolute bar a candidate must pass.")
 
@@ -207,20 +218,23 @@ class Training(_Strict):
 class DatasetSpec(_Strict):
     """A validated dataset spec."""
 
-    name: str = Field(pattern=DATASET_NAME_PATTERN)
-    source: Source
-    schema_: dict[str, str] = Field(alias="schema", min_length=1)
-    label: str
-    task: Task
-    features: Features
-    id_column: str | None = None
-    timestamp_column: str | None = None
-    rules: dict[str, ColumnRules] = Field(default_factory=dict)
-    model_name: str | None = None
-    promotion: Promotion = Field(default_factory=Promotion)
-    scoring: Scoring | None = None
-    monitoring: Monitoring | None = None
-    training: Training | None = None
+    name: str = Field(pattern=DATASET_NAME_PATTERN, description="Names the MLflow experiment, the data folders and "
+                                                               "the dataset's DAGs.")
+    source: Source = Field(description="The files training reads.")
+    schema_: dict[str, str] = Field(alias="schema", min_length=1, description="Every source column, in file order: "
+                                                                           "name (verbatim) to Spark SQL type.")
+    label: str = Field(description="The column the model predicts.")
+    task: Task = Field(description="What the model does with the label.")
+    features: Features = Field(description="The model's input columns.")
+    id_column: str | None = Field(None, description="A unique row id: checked for duplicates, hashed for the "
+                                                    "deterministic split, and joins delayed labels to predictions.")
+    timestamp_column: str | None = Field(None, description="The column of each row's event time.")
+    rules: dict[str, ColumnRules] = Field(default_factory=dict, description="Validation rules by column.")
+    model_name: str | None = Field(None, description="Registered model name; default <name>_model.")
+    promotion: Promotion = Field(default_factory=Promotion, description="The promotion gate.")
+    scoring: Scoring | None = Field(None, description="Gives the dataset its own batch_scoring__<name> DAG.")
+    monitoring: Monitoring | None = Field(None, description="Gives the dataset its own drift_check__<name> DAG.")
+    training: Training | None = Field(None, description="Gives the dataset its own training__<name> DAG.")
 
     @field_validator("schema_")
     @classmethod
