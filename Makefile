@@ -26,6 +26,12 @@ DEMO_SCORING_DATE := 2026-11-05
 DEMO_DRIFT_DATE := 2026-11-06
 #: DATE the logical date scored or checked (default: today, UTC)
 DATE ?= $(shell date -u +%F)
+#: VERSION the model version rollback makes @champion again
+VERSION ?=
+#: REASON why rollback moves @champion (tagged on both versions, kept in the history)
+REASON ?=
+#: ON a date: history says which version held @champion at its end (UTC)
+ON ?=
 #: INPUT a file or glob to score instead of the spec's batch of DATE
 INPUT ?=
 #: WINDOW dates per drift check (default: the spec's monitoring.window)
@@ -53,7 +59,7 @@ SPARK_CLASS_ARCHIVE := $(VENV)/spark-classes.jsa
 SPARK_DRIVER_JIT ?= -XX:TieredStopAtLevel=1
 export SPARK_SUBMIT_OPTS ?= -XX:SharedArchiveFile=$(SPARK_CLASS_ARCHIVE) $(SPARK_DRIVER_JIT)
 
-.PHONY: help setup check-spec demo demo-data train score drift up down test lint bench clean clean-data soak docs
+.PHONY: help setup check-spec demo demo-data train score drift rollback history up down test lint bench clean clean-data soak docs
 
 help:  ## List the targets and the variables they read
 	@awk -F':.*  ## ' '/^[a-z][a-z-]*:.*  ## /{printf "  make %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -124,6 +130,13 @@ drift: setup $(AIRFLOW_DB)  ## Check DATASET's scored window ending at DATE for 
 	dag=$$($(PY) -m continuous_training.summary --dataset '$(DATASET)' --dag drift) || exit 1; \
 	$(call DAG_TEST,$$dag,$$($(PY) -c 'import json, sys; print(json.dumps({"dataset": sys.argv[1], **({"window": int(sys.argv[2])} if sys.argv[2] else {})}))' '$(DATASET)' '$(WINDOW)'),$(DATE))
 	$(PY) -m continuous_training.summary --dataset '$(DATASET)' --checked-for '$(DATE)'
+
+rollback: setup  ## Move DATASET's @champion back to VERSION (default: the version it replaced), tagging REASON
+	$(PY) -m continuous_training.registry rollback --dataset '$(DATASET)' $(if $(VERSION),--version '$(VERSION)') \
+		$(if $(REASON),--reason '$(REASON)')
+
+history: setup  ## Every move of DATASET's @champion: who, when, why, metrics (ON=date: who held it that day)
+	$(PY) -m continuous_training.registry history --dataset '$(DATASET)' $(if $(ON),--on '$(ON)')
 
 up: setup $(AIRFLOW_DB)  ## Start the Airflow services and an MLflow server on 127.0.0.1 (logins in AIRFLOW_HOME)
 	$(PY) scripts/services.py up

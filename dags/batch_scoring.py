@@ -20,7 +20,7 @@ section's schedule. `batch_scoring` takes any spec by name or path, and the batc
 """
 
 from airflow.sdk import DAG, chain
-from continuous_training.dag_ids import SCORING, dags
+from continuous_training.dag_ids import SCORING, dag_display_name, dag_doc, dags
 from continuous_training.orchestration.alerts import on_run_failure
 from continuous_training.orchestration.params import scoring_params
 from continuous_training.orchestration.tasks import SCORE, default_task_args, resolve_scoring_run, resolved, spark_job
@@ -31,7 +31,8 @@ from continuous_training.spec import DatasetSpec
 def batch_scoring_dag(dag_id: str, spec: DatasetSpec | None) -> DAG:
     with DAG(
         dag_id=dag_id,
-        doc_md=__doc__,
+        dag_display_name=dag_display_name(SCORING, spec),
+        doc_md=dag_doc(SCORING, spec, __doc__),
         schedule=spec.scoring.schedule if spec else None,
         max_active_runs=1,
         catchup=False,

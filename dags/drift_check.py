@@ -25,7 +25,7 @@ section's schedule (default 06:00 UTC daily, after scoring). `drift_check` takes
 """
 
 from airflow.sdk import DAG, chain
-from continuous_training.dag_ids import DRIFT, dags
+from continuous_training.dag_ids import DRIFT, dag_display_name, dag_doc, dags
 from continuous_training.orchestration.alerts import on_run_failure
 from continuous_training.orchestration.params import drift_params
 from continuous_training.orchestration.tasks import (
@@ -43,7 +43,8 @@ from continuous_training.spec import DatasetSpec
 def drift_check_dag(dag_id: str, spec: DatasetSpec | None) -> DAG:
     with DAG(
         dag_id=dag_id,
-        doc_md=__doc__,
+        dag_display_name=dag_display_name(DRIFT, spec),
+        doc_md=dag_doc(DRIFT, spec, __doc__),
         schedule=spec.monitoring.schedule if spec else None,
         max_active_runs=1,
         catchup=False,

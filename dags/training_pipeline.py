@@ -38,7 +38,7 @@ trigger form takes the spec's `training.params` as defaults. Drift checks retrai
 """
 
 from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, chain
-from continuous_training.dag_ids import TRAINING, dags
+from continuous_training.dag_ids import TRAINING, dag_display_name, dag_doc, dags
 from continuous_training.orchestration.alerts import on_run_failure
 from continuous_training.orchestration.landing import landing_asset
 from continuous_training.orchestration.params import training_params
@@ -71,7 +71,8 @@ def training_schedule(spec: DatasetSpec | None):
 def training_dag(dag_id: str, spec: DatasetSpec | None) -> DAG:
     with DAG(
         dag_id=dag_id,
-        doc_md=__doc__,
+        dag_display_name=dag_display_name(TRAINING, spec),
+        doc_md=dag_doc(TRAINING, spec, __doc__),
         schedule=training_schedule(spec),
         max_active_runs=1,
         catchup=False,

@@ -40,3 +40,34 @@ def dag_id(kind: str, spec: DatasetSpec, dataset: str) -> str:
 def dataset_dag_id(kind: str, dataset: str, settings: Settings | None = None) -> str:
     """The DAG that runs a dataset given by name or spec path."""
     return dag_id(kind, load_spec(dataset, settings), dataset)
+
+
+_LABEL = {TRAINING: "Training", SCORING: "Batch scoring", DRIFT: "Drift check"}
+
+
+def dag_display_name(kind: str, spec: DatasetSpec | None) -> str:
+    """The name the UI shows for a dataset's own DAG of a kind, or the generic one (spec None)."""
+    return f"{_LABEL[kind]}: {spec.name}" if spec else f"{_LABEL[kind]} (any dataset)"
+
+
+def dag_doc(kind: str, spec: DatasetSpec | None, doc: str) -> str:
+    """The DAG's doc, headed, for a dataset's own DAG, by what its spec sets for it."""
+    if spec is None:
+        return doc
+    lines = [f"#### {dag_display_name(kind, spec)}", "", f"- source: `{spec.source.path}` ({spec.source.format})"]
+    if kind == TRAINING and spec.training:
+        if spec.training.schedule:
+            lines.append(f"- schedule: `{spec.training.schedule}`")
+        if spec.training.on_new_data:
+            lines.append(f"- on new data: a new batch folder with `_SUCCESS` under `{spec.landing_dir()}`")
+        if spec.training.params:
+            lines.append(f"- trigger form defaults: `{spec.training.params}`")
+    elif kind == SCORING and spec.scoring:
+        lines += [f"- schedule: `{spec.scoring.schedule}`", f"- batch of each date: `{spec.scoring.path}`",
+                  f"- model: `@{spec.scoring.model_alias}`, waiting {spec.scoring.deadline_hours:g} h for `_SUCCESS`"]
+    elif kind == DRIFT and spec.monitoring:
+        monitoring = spec.monitoring
+        lines += [f"- schedule: `{monitoring.schedule}`", f"- window: the last {monitoring.window} scored date(s)"]
+        if monitoring.labels:
+            lines.append(f"- delayed labels: `{monitoring.labels.path}`")
+    return "\n".join([*lines, "", doc])

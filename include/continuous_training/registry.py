@@ -11,19 +11,28 @@ run's test split (`training.evaluate.evaluate_against`), so it never promotes a 
 replaces. Nor one trained on older data than the champion's (tag `data_as_of`, the modification time of the newest
 input file the run's ingest pinned), as clearing an old run's promote would; and a version that holds `@champion`
 without the gate's approval is not approved by rerunning its promote.
+
+Every move of `@champion` (a promotion, a rejection, a rollback) is appended to the model's promotion history (who,
+when, why, the metrics, the Airflow run), kept as `promotion_history.json` in a run of the experiment
+`<dataset>-registry`; `rollback` moves `@champion` back, by default to the version it replaced. Commands:
+`python -m continuous_training.registry {rollback,history} --dataset NAME` (`make rollback`, `make history`).
 """
 
 from __future__ import annotations
 
+import argparse
+import getpass
+import json
 import logging
 import math
 import re
+import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 from filelock import FileLock, Timeout
@@ -31,6 +40,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from continuous_training.cli import run_job
 from continuous_training.config import Settings, get_settings
 from continuous_training.errors import PipelineError
 from continuous_training.paths import (
@@ -43,7 +53,7 @@ from continuous_training.paths import (
     stage_dir,
     write_result,
 )
-from continuous_training.spec import LOWER_IS_BETTER, DatasetSpec
+from continuous_training.spec import LOWER_IS_BETTER, DatasetSpec, load_spec
 from continuous_training.tracking import (
     AIRFLOW_RUN_ID_TAG,
     APPROVED,
@@ -52,7 +62,9 @@ from continuous_training.tracking import (
     CHAMPION,
     REJECTED,
     VALIDATION_STATUS_TAG,
+    airflow_task_tags,
     alias_version,
+    ensure_experiment,
     is_approved,
     mlflow_client,
     require_training_run,
@@ -67,6 +79,8 @@ log = logging.getLogger(__name__)
 
 STAGE_FOR = {CHALLENGER: "Staging", CHAMPION: "Production", REJECTED: "Archived"}
 DATA_AS_OF_TAG, DATA_RUN_TAG = "data_as_of", "data_run_id"
+HISTORY_ARTIFACT, HISTORY_OF_TAG = "promotion_history.json", "promotion_history_of"
+PROMOTED, REJECTED_MOVE, ROLLED_BACK = "promoted", "rejected", "rolled_back"
 REGISTRY_LOCK_TIMEOUT_S = 600.0
 _LOCK_POLL_S = 0.2
 _UNSAFE_FILE_NAME = re.compile(r"[^A-Za-z0-9_.+=-]")
@@ -269,6 +283,11 @@ def promote_candidate(spark: SparkSession, spec: DatasetSpec, airflow_run_id: st
             candidate_data_as_of=candidate_as_of, champion_data_as_of=champion_as_of,
         )
         _apply(client, decision, champion)
+        record_move(spec, {
+            "action": PROMOTED if promoted else REJECTED_MOVE, "version": candidate_version,
+            "replaced": champion_now if promoted and champion_now != candidate_version else None,
+            "champion": champion_now, "airflow_run_id": airflow_run_id, "metric": metric,
+            "value": metrics[metric], "champion_value": champion_value, "reason": reason}, settings)
     write_result(stage_dir(spec.name, PROMOTE, airflow_run_id, settings) / PROMOTION_FILE, decision)
     client.set_tag(run.info.run_id, "promotion", "promoted" if promoted else "rejected")
     client.set_tag(run.info.run_id, "promotion.reason", reason)
@@ -291,3 +310,151 @@ def _apply(client: MlflowClient, decision: PromotionDecision, champion: ModelVer
             _mirror_stage(client, name, version, CHAMPION)
     else:
         _mirror_stage(client, name, version, REJECTED)
+
+
+def registry_experiment(spec: DatasetSpec) -> str:
+    return f"{spec.name}-registry"
+
+
+def _history_run(client: MlflowClient, spec: DatasetSpec, settings: Settings | None, create: bool) -> str | None:
+    """The run holding the model's promotion history (created when `create`), None when there is none."""
+    name = spec.registered_model_name
+    experiment = client.get_experiment_by_name(registry_experiment(spec))
+    if experiment is None and not create:
+        return None
+    experiment_id = experiment.experiment_id if experiment else ensure_experiment(
+        client, registry_experiment(spec), settings)
+    found = client.search_runs([experiment_id], f"tags.`{HISTORY_OF_TAG}` = '{name}'", max_results=1)
+    if found:
+        return found[0].info.run_id
+    if not create:
+        return None
+    run = client.create_run(experiment_id, run_name=f"promotion history of {name}", tags={HISTORY_OF_TAG: name})
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
+def promotion_history(spec: DatasetSpec, settings: Settings | None = None) -> list[dict[str, Any]]:
+    """The moves of the model's `@champion`, oldest first."""
+    client = mlflow_client(settings)
+    run_id = _history_run(client, spec, settings, create=False)
+    if run_id is None or HISTORY_ARTIFACT not in {artifact.path for artifact in client.list_artifacts(run_id)}:
+        return []
+    with tempfile.TemporaryDirectory() as folder:
+        return json.loads(Path(client.download_artifacts(run_id, HISTORY_ARTIFACT, folder)).read_text())
+
+
+def record_move(spec: DatasetSpec, move: dict[str, Any], settings: Settings | None = None) -> None:
+    """Append a move to the model's promotion history, with when it happened (the registry's clock), who made it
+    and the Airflow task it ran in; a rerun of a run's move is not appended twice. Call under the registry lock."""
+    history = promotion_history(spec, settings)
+    if move.get("airflow_run_id") and any(
+            (event["action"], event["version"], event.get("airflow_run_id"))
+            == (move["action"], move["version"], move["airflow_run_id"]) for event in history):
+        return
+    event = {"at": datetime.now(UTC).isoformat(timespec="milliseconds"), "by": getpass.getuser(),
+             **airflow_task_tags(), **move}
+    client = mlflow_client(settings)
+    client.log_text(_history_run(client, spec, settings, create=True), json.dumps([*history, event], indent=2),
+                    HISTORY_ARTIFACT)
+
+
+def champion_on(history: list[dict[str, Any]], moment: datetime) -> str | None:
+    """The version that held `@champion` at `moment` by the history, None before its first promotion."""
+    champion = None
+    for event in history:
+        if datetime.fromisoformat(event["at"]) > moment:
+            break
+        if event["action"] in (PROMOTED, ROLLED_BACK):
+            champion = event["version"]
+    return champion
+
+
+def rollback(spec: DatasetSpec, version: str | None = None, reason: str = "rolled back by hand",
+             settings: Settings | None = None) -> tuple[str, str]:
+    """Move `@champion` back to `version` (default: the version the current champion replaced, by the history)
+    under the registry lock, tag both versions with why, record the move; returns (replaced, now champion). Only a
+    version the gate approved can become `@champion` again."""
+    client = mlflow_client(settings)
+    name = spec.registered_model_name
+    with registry_lock(name, settings):
+        champion = alias_version(client, name, CHAMPION)
+        if champion is None:
+            raise PipelineError(f"{name} has no @champion to roll back")
+        current = str(champion.version)
+        if version is None:
+            replaced = [event["replaced"] for event in promotion_history(spec, settings)
+                        if event["action"] in (PROMOTED, ROLLED_BACK) and event["version"] == current
+                        and event.get("replaced")]
+            if not replaced:
+                raise PipelineError(f"the promotion history of {name} names no version that @champion (version "
+                                    f"{current}) replaced: give the version to roll back to (VERSION=)")
+            version = replaced[-1]
+        if version == current:
+            raise PipelineError(f"version {current} of {name} already holds @champion: nothing to roll back")
+        try:
+            target = client.get_model_version(name, version)
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            raise PipelineError(f"{name} has no version {version}") from None
+        if not is_approved(target):
+            raise PipelineError(f"version {version} of {name} was never approved by the promotion gate "
+                                f"({VALIDATION_STATUS_TAG}={target.tags.get(VALIDATION_STATUS_TAG)}): refusing to "
+                                "make it @champion")
+        client.set_registered_model_alias(name, CHAMPION, version)
+        _mirror_stage(client, name, version, CHAMPION)
+        client.set_model_version_tag(name, version, "rollback_reason", f"replaced version {current}: {reason}")
+        client.set_model_version_tag(name, current, "rolled_back", f"replaced by version {version}: {reason}")
+        record_move(spec, {"action": ROLLED_BACK, "version": version, "replaced": current, "champion": current,
+                           "airflow_run_id": None, "reason": reason}, settings)
+    log.info("ROLLED BACK %s: @champion moved from version %s to version %s (%s)", name, current, version, reason)
+    return current, version
+
+
+def history_lines(spec: DatasetSpec, on: date | None = None, settings: Settings | None = None) -> list[str]:
+    """The promotion history as lines, or which version held `@champion` at the end of the day `on` (UTC)."""
+    history, name = promotion_history(spec, settings), spec.registered_model_name
+    if on is not None:
+        version = champion_on(history, datetime.combine(on + timedelta(days=1), time(), UTC) - timedelta(seconds=1))
+        return [f"{name}: {'no version' if version is None else f'version {version}'} held @champion at the end of "
+                f"{on} (UTC)"]
+    if not history:
+        return [f"{name}: no move of @champion recorded"]
+    lines = [f"promotion history of {name}"]
+    for event in history:
+        metric = (f"{event['metric']} {event['value']:.4g} vs champion {event['champion_value']:.4g}; "
+                  if event.get("champion_value") is not None else
+                  f"{event['metric']} {event['value']:.4g}; " if event.get("metric") else "")
+        where = event.get("airflow_run_id") or "by hand"
+        replaced = f" (replacing {event['replaced']})" if event.get("replaced") else ""
+        lines.append(f"  {event['at']}  {event['action']:<11} version {event['version']}{replaced}  by "
+                     f"{event['by']} ({where}): {metric}{event['reason']}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Roll @champion back, or show the model's promotion history.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    back = commands.add_parser("rollback", help="Move @champion back (default: to the version it replaced).")
+    back.add_argument("--dataset", required=True, help="Dataset name or spec path.")
+    back.add_argument("--version", help="The version to make @champion again.")
+    back.add_argument("--reason", default=f"rolled back by hand by {getpass.getuser()}",
+                      help="Why (tagged on both versions and kept in the history).")
+    shown = commands.add_parser("history", help="Every move of @champion, oldest first.")
+    shown.add_argument("--dataset", required=True, help="Dataset name or spec path.")
+    shown.add_argument("--on", type=date.fromisoformat, metavar="DATE",
+                       help="Only which version held @champion at the end of this day (UTC).")
+    args = parser.parse_args(argv)
+    if args.command == "rollback":
+        def roll() -> None:
+            replaced, champion = rollback(load_spec(args.dataset), args.version or None, args.reason)
+            print(f"@champion of {load_spec(args.dataset).registered_model_name}: version {champion}, replacing "
+                  f"version {replaced}")
+        run_job(roll)
+    else:
+        run_job(lambda: print("\n".join(history_lines(load_spec(args.dataset), args.on))))
+
+
+if __name__ == "__main__":
+    main()

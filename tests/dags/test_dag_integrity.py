@@ -154,3 +154,22 @@ def test_drift_dags_are_a_chain_on_the_spec_schedule_that_triggers_training(dagb
         with pytest.raises(ParamValidationError):
             candidate[bad[0]] = bad[1]
             candidate.validate()
+
+
+def test_trigger_forms_group_their_fields_and_dataset_dags_say_what_their_spec_sets(dagbag: DagBag) -> None:
+    def sections(dag_id: str) -> list[str]:
+        return [param.schema["section"] for param in dagbag.dags[dag_id].params.values()]
+
+    assert list(dict.fromkeys(sections("training__churn"))) == ["Data", "Training", "Gate", "Advanced"]
+    assert dagbag.dags["training__churn"].params.get_param("triggered_by").schema["section"] == "Advanced"
+    assert list(dict.fromkeys(sections("batch_scoring__churn"))) == ["Data", "Model"]
+    assert list(dict.fromkeys(sections("drift_check"))) == ["Data", "Window"]
+    names = {dag_id: dag.dag_display_name for dag_id, dag in dagbag.dags.items()}
+    assert names["training__churn"] == "Training: churn" and names["training_pipeline"] == "Training (any dataset)"
+    assert names["drift_check__churn"] == "Drift check: churn"
+    training = dagbag.dags["training__churn"].doc_md
+    assert training.startswith("#### Training: churn\n") and "- source: `landing/churn/*/*.csv` (csv)" in training
+    assert "- on new data: a new batch folder with `_SUCCESS` under `" in training and "/landing/churn`" in training
+    scoring = dagbag.dags["batch_scoring__churn"].doc_md
+    assert "- schedule: `@daily`" in scoring and "- batch of each date: `incoming/churn/date={{ ds }}/*.csv`" in scoring
+    assert "check_spec" in training, "the pipeline's own doc follows the dataset's header"

@@ -12,14 +12,15 @@ import logging
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from continuous_training.config import Settings
+import yaml
+from continuous_training.config import Settings, get_settings
 from continuous_training.data.features import SPLIT
 from continuous_training.errors import PipelineError
 from continuous_training.model.pyfunc import log_pyfunc_model
@@ -27,10 +28,14 @@ from continuous_training.model.transform import FeatureTransform
 from continuous_training.paths import stage_dir, write_result
 from continuous_training.registry import (
     CHAMPION_EVALUATED_TAG,
+    champion_on,
     promote_candidate,
+    promotion_history,
     register_candidate,
     registry_lock_path,
+    rollback,
 )
+from continuous_training.registry import main as registry_main
 from continuous_training.spec import DatasetSpec, parse_spec
 from continuous_training.tracking import (
     CANDIDATE_MODEL_TAG,
@@ -165,6 +170,11 @@ def gate_template(spark, tmp_path_factory):
     evaluate_candidate(spark, spec, "v1", settings)
     register_candidate(spec, "v1", settings)
     assert promote_candidate(spark, spec, "v1", settings=settings).promoted
+    assert [(event["action"], event["version"]) for event in promotion_history(spec, settings)] == [("promoted", "1")]
+    # The copies share the template's artifact folders: each test records a promotion history of its own.
+    client = mlflow_client(settings)
+    [history] = client.search_runs([client.get_experiment_by_name(f"{spec.name}-registry").experiment_id])
+    client.delete_run(history.info.run_id)
     auc = {}
     for run_id in ("A", "B"):
         evaluation = evaluate_candidate(spark, spec, run_id, settings)
@@ -356,3 +366,75 @@ def test_a_refused_rerun_of_an_old_champions_promote_keeps_it_a_rollback_target(
     version_1 = mlflow_client(settings).get_model_version(spec.registered_model_name, "1")
     assert version_1.tags["validation_status"] == "approved"
     assert version_1.tags["promotion_reason"] == decision.reason
+
+
+def test_every_champion_move_is_in_the_history_and_rollback_returns_to_the_version_replaced(spark, gate):
+    """v1 holds @champion (its promotion is checked in the template), A replaces it, B is rejected, a rerun of A's
+    promote adds nothing; a rollback
+    moves @champion back to v1 under the registry lock, tags why on both versions and is recorded; the history
+    answers which version held @champion at each moment; a version the gate never approved is refused."""
+    spec, settings, auc = gate
+    name = spec.registered_model_name
+    assert promote_candidate(spark, spec, "A", settings=settings).promoted
+    assert not promote_candidate(spark, spec, "B", settings=settings).promoted
+    assert promote_candidate(spark, spec, "A", settings=settings).promoted
+
+    replaced, champion = rollback(spec, reason="A regressed in production", settings=settings)
+
+    assert (replaced, champion) == ("2", "1") and champion_version(spec, settings) == "1"
+    client = mlflow_client(settings)
+    why = "A regressed in production"
+    assert client.get_model_version(name, "1").tags["rollback_reason"] == f"replaced version 2: {why}"
+    assert client.get_model_version(name, "2").tags["rolled_back"] == f"replaced by version 1: {why}"
+    history = promotion_history(spec, settings)
+    assert [(event["action"], event["version"], event["replaced"]) for event in history] == [
+        ("promoted", "2", "1"), ("rejected", "3", None), ("rolled_back", "1", "2")]
+    assert [event.get("airflow_run_id") for event in history] == ["A", "B", None]
+    assert history[0]["value"] == pytest.approx(auc["A"]) and history[0]["champion_value"] == pytest.approx(auc["v1"])
+    assert all(event["by"] and event["reason"] for event in history)
+    moments = [datetime.fromisoformat(event["at"]) for event in history]
+    assert champion_on(history, moments[0] - timedelta(seconds=1)) is None, "v1's promotion is not in this history"
+    assert champion_on(history, moments[1]) == "2" and champion_on(history, moments[2]) == "1"
+    experiment = client.get_experiment_by_name(f"{spec.name}-registry").experiment_id
+    [run] = client.search_runs([experiment])  # the template's, deleted, is not among them
+    assert [artifact.path for artifact in client.list_artifacts(run.info.run_id)] == ["promotion_history.json"]
+
+    with pytest.raises(PipelineError, match=f"version 3 of {name} was never approved by the promotion gate"):
+        rollback(spec, version="3", settings=settings)
+    with pytest.raises(PipelineError, match=f"version 1 of {name} already holds @champion"):
+        rollback(spec, version="1", settings=settings)
+    assert champion_version(spec, settings) == "1" and len(promotion_history(spec, settings)) == 3
+
+
+def test_make_rollback_and_make_history_print_what_moved_and_refuse_in_one_line(spark, gate, tmp_path, monkeypatch,
+                                                                                 capsys, caplog):
+    spec, settings, _ = gate
+    assert promote_candidate(spark, spec, "A", settings=settings).promoted
+    spec_file = tmp_path / "gate.yaml"
+    spec_file.write_text(yaml.safe_dump(spec.model_dump(mode="json", by_alias=True, exclude_none=True)))
+    for variable, value in (("DATA_DIR", settings.data_dir), ("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri),
+                            ("MLFLOW_ARTIFACT_ROOT", settings.mlflow_artifact_root)):
+        monkeypatch.setenv(variable, str(value))
+    get_settings.cache_clear()
+    try:
+        registry_main(["rollback", "--dataset", str(spec_file), "--reason", "canary alert"])
+        rolled = capsys.readouterr().out
+        registry_main(["history", "--dataset", str(spec_file)])
+        history = capsys.readouterr().out
+        registry_main(["history", "--dataset", str(spec_file), "--on", datetime.now(UTC).date().isoformat()])
+        on_today = capsys.readouterr().out
+        with pytest.raises(SystemExit) as refused:
+            registry_main(["rollback", "--dataset", str(spec_file), "--version", "3"])
+    finally:
+        get_settings.cache_clear()
+
+    name = spec.registered_model_name
+    assert rolled == f"@champion of {name}: version 1, replacing version 2\n"
+    lines = history.splitlines()
+    assert lines[0] == f"promotion history of {name}" and len(lines) == 3
+    assert "promoted    version 2 (replacing 1)" in lines[1] and "(A): test_auc" in lines[1]
+    assert "rolled_back version 1 (replacing 2)" in lines[2] and lines[2].endswith("(by hand): canary alert")
+    assert on_today == f"{name}: version 1 held @champion at the end of {datetime.now(UTC).date()} (UTC)\n"
+    assert refused.value.code == 1
+    [error] = [record.getMessage() for record in caplog.records if record.levelname == "ERROR"]
+    assert error.startswith(f"version 3 of {name} was never approved by the promotion gate")

@@ -12,6 +12,25 @@ from continuous_training.names import ALLOWED_PLACEHOLDERS, DATE_TEMPLATE_PATTER
 from continuous_training.spec import ALIAS_PATTERN, FRAMEWORKS, USE_GPU_CHOICES, DatasetSpec, TrainParams
 from continuous_training.tracking import CHAMPION
 
+SECTIONS = {
+    "Data": ("dataset", "input", "max_quarantine_fraction"),
+    "Training": ("framework", "num_proc", "use_gpu", "epochs", "batch_size", "learning_rate", "patience", "seed"),
+    "Gate": ("promotion_threshold", "min_improvement"),
+    "Model": ("model_alias",),
+    "Window": ("window",),
+    "Advanced": ("triggered_by",),
+}
+"""The trigger forms' sections: each form shows its params grouped, in the order of the form."""
+
+
+def _in_sections(form: dict[str, Param]) -> dict[str, Param]:
+    """The form with each param's `section` set (the trigger form groups fields by it)."""
+    for section, names in SECTIONS.items():
+        for name in names:
+            if name in form:
+                form[name].schema["section"] = section
+    return form
+
 
 def dataset_param(spec: DatasetSpec | None, verb: str) -> Param:
     """A dataset's own DAG fixes `dataset` to its name; the generic DAG (spec None) takes a name or a path."""
@@ -28,7 +47,7 @@ def training_params(spec: DatasetSpec | None) -> dict[str, Param]:
         "promotion_threshold": None, "min_improvement": 0.0,
         **(spec.training.params if spec and spec.training else {}),
     }
-    return {
+    return _in_sections({
         "dataset": dataset_param(spec, "trains"),
         "max_quarantine_fraction": Param(defaults["max_quarantine_fraction"], type="number", minimum=0, maximum=1,
                                          description="validate fails above this quarantined fraction."),
@@ -56,13 +75,13 @@ def training_params(spec: DatasetSpec | None) -> dict[str, Param]:
         "triggered_by": Param("", type="string", description="What started this run (a drift check that triggers "
                                                                 "retraining says which check and batch); empty for a "
                                                                 "run of new data: the batches are named instead."),
-    }
+    })
 
 
 def scoring_params(spec: DatasetSpec | None) -> dict[str, Param]:
     """The form of a scoring run."""
     scoring = spec.scoring if spec else None
-    return {
+    return _in_sections({
         "dataset": dataset_param(spec, "scores"),
         "input": Param(None, type=["null", "string"], minLength=1, pattern=DATE_TEMPLATE_PATTERN,
                        description=f"File or glob of the batch to score (relative to DATA_DIR; templates: only "
@@ -71,14 +90,14 @@ def scoring_params(spec: DatasetSpec | None) -> dict[str, Param]:
                              description="Registered model alias to score with (resolved once, at the start)."),
         "max_quarantine_fraction": Param(get_settings().quarantine_max_fraction, type="number", minimum=0,
                                          maximum=1, description="validate fails above this quarantined fraction."),
-    }
+    })
 
 
 def drift_params(spec: DatasetSpec | None) -> dict[str, Param]:
     """The form of a drift check."""
     window = spec.monitoring.window if spec and spec.monitoring else 1
-    return {
+    return _in_sections({
         "dataset": dataset_param(spec, "checks"),
         "window": Param(window, type="integer", minimum=1,
                         description="Scored dates checked: the last N up to the run's date."),
-    }
+    })

@@ -8,7 +8,8 @@ MIN_STEPS_PER_EPOCH steps.
 
 Every rank takes the same number of steps per epoch (a shard smaller than its share of the steps repeats).
 Early stopping is decided from metrics reduced over the ranks, so every rank stops at the same epoch; rank 0
-checkpoints after every epoch and a retried stage resumes at the next epoch.
+checkpoints after every epoch (and writes the epoch records so far to `history.json` beside the checkpoint, which
+the driver reports as they come) and a retried stage resumes at the next epoch.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch
 
 from continuous_training.errors import PipelineError
 from continuous_training.model.tasks import TASKS, output_dim
-from continuous_training.paths import FEATURIZE_FILE, FeaturizeResult, read_featurize_result
+from continuous_training.paths import FEATURIZE_FILE, FeaturizeResult, read_featurize_result, write_text_atomic
 from continuous_training.spec import FRAMEWORKS, TrainParams
 from continuous_training.training.feed import (
     READER_WORKERS,
@@ -40,6 +41,7 @@ from continuous_training.training.feed import (
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
+HISTORY_FILE = "history.json"  # beside the checkpoint: rank 0's epoch records so far, read by the driver
 DEFAULT_RANK_BATCH = 512
 MIN_STEPS_PER_EPOCH = 32
 MIN_DELTA = 0.0  # how much the validation loss must fall to count as an improvement
@@ -253,7 +255,7 @@ class RankTrainer:
                 self._apply(self.agreed_decision(epoch, record))
                 if self.rank == 0:
                     self.save_checkpoint()
-                    log.info("epoch %d: %s", epoch, json.dumps(record))
+                    write_text_atomic(Path(config.checkpoint_dir) / HISTORY_FILE, json.dumps(self.history))
                 if self.stopped_early:
                     break
         finally:

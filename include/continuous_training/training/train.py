@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +40,7 @@ from continuous_training.tracking import (
     mlflow_client,
     start_training_run,
 )
-from continuous_training.training.epochs import TrainConfig, TrainResult
+from continuous_training.training.epochs import HISTORY_FILE, TrainConfig, TrainResult
 from continuous_training.training.evaluate import read_test_split
 from continuous_training.training.fit import fit, gpu_build_problem
 
@@ -132,8 +135,10 @@ def _train_and_log(spark: SparkSession, client, run, spec: DatasetSpec, run_id: 
                                 f"of the same Airflow run cannot change it to {value} (trigger a new run)")
         client.log_param(mlflow_run_id, key, value)
     transform = _checked_serving_transform(spark, spec, featurize_dir)
-    result = fit(spark, config, params.num_proc, use_gpu, require_gpu=params.use_gpu == "true")
-    _log_history(client, mlflow_run_id, result)
+    reporter = EpochReporter(client, mlflow_run_id, config.epochs)
+    with reporter.following(Path(config.checkpoint_dir) / HISTORY_FILE):
+        result = fit(spark, config, params.num_proc, use_gpu, require_gpu=params.use_gpu == "true")
+    reporter.report(result.history)
     client.log_param(mlflow_run_id, "rank_batch_size", result.batch_size)
     size_tag = "horovod.size" if params.framework == "torch" else "tensorflow.workers"
     gpu_addresses = json.dumps(result.gpu_addresses) if any(result.gpu_addresses.values()) else "none"
@@ -147,16 +152,46 @@ def _train_and_log(spark: SparkSession, client, run, spec: DatasetSpec, run_id: 
         client.set_tag(mlflow_run_id, CANDIDATE_MODEL_TAG, model_uri)
 
 
-def _log_history(client, mlflow_run_id: str, result: TrainResult) -> None:
-    """Per-epoch metrics with step=epoch; epochs already logged by an earlier attempt are skipped."""
-    logged = {metric.step for metric in client.get_metric_history(mlflow_run_id, "train_loss")}
-    for entry in result.history:
-        epoch = int(entry["epoch"])
-        if epoch in logged:
-            continue
-        for key, value in entry.items():
-            if key != "epoch":
-                client.log_metric(mlflow_run_id, key, float(value), step=epoch)
+class EpochReporter:
+    """Reports each finished epoch once: its metrics to the MLflow run (step = epoch) and a line of the task's log.
+    Epochs an earlier attempt reported are skipped."""
+
+    def __init__(self, client, mlflow_run_id: str, epochs: int) -> None:
+        self.client, self.mlflow_run_id, self.epochs = client, mlflow_run_id, epochs
+        self.reported = {metric.step for metric in client.get_metric_history(mlflow_run_id, "train_loss")}
+
+    def report(self, history: list[dict[str, float]]) -> None:
+        for entry in history:
+            epoch = int(entry["epoch"])
+            if epoch in self.reported:
+                continue
+            values = {key: float(value) for key, value in entry.items() if key != "epoch"}
+            for key, value in values.items():
+                self.client.log_metric(self.mlflow_run_id, key, value, step=epoch)
+            log.info("epoch %d/%d (rank 0): %s", epoch, self.epochs,
+                     ", ".join(f"{key}={value:.4g}" for key, value in values.items()))
+            self.reported.add(epoch)
+
+    @contextmanager
+    def following(self, history_file: Path, poll_s: float = 0.2) -> Iterator[None]:
+        """While the block runs, report the epochs rank 0 writes to `history_file` as they appear."""
+        stop = threading.Event()
+
+        def follow() -> None:
+            while not stop.wait(poll_s):
+                try:
+                    history = json.loads(history_file.read_text())
+                except (OSError, ValueError):  # not written yet
+                    continue
+                self.report(history)
+
+        thread = threading.Thread(target=follow, name="epoch-reporter", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
 
 def _log_data_artifacts(client, mlflow_run_id: str, spec: DatasetSpec, run_id: str, settings: Settings) -> None:
