@@ -4,6 +4,7 @@ literal arrays for column expressions."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +16,8 @@ from pyspark.sql import functions as F
 
 from continuous_training.config import Settings, get_settings
 
+log = logging.getLogger(__name__)
+
 SHUFFLE_PARTITIONS = "spark.sql.shuffle.partitions"
 Background, Foreground = TypeVar("Background"), TypeVar("Foreground")
 
@@ -22,7 +25,8 @@ Background, Foreground = TypeVar("Background"), TypeVar("Foreground")
 def build_spark_session(app_name: str, conf: Mapping[str, str] | None = None,
                         settings: Settings | None = None) -> SparkSession:
     """A session for one job. The master comes from spark-submit (the Airflow connection `spark_default`). On a local
-    master, shuffles get twice as many partitions as it has cores unless spark.sql.shuffle.partitions is set."""
+    master, shuffles get twice as many partitions as it has cores unless spark.sql.shuffle.partitions is set. Logs
+    the application id, master and UI address (for the task log)."""
     settings = settings or get_settings()
     os.environ.setdefault("PYSPARK_PYTHON", settings.pyspark_python)
     builder = (
@@ -41,6 +45,8 @@ def build_spark_session(app_name: str, conf: Mapping[str, str] | None = None,
     context = spark.sparkContext
     if context.master.startswith("local") and not context.getConf().contains(SHUFFLE_PARTITIONS):
         spark.conf.set(SHUFFLE_PARTITIONS, str(2 * context.defaultParallelism))
+    log.info("Spark application %s (%s) on %s, UI %s", context.applicationId, app_name, context.master,
+             context.uiWebUrl or "off (spark.ui.enabled=false)")
     return spark
 
 
