@@ -44,11 +44,14 @@ from continuous_training.cli import run_job
 from continuous_training.config import Settings, get_settings
 from continuous_training.errors import PipelineError
 from continuous_training.paths import (
+    FEATURIZE,
+    FEATURIZE_FILE,
     INGEST,
     INPUTS_FILE,
     PROMOTE,
     PROMOTION_FILE,
     PromotionDecision,
+    read_featurize_result,
     read_result,
     stage_dir,
     write_result,
@@ -67,6 +70,7 @@ from continuous_training.tracking import (
     ensure_experiment,
     is_approved,
     mlflow_client,
+    mlflow_run_url,
     require_training_run,
     version_for_run,
 )
@@ -190,7 +194,46 @@ def register_candidate(spec: DatasetSpec, airflow_run_id: str, settings: Setting
         if version.tags.get(VALIDATION_STATUS_TAG, "pending") == "pending":
             client.set_registered_model_alias(name, CHALLENGER, version.version)
             _mirror_stage(client, name, version.version, CHALLENGER)
+        _describe(client, spec, str(version.version), run, airflow_run_id, as_of, "pending until `promote`", settings)
         return client.get_model_version(name, version.version)
+
+
+def model_card(spec: DatasetSpec, version: str, run, airflow_run_id: str, as_of: str | None, verdict: str,
+               settings: Settings | None = None) -> str:
+    """A version's description (Markdown): what it was trained on and how, its test metrics against the champion
+    on the same rows, the gate's verdict, what started its run, links to its MLflow run."""
+    params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
+    inputs = stage_dir(spec.name, INGEST, airflow_run_id, settings) / INPUTS_FILE
+    files = len(read_result(inputs, dict)["files"]) if inputs.is_file() else None
+    featurized = stage_dir(spec.name, FEATURIZE, airflow_run_id, settings) / FEATURIZE_FILE
+    rows = read_featurize_result(featurized.parent).rows if featurized.is_file() else None
+    tested = [f"{key} {value:.4g}" + (f" (champion on the same rows: {metrics[f'champion_{key}']:.4g})"
+                                      if f"champion_{key}" in metrics else "")
+              for key, value in sorted(metrics.items()) if key.startswith("test_")]
+    trained = ", ".join(f"{key} {params[key]}" for key in ("framework", "num_proc", "epochs", "batch_size",
+                                                            "learning_rate", "seed") if key in params)
+    return "\n".join([
+        f"**{spec.registered_model_name} version {version}** of dataset `{spec.name}`",
+        "",
+        f"- **Airflow run**: `{airflow_run_id}` of `{tags.get('airflow.dag_id', 'training')}`; started by: "
+        f"{tags.get('triggered_by') or 'a manual or scheduled run, or new data'}",
+        f"- **Data**: {'?' if files is None else files} input files pinned by ingest, newest modified "
+        f"{as_of or 'unknown'}; fingerprint `{params.get('data_fingerprint', 'unknown')}`"
+        + (f"; rows {', '.join(f'{split} {count:,}' for split, count in rows.items())}" if rows else ""),
+        f"- **Training**: {trained or 'no parameters logged'}",
+        f"- **Test metrics**: {'; '.join(tested) or 'none logged'}",
+        f"- **Gate**: {verdict}",
+        f"- **MLflow run**: {mlflow_run_url(run.info.experiment_id, run.info.run_id, settings)} (stats report: "
+        "artifact `data/report.html`)",
+    ])
+
+
+def _describe(client: MlflowClient, spec: DatasetSpec, version: str, run, airflow_run_id: str, as_of: str | None,
+              verdict: str, settings: Settings | None) -> None:
+    """Write the model card as the version's description and the training run's note."""
+    card = model_card(spec, version, run, airflow_run_id, as_of, verdict, settings)
+    client.update_model_version(spec.registered_model_name, version, description=card)
+    client.set_tag(run.info.run_id, "mlflow.note.content", card)
 
 
 def _registered_version(client: MlflowClient, name: str, training_run_id: str) -> ModelVersion | None:
@@ -283,6 +326,8 @@ def promote_candidate(spark: SparkSession, spec: DatasetSpec, airflow_run_id: st
             candidate_data_as_of=candidate_as_of, champion_data_as_of=champion_as_of,
         )
         _apply(client, decision, champion)
+        _describe(client, spec, candidate_version, client.get_run(run.info.run_id), airflow_run_id, candidate_as_of,
+                  f"{'promoted to @champion' if promoted else 'rejected'}: {reason}", settings)
         record_move(spec, {
             "action": PROMOTED if promoted else REJECTED_MOVE, "version": candidate_version,
             "replaced": champion_now if promoted and champion_now != candidate_version else None,

@@ -25,6 +25,11 @@ STATS_ARTIFACT = "data/stats.json"
 PREDICTION_PROFILE_ARTIFACT = "data/prediction_profile.json"
 
 
+def mlflow_run_url(experiment_id: str, run_id: str, settings: Settings | None = None) -> str:
+    """The run's page in the MLflow UI (MLFLOW_UI_URL)."""
+    return f"{(settings or get_settings()).mlflow_ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
 def redacted_uri(uri: str) -> str:
     """A store URI fit for a log line: a password in it (`user:password@`) shown as `***`."""
     parts = urlsplit(uri)

@@ -200,6 +200,28 @@ def champion_version(spec: DatasetSpec, settings) -> str:
     return str(mlflow_client(settings).get_model_version_by_alias(spec.registered_model_name, CHAMPION).version)
 
 
+def test_each_version_describes_its_data_training_metrics_and_the_gates_verdict(spark, gate):
+    """The model card: the version's description and its training run's note, written at register (the gate
+    pending) and rewritten by promote with the verdict and the metrics against the champion on the same rows."""
+    spec, settings, auc = gate
+    client = mlflow_client(settings)
+    name = spec.registered_model_name
+    assert "- **Gate**: pending until `promote`" in client.get_model_version(name, "2").description
+
+    promote_candidate(spark, spec, "A", settings=settings)
+    promote_candidate(spark, spec, "B", settings=settings)
+
+    promoted, rejected = client.get_model_version(name, "2"), client.get_model_version(name, "3")
+    assert promoted.description.startswith(f"**{name} version 2** of dataset `{spec.name}`")
+    assert "- **Airflow run**: `A` of `" in promoted.description
+    assert "- **Data**: 2 input files pinned by ingest, newest modified " in promoted.description
+    assert "- **Test metrics**: test_" in promoted.description
+    assert f"test_auc {auc['A']:.4g} (champion on the same rows: {auc['v1']:.4g})" in promoted.description
+    assert "- **Gate**: promoted to @champion: test_auc=" in promoted.description
+    assert "- **Gate**: rejected: test_auc=" in rejected.description and "does not beat" in rejected.description
+    assert client.get_run(promoted.run_id).data.tags["mlflow.note.content"] == promoted.description
+
+
 def test_promote_gates_against_the_champion_of_the_moment_not_the_one_evaluated(spark, gate):
     spec, settings, auc = gate
 

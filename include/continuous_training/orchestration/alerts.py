@@ -20,6 +20,7 @@ from airflow.sdk import BaseNotifier
 from continuous_training.config import Settings, get_settings
 from continuous_training.paths import PROMOTE, PROMOTION_FILE, PromotionDecision, read_result, stage_dir
 from continuous_training.spec import load_spec
+from continuous_training.tracking import mlflow_run_url
 
 if TYPE_CHECKING:
     from continuous_training.monitoring.retraining import RetrainDecision
@@ -53,10 +54,6 @@ def airflow_run_url(dag_id: str, run_id: str) -> str:
 
     base_url = conf.get("api", "base_url", fallback="http://localhost:8080/").rstrip("/")
     return f"{base_url}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
-
-
-def mlflow_run_url(experiment_id: str, run_id: str, settings: Settings | None = None) -> str:
-    return f"{(settings or get_settings()).mlflow_ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 def mlflow_model_version_url(name: str, version: str, settings: Settings | None = None) -> str:
