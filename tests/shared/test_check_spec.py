@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 
 from continuous_training.config import PROJECT_ROOT
 from continuous_training.demo import generate
 from continuous_training.paths import SUCCESS_MARKER
+from make_runs import last_error_line, make
 
 
 def check_spec(spec: str, data_dir) -> subprocess.CompletedProcess:
-    return subprocess.run(["make", "--silent", "--no-print-directory", "check-spec", f"SPEC={spec}"], cwd=PROJECT_ROOT,
-                          env={**os.environ, "DATA_DIR": str(data_dir)}, capture_output=True, text=True, timeout=120)
+    return make("check-spec", f"SPEC={spec}", DATA_DIR=str(data_dir))
 
 
 def test_a_valid_spec_is_reported_with_the_batches_its_source_finds_and_those_it_skips(tmp_path):
@@ -37,7 +36,7 @@ def test_an_invalid_spec_fails_with_its_error_naming_the_field(tmp_path):
     done = check_spec(str(spec), tmp_path)
 
     assert done.returncode != 0
-    lines = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith("make: ***")]
-    assert lines[-1].endswith(f"dataset spec {spec} is invalid: field '<root>': Value error, features.categorical: "
-                              "column 'c' is not in schema"), done.stderr
+    expected = (f"dataset spec {spec} is invalid: field '<root>': Value error, features.categorical: column 'c' is "
+                "not in schema")
+    assert last_error_line(done.stderr).endswith(expected), done.stderr
     assert "Traceback" not in done.stderr

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-
-from continuous_training.config import PROJECT_ROOT
+from make_runs import last_error_line, make
 
 INVALID_SPEC = """\
 name: broken
@@ -24,12 +21,9 @@ def test_make_train_with_an_invalid_spec_ends_with_the_spec_error(tmp_path):
     airflow_home.mkdir()
     (airflow_home / ".db-migrated").touch()  # nothing of Airflow runs before the spec is read
 
-    done = subprocess.run(["make", "--no-print-directory", "train", f"DATASET={spec}"], cwd=PROJECT_ROOT,
-                          env={**os.environ, "AIRFLOW_HOME": str(airflow_home)}, capture_output=True, text=True,
-                          timeout=300)
+    done = make("train", f"DATASET={spec}", AIRFLOW_HOME=str(airflow_home))
 
     assert done.returncode != 0
-    lines = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith("make: ***")]
-    assert lines[-1].endswith(f"dataset spec {spec} is invalid: field '<root>': Value error, label: column 'b' is "
-                              "not in schema"), done.stderr[-2000:]
+    expected = f"dataset spec {spec} is invalid: field '<root>': Value error, label: column 'b' is not in schema"
+    assert last_error_line(done.stderr).endswith(expected), done.stderr[-2000:]
     assert "Traceback" not in done.stderr and "dag_id" not in done.stdout + done.stderr

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import re
-import subprocess
 
 from continuous_training.config import PROJECT_ROOT
+from make_runs import make
 
 
 def test_make_help_lists_every_phony_target_and_every_user_variable_with_a_line_each():
     makefile = (PROJECT_ROOT / "Makefile").read_text()
-    done = subprocess.run(["make", "--no-print-directory", "help"], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                          timeout=60, check=True)
+    done = make("help")
+    assert done.returncode == 0, done.stderr
     targets = dict(re.findall(r"^  make (\S+) +(.+)$", done.stdout, re.MULTILINE))
     variables = dict(re.findall(r"^  ([A-Z_]+) +(.+)$", done.stdout, re.MULTILINE))
 
