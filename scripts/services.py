@@ -51,6 +51,7 @@ PASSWORDS_FILE = SETTINGS.airflow_home / "simple_auth_manager_passwords.json.gen
 MLFLOW_PASSWORDS_FILE = SETTINGS.airflow_home / "mlflow_passwords.json.generated"
 MLFLOW_AUTH_CONFIG = SETTINGS.airflow_home / "mlflow_basic_auth.ini"
 MLFLOW_AUTH_DB = SETTINGS.airflow_home / "mlflow_basic_auth.db"
+IDLE_EXECUTOR_WORKER = "airflow worker -- LocalExecutor: <idle>"  # the process title of a waiting worker
 PRIVATE_UMASK = 0o077  # files the services write (logs, password files, task logs) are their user's only
 PICKLE_ENV = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
 
@@ -192,13 +193,49 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
+def leftover_group(name: str) -> int | None:
+    """The process group of the component's last run when its leader is dead (killed alone, as by a crash) and
+    members live on: a killed scheduler leaves its LocalExecutor workers so. None otherwise."""
+    try:
+        pid = int(pid_file(name).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if running_pid(name) is None and group_alive(pid) else None
+
+
+def kill_leftovers(name: str) -> str | None:
+    """SIGKILL what is left of the component's last run (see `leftover_group`); says what it killed."""
+    if (group := leftover_group(name)) is None:
+        return None
+    os.killpg(group, signal.SIGKILL)
+    return f"what was left of {name}'s last run (process group {group})"
+
+
+def kill_idle_executor_workers(name: str) -> str | None:
+    """SIGKILL the idle LocalExecutor workers a dead scheduler left (see `leftover_group`); the tasks still running
+    in its group go on and report their state to the new scheduler. Says what it killed."""
+    if (group := leftover_group(name)) is None:
+        return None
+    idle = []
+    for process in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error, ProcessLookupError):
+            if os.getpgid(process.pid) == group and IDLE_EXECUTOR_WORKER in " ".join(process.info["cmdline"] or []):
+                process.kill()
+                idle.append(process.pid)
+    return f"{len(idle)} idle executor workers of {name}'s last run (process group {group})" if idle else None
+
+
 def stop(names: Iterable[str]) -> list[str]:
-    """SIGTERM each component's process group, SIGKILL what is left after STOP_TIMEOUT_S; remove the pid files."""
+    """SIGTERM each component's process group, SIGKILL what is left after STOP_TIMEOUT_S and what a dead
+    component left; remove the pid files."""
     groups: dict[str, int] = {}
+    killed = []
     for name in names:
         if pid := running_pid(name):
             os.killpg(pid, signal.SIGTERM)
             groups[name] = pid
+        elif leftovers := kill_leftovers(name):
+            killed.append(leftovers)
         pid_file(name).unlink(missing_ok=True)
     deadline = time.monotonic() + STOP_TIMEOUT_S
     while any(map(group_alive, groups.values())) and time.monotonic() < deadline:
@@ -209,7 +246,7 @@ def stop(names: Iterable[str]) -> list[str]:
         if group_alive(pid):
             print(f"{name} outlived SIGTERM by {STOP_TIMEOUT_S:.0f} s, killing it", file=sys.stderr)
             os.killpg(pid, signal.SIGKILL)
-    return [f"{name} (pid {pid})" for name, pid in groups.items()]
+    return [f"{name} (pid {pid})" for name, pid in groups.items()] + killed
 
 
 def port_in_use(port: int) -> bool:
@@ -232,6 +269,9 @@ def up(timeout: float, names: Iterable[str] = COMPONENTS) -> int:
         Path(store.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     SETTINGS.mlflow_artifact_root.mkdir(parents=True, exist_ok=True)
     generated_password(PASSWORDS_FILE, ADMIN_USER)  # Airflow prints a password it generates: it finds this one
+    for name in missing:
+        if leftovers := kill_idle_executor_workers(name):
+            print(f"killed {leftovers}")
     env = child_environment()
     environments = {name: mlflow_environment(env) if name == "mlflow" else env for name in missing}
     started = {name: start(name, environments[name]) for name in missing}

@@ -7,16 +7,21 @@ stack (`test_distributed_mode.py`)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 import requests
 from continuous_training.demo import generate, write_churn_spec
 from continuous_training.paths import SUCCESS_MARKER
+from services import IDLE_EXECUTOR_WORKER
 from services_stack import POLL_S, Services, free_port, run_path, running_services
 
 pytestmark = pytest.mark.e2e
@@ -77,3 +82,29 @@ def test_one_new_batch_starts_exactly_one_training_run(services: Services) -> No
     assert [event["extra"]["payload"]["batches"] for event in events] == [["date=2026-11-10"]]
     time.sleep(POLL_S * 4)
     assert len(services.runs(DAG_ID)) == before + 1, "one batch, one run"
+
+
+def idle_workers(pgid: int) -> list[psutil.Process]:
+    """The idle LocalExecutor workers in a process group."""
+    members = []
+    for process in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error, ProcessLookupError):
+            if os.getpgid(process.pid) == pgid and IDLE_EXECUTOR_WORKER in " ".join(process.info["cmdline"] or []):
+                members.append(process)
+    return members
+
+
+def test_a_scheduler_killed_and_started_again_leaves_none_of_its_executor_workers(services: Services) -> None:
+    """SIGKILL the scheduler alone (as a crash does): its LocalExecutor workers survive it in its process group.
+    Pass: starting the scheduler again removes the idle ones, so a crash does not leak a worker pool per restart
+    (a worker running a task is left to finish it)."""
+    old = int((services.home / "run" / "scheduler.pid").read_text())
+    workers = services.wait("the scheduler's idle executor workers", lambda: idle_workers(old) or None, timeout=120)
+    os.kill(old, signal.SIGKILL)
+    psutil.wait_procs([psutil.Process(old)], timeout=30)
+
+    started = services.services("up", "--only", "scheduler", "--timeout", "180")
+
+    assert started.returncode == 0, started.stdout + started.stderr
+    _, alive = psutil.wait_procs(workers, timeout=30)
+    assert alive == [], f"{len(alive)} idle workers of the killed scheduler (group {old}) outlived its restart"
