@@ -491,14 +491,15 @@ def main(argv: list[str] | None = None) -> None:
     shown.add_argument("--on", type=date.fromisoformat, metavar="DATE",
                        help="Only which version held @champion at the end of this day (UTC).")
     args = parser.parse_args(argv)
-    if args.command == "rollback":
-        def roll() -> None:
-            replaced, champion = rollback(load_spec(args.dataset), args.version or None, args.reason)
-            print(f"@champion of {load_spec(args.dataset).registered_model_name}: version {champion}, replacing "
-                  f"version {replaced}")
-        run_job(roll)
-    else:
-        run_job(lambda: print("\n".join(history_lines(load_spec(args.dataset), args.on))))
+
+    def text() -> str:
+        spec = load_spec(args.dataset)
+        if args.command == "history":
+            return "\n".join(history_lines(spec, args.on))
+        replaced, champion = rollback(spec, args.version or None, args.reason)
+        return f"@champion of {spec.registered_model_name}: version {champion}, replacing version {replaced}"
+
+    run_job(lambda: print(text()))
 
 
 if __name__ == "__main__":

@@ -198,14 +198,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dag", choices=KINDS, help="Print the id of the DAG that trains, scores or checks the "
                                                       "dataset.")
     args = parser.parse_args(argv)
-    if args.dag:
-        run_job(lambda: print(dataset_dag_id(args.dag, args.dataset)))
-    elif args.checked_for:
-        run_job(lambda: print(summarize_drift(args.dataset, args.checked_for)))
-    elif args.scored_for:
-        run_job(lambda: print(summarize_scoring(args.dataset, args.scored_for)))
-    else:
-        run_job(lambda: print(summarize(args.dataset, args.run_id)))
+
+    def text() -> str:
+        if args.dag:
+            return dataset_dag_id(args.dag, args.dataset)
+        if args.checked_for:
+            return summarize_drift(args.dataset, args.checked_for)
+        if args.scored_for:
+            return summarize_scoring(args.dataset, args.scored_for)
+        return summarize(args.dataset, args.run_id)
+
+    run_job(lambda: print(text()))
 
 
 if __name__ == "__main__":
